@@ -1,0 +1,373 @@
+"""``ItemIndex``: external string ids + float32 vectors -> filtered, batched inner-product top-k.
+
+Labels. FAISS labels are positions 0..ntotal-1 in the FAISS structure; ``_ids[label]`` is the
+external id. Nothing is ever removed from FAISS (GPU indexes cannot ``remove_ids``, HNSW cannot
+either): ``retire`` clears the item's bit in an ``alive`` bitmap, and re-adding an existing id
+appends the new vector under a new label and clears the old label's bit (last write wins). Dead
+labels cost memory and scan time until the next rebuild (``ItemIndex.build`` / ``IndexHolder``
+refresh) compacts them away; ``stats()["dead"]`` says how many there are.
+
+Filtering. On the CPU the alive bitmap is handed to FAISS as an ``IDSelectorBitmap`` so dead
+labels are never candidates. Per-query exclusions (items the user has seen) differ per row, and a
+FAISS call takes one selector for the whole batch, so a batch over-fetches ``k + max_i |excl_i|``
+and drops each row's excluded items afterwards — for an exact index that always leaves k. A single
+query puts its exclusions in the selector instead. Any row still short of k (an approximate index
+can return fewer candidates) is searched again alone with the full selector and a doubled
+nprobe/efSearch, up to an exhaustive search. On the GPU there are no selectors: over-fetch also
+covers dead labels, doubling up to FAISS's GPU limit of k=2048.
+
+Threading. Searches share a readers/writer lock; ``add``/``retire`` take it exclusively, so a
+search never sees a half-applied add. GPU searches take it exclusively as well (GPU indexes are
+not thread-safe). The ``version`` of an index never changes after build; ``IndexHolder`` swaps in
+a new index for a new version.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Collection, Sequence
+
+import faiss
+import numpy as np
+
+from . import factory
+from ._rwlock import RWLock
+from .errors import ItemIndexError
+from .factory import DEFAULT_EXACT_THRESHOLD, GPU_MAX_K, IndexParams
+
+log = logging.getLogger(__name__)
+
+Hit = tuple[str, float]
+
+
+def _as_matrix(x, dim: int | None, what: str) -> np.ndarray:
+    x = np.asarray(x)
+    if x.ndim == 1 and dim is not None and x.shape[0] == dim:
+        x = x[None, :]
+    if x.ndim != 2 or (dim is not None and x.shape[1] != dim):
+        want = f"(n, {dim})" if dim is not None else "(n, d)"
+        raise ValueError(f"{what} must have shape {want}, got {x.shape}")
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    if not np.isfinite(x).all():
+        raise ValueError(f"{what} contain NaN or infinite values")
+    return x
+
+
+def _as_ids(ids, n: int) -> list[str]:
+    if isinstance(ids, (str, bytes)):
+        raise TypeError("ids must be a sequence of ids, not a single string")
+    out = [str(i) for i in ids]
+    if len(out) != n:
+        raise ValueError(f"got {len(out)} ids for {n} vectors")
+    if any(not s for s in out):
+        raise ValueError("ids must be non-empty strings")
+    return out
+
+
+def _last_occurrences(ids: list[str]) -> np.ndarray:
+    """Positions of the last occurrence of each id (a batch with repeats: last write wins)."""
+    last = {s: i for i, s in enumerate(ids)}
+    if len(last) == len(ids):
+        return np.arange(len(ids))
+    return np.fromiter(sorted(last.values()), dtype=np.int64)
+
+
+class ItemIndex:
+    """Use ``ItemIndex.build`` (or ``persistence.load``); the constructor is internal."""
+
+    def __init__(self, *, faiss_index, kind: str, dim: int, version: int, params: IndexParams,
+                 effort: int = 0, on_gpu: bool = False, gpu_res=None,
+                 ids: Sequence[str] = (), alive: np.ndarray | None = None, tuned_recall: float = 1.0):
+        self._index = faiss_index
+        self.kind = kind
+        self._dim = int(dim)
+        self._version = int(version)
+        self.params = params
+        self.effort = int(effort)            # nprobe (ivf) / efSearch (hnsw)
+        self.on_gpu = bool(on_gpu)
+        self._gpu_res = gpu_res
+        self.tuned_recall = float(tuned_recall)
+        self._lock = RWLock()
+        n = int(faiss_index.ntotal)
+        if len(ids) != n:
+            raise ItemIndexError(f"{len(ids)} ids for a FAISS index holding {n} vectors")
+        cap = max(16, n)
+        self._ids = np.empty(cap, dtype=object)
+        self._ids[:n] = list(ids)
+        self._bitmap = np.zeros((cap + 7) // 8, dtype=np.uint8)
+        alive = np.ones(n, dtype=bool) if alive is None else np.asarray(alive, dtype=bool)[:n]
+        self._bitmap[: (n + 7) // 8] = np.packbits(alive, bitorder="little")
+        self._label_of: dict[str, int] = {self._ids[i]: i for i in np.flatnonzero(alive)}
+        self._n_labels = n
+
+    # ------------------------------------------------------------------ construction
+
+    @classmethod
+    def build(cls, ids: Sequence[str], vectors: np.ndarray, *, version: int = 0,
+              exact_threshold: int = DEFAULT_EXACT_THRESHOLD, use_gpu: bool | None = None,
+              params: IndexParams | None = None, dim: int | None = None, device: int = 0,
+              sample_queries: np.ndarray | None = None) -> "ItemIndex":
+        """Build an index over (ids, vectors (N, D) float32), inner-product scoring.
+
+        Exact ``IndexFlatIP`` below ``exact_threshold`` items, else ``params.kind`` (default IVF,
+        nprobe tuned for ``params.target_recall`` recall@10). ``use_gpu=None`` uses the GPU when
+        ``faiss.get_num_gpus() > 0``. ``dim`` is needed only for an empty catalogue given as a
+        plain empty list. Repeated ids: the last one wins. ``sample_queries`` (a few hundred real
+        user vectors) make the nprobe/efSearch tuning exact for the real query distribution.
+        """
+        params = params or IndexParams()
+        if dim is not None and np.asarray(vectors).size == 0:
+            vectors = np.zeros((0, dim), np.float32)
+        vectors = _as_matrix(vectors, dim, "vectors")
+        ids = _as_ids(ids, len(vectors))
+        keep = _last_occurrences(ids)
+        if len(keep) != len(ids):
+            ids = [ids[i] for i in keep]
+            vectors = np.ascontiguousarray(vectors[keep])
+        use_gpu = _resolve_gpu(use_gpu)
+        kind = choose_kind_for(len(vectors), params, exact_threshold)
+        if sample_queries is not None:
+            sample_queries = _as_matrix(sample_queries, vectors.shape[1], "sample_queries")
+        built = factory.build_faiss(kind, vectors, params, use_gpu=use_gpu, device=device,
+                                    sample_queries=sample_queries)
+        return cls(faiss_index=built["index"], kind=kind, dim=vectors.shape[1], version=version,
+                   params=params, effort=built["effort"],
+                   on_gpu=built["on_gpu"], gpu_res=built["gpu_res"], ids=ids,
+                   tuned_recall=built["tuned_recall"])
+
+    # ------------------------------------------------------------------ properties
+
+    @property
+    def version(self) -> int:
+        return self._version
+
+    @property
+    def dim(self) -> int:
+        return self._dim
+
+    def __len__(self) -> int:
+        return len(self._label_of)
+
+    def __contains__(self, item_id) -> bool:
+        return str(item_id) in self._label_of
+
+    def ids(self) -> list[str]:
+        """The live (not retired) ids, in label order."""
+        with self._lock.read():
+            return [s for s, _ in sorted(self._label_of.items(), key=lambda kv: kv[1])]
+
+    def stats(self) -> dict:
+        return {"version": self._version, "kind": self.kind, "dim": self._dim, "items": len(self),
+                "labels": self._n_labels, "dead": self._n_labels - len(self), "effort": self.effort,
+                "nlist": int(getattr(self._index, "nlist", 0)), "on_gpu": self.on_gpu,
+                "tuned_recall": round(self.tuned_recall, 4)}
+
+    def __repr__(self) -> str:
+        s = self.stats()
+        return f"ItemIndex(version={s['version']}, kind={s['kind']}, items={s['items']}, dim={s['dim']}, gpu={s['on_gpu']})"
+
+    # ------------------------------------------------------------------ mutation
+
+    def add(self, ids: Sequence[str], vectors: np.ndarray) -> int:
+        """Add items, visible to the next search; no rebuild. Re-adding a live id replaces its
+        vector (last write wins); re-adding a retired id brings it back. Returns the count added."""
+        vectors = _as_matrix(vectors, self._dim, "vectors")
+        ids = _as_ids(ids, len(vectors))
+        if not ids:
+            return 0
+        keep = _last_occurrences(ids)
+        if len(keep) != len(ids):
+            ids = [ids[i] for i in keep]
+            vectors = np.ascontiguousarray(vectors[keep])
+        m = len(ids)
+        with self._lock.write():
+            if self.kind == "ivf" and not self._index.is_trained:  # pragma: no cover - build always trains
+                raise ItemIndexError("IVF index is not trained")
+            start = self._n_labels
+            self._index.add(vectors)
+            self._grow(start + m)
+            self._ids[start:start + m] = ids
+            old = [self._label_of[s] for s in ids if s in self._label_of]
+            if old:
+                self._set_bits(np.asarray(old, dtype=np.int64), False)
+            new = np.arange(start, start + m, dtype=np.int64)
+            self._set_bits(new, True)
+            self._label_of.update(zip(ids, new.tolist()))
+            self._n_labels = start + m
+        return m
+
+    def retire(self, ids: Sequence[str]) -> int:
+        """Mask items: they are never returned again (until re-added). Unknown ids are ignored.
+        Returns the number of items retired."""
+        if isinstance(ids, (str, bytes)):
+            raise TypeError("retire() takes a sequence of ids, not a single string")
+        with self._lock.write():
+            labels = [self._label_of.pop(str(s)) for s in ids if str(s) in self._label_of]
+            if labels:
+                self._set_bits(np.asarray(labels, dtype=np.int64), False)
+        return len(labels)
+
+    def _grow(self, n: int) -> None:
+        cap = len(self._ids)
+        if n <= cap:
+            return
+        cap = max(n, 2 * cap)
+        ids = np.empty(cap, dtype=object)
+        ids[: self._n_labels] = self._ids[: self._n_labels]
+        self._ids = ids
+        bitmap = np.zeros((cap + 7) // 8, dtype=np.uint8)
+        bitmap[: len(self._bitmap)] = self._bitmap
+        self._bitmap = bitmap
+
+    def _set_bits(self, labels: np.ndarray, value: bool) -> None:
+        byte, bit = labels >> 3, (labels & 7).astype(np.uint8)
+        masks = np.left_shift(np.uint8(1), bit).astype(np.uint8)
+        if value:
+            np.bitwise_or.at(self._bitmap, byte, masks)
+        else:
+            np.bitwise_and.at(self._bitmap, byte, np.invert(masks))
+
+    # ------------------------------------------------------------------ search
+
+    def search(self, queries: np.ndarray, k: int,
+               exclude: Sequence[Collection[str]] | None = None) -> list[list[Hit]]:
+        """Top-k by inner product for each query row: a list (one per row) of (id, score), best
+        first. Never returns a retired item or one in ``exclude[i]``; returns k items whenever at
+        least k live, non-excluded items exist (fewer otherwise). queries (B, D) float32."""
+        q = _as_matrix(queries, self._dim, "queries")
+        B = len(q)
+        if exclude is not None and len(exclude) != B:
+            raise ValueError(f"exclude has {len(exclude)} rows for {B} queries")
+        k = int(k)
+        if k <= 0 or B == 0:
+            return [[] for _ in range(B)]
+        lock = self._lock.write() if self.on_gpu else self._lock.read()
+        with lock:
+            n_alive = len(self._label_of)
+            if n_alive == 0:
+                return [[] for _ in range(B)]
+            excl = self._exclusion_labels(exclude, B)
+            return self._search_locked(q, k, excl, n_alive)
+
+    def _exclusion_labels(self, exclude, B: int) -> list[np.ndarray]:
+        empty = np.zeros(0, dtype=np.int64)
+        if exclude is None:
+            return [empty] * B
+        out = []
+        for row in exclude:
+            if isinstance(row, (str, bytes)):
+                raise TypeError("each exclude row must be a collection of ids, not a string")
+            labels = [self._label_of[s] for s in map(str, row) if s in self._label_of]
+            out.append(np.unique(np.asarray(labels, dtype=np.int64)) if labels else empty)
+        return out
+
+    def _search_locked(self, q: np.ndarray, k: int, excl: list[np.ndarray], n_alive: int) -> list[list[Hit]]:
+        B = len(q)
+        n_dead = self._n_labels - n_alive
+        want = [min(k, n_alive - len(e)) for e in excl]
+        extra = max(len(e) for e in excl)
+        if self.on_gpu:
+            kk = min(k + extra + min(n_dead, 2 * k), self._n_labels, GPU_MAX_K)
+            sel_rows = None
+        elif B == 1 and extra:
+            kk = want[0]
+            sel_rows = excl
+        else:
+            kk = min(k + extra, n_alive)
+            sel_rows = None
+        out: list[list[Hit]] = [[] for _ in range(B)]
+        if kk > 0:
+            scores, labels = self._raw_search(q, kk, self.effort, sel_rows[0] if sel_rows else None)
+            for i in range(B):
+                out[i] = self._collect(scores[i], labels[i], excl[i], k)
+        short = [i for i in range(B) if len(out[i]) < want[i]]
+        for i in short:
+            out[i] = self._search_row_until_full(q[i:i + 1], k, excl[i], want[i], kk)
+        return out
+
+    def _collect(self, scores: np.ndarray, labels: np.ndarray, excl: np.ndarray, k: int) -> list[Hit]:
+        ok = labels >= 0
+        if self.on_gpu or self._n_labels != len(self._label_of):
+            alive = np.zeros(len(labels), dtype=bool)
+            lab = labels[ok]
+            alive[ok] = (self._bitmap[lab >> 3] >> (lab & 7).astype(np.uint8)) & 1 == 1
+            ok = alive
+        if len(excl):
+            ok &= ~np.isin(labels, excl)
+        lab = labels[ok][:k]
+        return list(zip(self._ids[lab].tolist(), scores[ok][:k].tolist()))
+
+    def _search_row_until_full(self, q1, k, excl, want, kk) -> list[Hit]:
+        """One query, escalating: (CPU) exclusions in the selector, doubling nprobe/efSearch up to
+        exhaustive; (GPU) doubling the over-fetch and nprobe up to the GPU limits."""
+        effort = max(self.effort, 1)
+        top_effort = factory.max_effort(self.kind, self._index)
+        if self.on_gpu:
+            top_effort = min(top_effort, GPU_MAX_K)
+            cap = min(self._n_labels, GPU_MAX_K)
+        hits: list[Hit] = []
+        while True:
+            if self.on_gpu:
+                kk = min(max(kk * 2, k), cap)
+                scores, labels = self._raw_search(q1, kk, effort, None)
+            else:
+                kk = want
+                if self.kind == "hnsw" and effort >= top_effort:
+                    return self._exhaustive_hnsw(q1, want, excl, k)
+                scores, labels = self._raw_search(q1, kk, max(effort, kk) if self.kind == "hnsw" else effort, excl)
+            hits = self._collect(scores[0], labels[0], excl, k)
+            done_effort = self.kind == "flat" or effort >= top_effort
+            if len(hits) >= want or (done_effort and (not self.on_gpu or kk >= cap)):
+                break
+            effort = min(effort * 2, top_effort) if self.kind != "flat" else effort
+        if len(hits) < want:
+            log.warning("search returned %d of %d wanted results (kind=%s gpu=%s)", len(hits), want,
+                        self.kind, self.on_gpu)
+        return hits
+
+    def _exhaustive_hnsw(self, q1, want, excl, k) -> list[Hit]:
+        storage = faiss.downcast_index(self._index.storage)
+        sel, _keep = self._selector(excl)
+        params = faiss.SearchParameters(sel=sel) if sel is not None else None
+        d, lab = storage.search(q1, want, params=params)
+        return self._collect(d[0], lab[0], excl, k)
+
+    def _selector(self, excl: np.ndarray | None):
+        """IDSelector for alive labels minus ``excl``; also returns the objects to keep alive."""
+        if self._n_labels == len(self._label_of) and (excl is None or not len(excl)):
+            return None, ()
+        bitmap = faiss.IDSelectorBitmap(self._bitmap)
+        if excl is None or not len(excl):
+            return bitmap, (bitmap,)
+        batch = faiss.IDSelectorBatch(excl)
+        not_batch = faiss.IDSelectorNot(batch)
+        both = faiss.IDSelectorAnd(bitmap, not_batch)
+        return both, (bitmap, batch, not_batch, both)
+
+    def _raw_search(self, q, kk: int, effort: int, excl: np.ndarray | None):
+        """One FAISS call -> (scores as inner products, labels). CPU: dead labels (and ``excl``)
+        filtered by a selector. GPU: no selector."""
+        keep = ()
+        sel = None
+        if not self.on_gpu:
+            sel, keep = self._selector(excl)
+        if self.kind == "hnsw":
+            effort = max(effort, kk)
+        params = factory.search_params(self.kind, effort, sel)
+        d, lab = self._index.search(q, kk, params=params)
+        del keep
+        return d, lab
+
+
+def choose_kind_for(n: int, params: IndexParams, exact_threshold: int) -> str:
+    return factory.choose_kind(n, params, exact_threshold)
+
+
+def _resolve_gpu(use_gpu: bool | None) -> bool:
+    n = faiss.get_num_gpus() if hasattr(faiss, "get_num_gpus") else 0
+    if use_gpu is None:
+        return n > 0
+    if use_gpu and n == 0:
+        raise ItemIndexError("use_gpu=True but faiss sees no GPU (faiss.get_num_gpus() == 0)")
+    return bool(use_gpu)
