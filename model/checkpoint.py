@@ -1,0 +1,64 @@
+"""Checkpoints: one dict, written atomically, loaded with ``weights_only=True``.
+
+Keys: ``model`` (encoder state dict), ``heads`` (objective heads state dict or None),
+``optimizer`` (state dict or None), ``config`` (EncoderConfig as a dict), ``objectives``
+(objective config as a dict), ``vocab`` (ItemVocab state), ``step``, ``best_val``, ``version``,
+``popularity`` (item row counts, for the cold-user fallback) and ``meta`` (free plain python).
+Only tensors and plain python types are stored.
+"""
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+import zipfile
+
+import torch
+
+from model.encoder import EncoderConfig
+
+FORMAT_VERSION = 1
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint cannot be read or does not fit the expected model (message names the file)."""
+
+
+def save_checkpoint(path: str, ckpt: dict) -> None:
+    """Write ``ckpt`` to ``path`` atomically: a temporary file in the same folder, then os.replace."""
+    d = os.path.dirname(os.path.abspath(path))
+    os.makedirs(d, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".ckpt-", dir=d)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save({"format_version": FORMAT_VERSION, **ckpt}, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def load_checkpoint(path: str, expected: EncoderConfig | dict | None = None,
+                    map_location="cpu") -> dict:
+    """Load a checkpoint; with ``expected``, refuse one whose architecture differs."""
+    if not os.path.isfile(path):
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError) as e:
+        raise CheckpointError(f"checkpoint {path} is corrupted or truncated: {e}") from None
+    required = ("model", "config", "vocab", "step", "best_val", "version")
+    if not isinstance(ckpt, dict) or any(k not in ckpt for k in required):
+        raise CheckpointError(f"checkpoint {path} is not a StreamRec checkpoint "
+                              f"(needs keys {', '.join(required)})")
+    if expected is not None:
+        exp = expected if isinstance(expected, EncoderConfig) else EncoderConfig.from_dict(expected)
+        got = EncoderConfig.from_dict(ckpt["config"])
+        diff = {k: (got.arch()[k], v) for k, v in exp.arch().items() if got.arch()[k] != v}
+        if diff:
+            desc = ", ".join(f"{k}: checkpoint {a} vs expected {b}" for k, (a, b) in diff.items())
+            raise CheckpointError(f"checkpoint {path} has a different architecture ({desc})")
+    return ckpt

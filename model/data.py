@@ -1,0 +1,192 @@
+"""Dataset loaders -> per-user chronological sequences of (item_id, type); leave-one-out splits.
+
+Formats:
+- ``ml1m``: SASRec-format ``user item`` lines (.gz or plain), chronological within a user; every
+  interaction is a ``click``.
+- ``taobao``: UserBehavior CSV ``user_id,item_id,category_id,behavior_type,timestamp`` (no header);
+  ``pv``/``cart``/``fav`` -> ``click``, ``buy`` -> ``purchase``; item categories are kept.
+- ``jsonl``: one event per line as in the event contract (``user_id``, ``item_id``, ``type``,
+  optional ``ts``); events are ordered by ``ts`` (ties and missing ``ts`` keep file order).
+"""
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from model.encoder import TYPE_IDS
+from model.vocab import ItemVocab
+
+log = logging.getLogger(__name__)
+
+FORMATS = ("ml1m", "taobao", "jsonl")
+TAOBAO_TYPES = {"pv": "click", "cart": "click", "fav": "click", "buy": "purchase"}
+
+
+class DataError(ValueError):
+    """A dataset file is missing or malformed (message names the file and line)."""
+
+
+@dataclass
+class SeqDataset:
+    """Sequences as item rows and type ids (numpy int64), one entry per user."""
+    vocab: ItemVocab
+    users: list[str]
+    items: list[np.ndarray]
+    types: list[np.ndarray]
+    categories: dict[str, str] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.users)
+
+
+def _open_text(path: str):
+    if not os.path.isfile(path):
+        raise DataError(f"data file not found: {path}")
+    if path.endswith(".gz"):
+        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8")
+    return open(path, encoding="utf-8")
+
+
+def read_ml1m(path: str) -> dict[str, list[tuple[str, str]]]:
+    seqs: dict[str, list[tuple[str, str]]] = {}
+    with _open_text(path) as f:
+        for n, line in enumerate(f, 1):
+            parts = line.split()
+            if not parts:
+                continue
+            if len(parts) < 2:
+                raise DataError(f"{path}:{n}: expected 'user item', got {line.strip()!r}")
+            seqs.setdefault(parts[0], []).append((parts[1], "click"))
+    return seqs
+
+
+def read_taobao(path: str, categories: dict[str, str] | None = None) -> dict[str, list[tuple[str, str]]]:
+    rows: dict[str, list[tuple[float, str, str]]] = {}
+    with _open_text(path) as f:
+        for n, rec in enumerate(csv.reader(f), 1):
+            if not rec:
+                continue
+            if len(rec) != 5 or rec[3] not in TAOBAO_TYPES:
+                raise DataError(f"{path}:{n}: expected user,item,category,pv|cart|fav|buy,ts; got {rec!r}")
+            user, item, cat, beh, ts = rec
+            if categories is not None:
+                categories[item] = cat
+            rows.setdefault(user, []).append((float(ts), item, TAOBAO_TYPES[beh]))
+    # sort by timestamp, stable so that file order breaks ties
+    return {u: [(i, t) for _, i, t in sorted(ev, key=lambda e: e[0])] for u, ev in rows.items()}
+
+
+def read_jsonl(path: str) -> dict[str, list[tuple[str, str]]]:
+    rows: dict[str, list[tuple[float, int, str, str]]] = {}
+    with _open_text(path) as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                ev = json.loads(line)
+                user, item, typ = str(ev["user_id"]), str(ev["item_id"]), ev["type"]
+            except (json.JSONDecodeError, KeyError, TypeError) as e:
+                raise DataError(f"{path}:{n}: not an event object ({e})") from None
+            if typ not in TYPE_IDS:
+                raise DataError(f"{path}:{n}: unknown type {typ!r}")
+            ts = float(ev.get("ts", n))
+            rows.setdefault(user, []).append((ts, n, item, typ))
+    return {u: [(i, t) for _, _, i, t in sorted(ev)] for u, ev in rows.items()}
+
+
+def read_sequences(path: str, fmt: str, categories: dict | None = None) -> dict[str, list[tuple[str, str]]]:
+    if fmt == "ml1m":
+        return read_ml1m(path)
+    if fmt == "taobao":
+        return read_taobao(path, categories)
+    if fmt == "jsonl":
+        return read_jsonl(path)
+    raise DataError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
+
+
+def _sort_key(s: str):
+    return (0, int(s), "") if s.isdigit() else (1, 0, s)
+
+
+def build_dataset(seqs: dict[str, list[tuple[str, str]]], vocab: ItemVocab | None = None,
+                  categories: dict[str, str] | None = None) -> SeqDataset:
+    """Map sequences to rows; a new vocabulary (numeric ids in numeric order) unless one is given."""
+    if vocab is None:
+        vocab = ItemVocab()
+        for item in sorted({i for s in seqs.values() for i, _ in s}, key=_sort_key):
+            vocab.add(item, (categories or {}).get(item))
+    users, items, types = [], [], []
+    for u in sorted(seqs, key=_sort_key):
+        pairs = [(vocab.row(i), TYPE_IDS[t]) for i, t in seqs[u]]
+        pairs = [(r, t) for r, t in pairs if r is not None]
+        if not pairs:
+            continue
+        users.append(u)
+        items.append(np.array([r for r, _ in pairs], dtype=np.int64))
+        types.append(np.array([t for _, t in pairs], dtype=np.int64))
+    return SeqDataset(vocab, users, items, types, dict(categories or {}))
+
+
+def load_dataset(path: str, fmt: str, vocab: ItemVocab | None = None) -> SeqDataset:
+    cats: dict[str, str] = {}
+    seqs = read_sequences(path, fmt, cats)
+    ds = build_dataset(seqs, vocab, cats)
+    log.info("loaded %s (%s): %d users, %d items, %d events", path, fmt, len(ds),
+             len(ds.vocab) - 1, sum(len(s) for s in ds.items))
+    return ds
+
+
+# ---- leave-one-out -------------------------------------------------------------------------------
+@dataclass
+class EvalSplit:
+    """Inputs (history) and the held-out target row for each evaluated user."""
+    user_idx: np.ndarray          # index into the dataset's users
+    inputs: list[np.ndarray]
+    input_types: list[np.ndarray]
+    targets: np.ndarray
+    target_types: np.ndarray
+
+
+def loo_train(ds: SeqDataset, holdout: int = 2) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Training sequences: each user's sequence minus the last ``holdout`` events (users with
+    fewer than ``holdout + 1`` events are not evaluated, so their whole sequence trains)."""
+    items, types = [], []
+    for s, t in zip(ds.items, ds.types):
+        cut = len(s) - holdout if len(s) > holdout else len(s)
+        items.append(s[:cut])
+        types.append(t[:cut])
+    return items, types
+
+
+def loo_split(ds: SeqDataset, which: str) -> EvalSplit:
+    """``valid``: predict the second-to-last event from what precedes it; ``test``: the last one."""
+    off = {"valid": 2, "test": 1}[which]
+    idx, inputs, in_types, targets, t_types = [], [], [], [], []
+    for u, (s, t) in enumerate(zip(ds.items, ds.types)):
+        if len(s) < 3:
+            continue
+        idx.append(u)
+        inputs.append(s[:len(s) - off])
+        in_types.append(t[:len(s) - off])
+        targets.append(s[len(s) - off])
+        t_types.append(t[len(s) - off])
+    return EvalSplit(np.array(idx, dtype=np.int64), inputs, in_types,
+                     np.array(targets, dtype=np.int64), np.array(t_types, dtype=np.int64))
+
+
+def pad_left(seqs: list[np.ndarray], max_len: int) -> np.ndarray:
+    """Left-pad (and left-truncate to the most recent ``max_len``) into an int64 (B, T) array."""
+    T = min(max_len, max((len(s) for s in seqs), default=1)) or 1
+    out = np.zeros((len(seqs), T), dtype=np.int64)
+    for b, s in enumerate(seqs):
+        s = s[-T:]
+        if len(s):
+            out[b, T - len(s):] = s
+    return out

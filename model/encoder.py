@@ -1,0 +1,181 @@
+"""SASRec-style causal transformer encoder for item sequences.
+
+Reads top to bottom: the config, one transformer block, then the encoder.
+
+Conventions used everywhere in ``model/``:
+- item row 0 is padding; sequences are LEFT-padded so the last column is the most recent event;
+- behaviour types: 0 = pad, 1 = click, 2 = purchase (``TYPE_IDS``);
+- the user vector is the hidden state at the last position; a score is the inner product of a
+  user vector and an item vector (``item_vectors()`` is the shared input/output item table).
+
+Serving and the index use only ``encode_sequences`` and ``item_vectors``; training code uses
+``forward`` (hidden states at every position) and ``embed`` (so the adversarial objective can
+perturb the input embeddings).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+PAD = 0
+TYPE_IDS = {"click": 1, "purchase": 2}
+
+
+@dataclass
+class EncoderConfig:
+    n_items: int = 1          # rows of the item table, padding row 0 included (grows online)
+    dim: int = 64
+    n_layers: int = 2
+    n_heads: int = 1
+    max_len: int = 200
+    dropout: float = 0.2      # embeddings, residual branches and feed-forward
+    attn_dropout: float = 0.0 # on attention weights (off by default: costly on CPU)
+    n_types: int = 3          # 0 = pad, 1 = click, 2 = purchase
+    ffn_mult: int = 4         # feed-forward hidden size = ffn_mult * dim
+
+    # fields that define the shapes of the weights (n_items is growable, dropout is training-only)
+    ARCH_FIELDS = ("dim", "n_layers", "n_heads", "max_len", "n_types", "ffn_mult")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "EncoderConfig":
+        names = {f.name for f in fields(cls)}
+        unknown = set(d) - names
+        if unknown:
+            raise ValueError(f"unknown EncoderConfig fields: {sorted(unknown)}")
+        return cls(**d)
+
+    def arch(self) -> dict:
+        return {k: getattr(self, k) for k in self.ARCH_FIELDS}
+
+
+class Block(nn.Module):
+    """Pre-LayerNorm transformer block: x + attn(ln(x)), then x + ffn(ln(x))."""
+
+    def __init__(self, cfg: EncoderConfig):
+        super().__init__()
+        assert cfg.dim % cfg.n_heads == 0, "dim must be divisible by n_heads"
+        self.n_heads = cfg.n_heads
+        self.ln1 = nn.LayerNorm(cfg.dim)
+        self.qkv = nn.Linear(cfg.dim, 3 * cfg.dim)
+        self.proj = nn.Linear(cfg.dim, cfg.dim)
+        self.ln2 = nn.LayerNorm(cfg.dim)
+        self.ffn = nn.Sequential(
+            nn.Linear(cfg.dim, cfg.ffn_mult * cfg.dim), nn.GELU(), nn.Dropout(cfg.dropout),
+            nn.Linear(cfg.ffn_mult * cfg.dim, cfg.dim),
+        )
+        self.attn_dropout = cfg.attn_dropout
+        self.drop = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor) -> torch.Tensor:
+        B, T, C = x.shape
+        q, k, v = self.qkv(self.ln1(x)).split(C, dim=2)
+        # (B, T, C) -> (B, H, T, C/H)
+        q, k, v = (t.view(B, T, self.n_heads, C // self.n_heads).transpose(1, 2) for t in (q, k, v))
+        y = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=attn_mask, dropout_p=self.attn_dropout if self.training else 0.0)
+        y = y.transpose(1, 2).reshape(B, T, C)
+        x = x + self.drop(self.proj(y))
+        return x + self.drop(self.ffn(self.ln2(x)))
+
+
+class SeqEncoder(nn.Module):
+    def __init__(self, cfg: EncoderConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.item_emb = nn.Embedding(cfg.n_items, cfg.dim, padding_idx=PAD)
+        self.pos_emb = nn.Embedding(cfg.max_len, cfg.dim)
+        self.type_emb = nn.Embedding(cfg.n_types, cfg.dim, padding_idx=0)
+        self.mask_emb = nn.Parameter(torch.zeros(cfg.dim))  # [MASK] input for Cloze/augmentation
+        self.emb_drop = nn.Dropout(cfg.dropout)
+        self.blocks = nn.ModuleList([Block(cfg) for _ in range(cfg.n_layers)])
+        self.ln_f = nn.LayerNorm(cfg.dim)
+        self.apply(self._init)
+
+    @staticmethod
+    def _init(m: nn.Module) -> None:
+        if isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, std=0.02)
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Embedding):
+            nn.init.normal_(m.weight, std=0.02)
+            if m.padding_idx is not None:
+                with torch.no_grad():
+                    m.weight[m.padding_idx].zero_()
+
+    # ---- training-side API -------------------------------------------------------------------
+    def embed(self, items: torch.Tensor, types: torch.Tensor,
+              masked: torch.Tensor | None = None) -> torch.Tensor:
+        """Input embeddings (B, T, D) of left-padded items/types (B, T); padding rows are zero.
+        ``masked`` (B, T) bool: positions whose item is replaced by the [MASK] embedding."""
+        T = items.shape[1]
+        if T > self.cfg.max_len:
+            raise ValueError(f"sequence length {T} exceeds max_len {self.cfg.max_len}")
+        # right-aligned positions: the most recent event always has position max_len - 1
+        pos = torch.arange(self.cfg.max_len - T, self.cfg.max_len, device=items.device)
+        e = self.item_emb(items)
+        if masked is not None:
+            e = torch.where(masked.unsqueeze(-1), self.mask_emb.to(e.dtype), e)
+        x = e * math.sqrt(self.cfg.dim) + self.pos_emb(pos)[None] + self.type_emb(types)
+        return x * (items != PAD).unsqueeze(-1)
+
+    def forward(self, items: torch.Tensor, types: torch.Tensor, x: torch.Tensor | None = None,
+                causal: bool = True) -> torch.Tensor:
+        """Hidden states (B, T, D) at every position; ``x`` overrides the input embeddings;
+        ``causal=False`` attends both ways (used only by the Cloze objective)."""
+        if x is None:
+            x = self.embed(items, types)
+        B, T = items.shape
+        keep = items != PAD                                                      # (B, T)
+        eye = torch.eye(T, dtype=torch.bool, device=items.device)
+        mask = keep[:, None, :].expand(B, T, T)
+        if causal:
+            mask = mask & torch.ones(T, T, dtype=torch.bool, device=items.device).tril()[None]
+        # attend to real items; a padding query attends to itself only (no NaN rows)
+        mask = mask | eye[None]                                                  # (B, T, T)
+        h = self.emb_drop(x)
+        for block in self.blocks:
+            h = block(h, mask[:, None])                                          # (B, 1, T, T)
+        return self.ln_f(h)
+
+    def logits(self, h: torch.Tensor) -> torch.Tensor:
+        """Scores of hidden states (..., D) against every item row (..., N); padding row -inf."""
+        out = h @ self.item_emb.weight.T
+        out[..., PAD] = float("-inf")
+        return out
+
+    # ---- serving-side API --------------------------------------------------------------------
+    def encode_sequences(self, item_rows: torch.Tensor, types: torch.Tensor) -> torch.Tensor:
+        """User vectors (B, D): hidden state at the last (most recent) position."""
+        T = item_rows.shape[1]
+        if T > self.cfg.max_len:  # keep the most recent max_len events
+            item_rows, types = item_rows[:, -self.cfg.max_len:], types[:, -self.cfg.max_len:]
+        return self.forward(item_rows, types)[:, -1, :]
+
+    def item_vectors(self) -> torch.Tensor:
+        """Item table (N, D), padding row 0 included (the caller drops it)."""
+        return self.item_emb.weight
+
+    # ---- online growth -----------------------------------------------------------------------
+    @torch.no_grad()
+    def grow(self, n_new_rows: int, init: torch.Tensor | None = None) -> None:
+        """Append ``n_new_rows`` item rows, keeping every trained row; ``init`` (n_new, D) optional."""
+        if n_new_rows <= 0:
+            return
+        old = self.item_emb.weight
+        new = torch.empty(n_new_rows, self.cfg.dim, device=old.device, dtype=old.dtype)
+        if init is None:
+            nn.init.normal_(new, std=0.02)
+        else:
+            new.copy_(init)
+        emb = nn.Embedding(old.shape[0] + n_new_rows, self.cfg.dim, padding_idx=PAD,
+                           device=old.device, dtype=old.dtype)
+        emb.weight.copy_(torch.cat([old, new], 0))
+        self.item_emb = emb
+        self.cfg.n_items = emb.num_embeddings

@@ -1,0 +1,65 @@
+"""Item vocabulary: external string item ids <-> integer rows of the item table.
+
+Row 0 is padding and has no id. Rows are never reused or reordered, so growing the vocabulary
+(a new item seen on the stream) never disturbs the rows of trained items. An optional category
+per item is kept for cold start.
+"""
+from __future__ import annotations
+
+PAD_ROW = 0
+
+
+class ItemVocab:
+    def __init__(self, item_ids=None):
+        self._ids: list[str | None] = [None]  # row -> id; row 0 = padding
+        self._rows: dict[str, int] = {}
+        self._category: dict[int, str] = {}
+        for item_id in item_ids or ():
+            self.add(item_id)
+
+    def add(self, item_id, category=None) -> int:
+        """Row of ``item_id``, appending a new row if unseen. Ids are turned into strings."""
+        key = str(item_id)
+        row = self._rows.get(key)
+        if row is None:
+            row = len(self._ids)
+            self._ids.append(key)
+            self._rows[key] = row
+        if category is not None:
+            self._category[row] = str(category)
+        return row
+
+    def row(self, item_id) -> int | None:
+        return self._rows.get(str(item_id))
+
+    def item_id(self, row: int) -> str:
+        if row <= PAD_ROW or row >= len(self._ids):
+            raise KeyError(f"no item at row {row}")
+        return self._ids[row]
+
+    def category(self, row: int) -> str | None:
+        return self._category.get(row)
+
+    def rows_in_category(self, category) -> list[int]:
+        c = str(category)
+        return [r for r, cat in self._category.items() if cat == c]
+
+    def ids(self) -> list[str]:
+        """Item ids in row order, padding excluded (so ``ids()[i]`` is row ``i + 1``)."""
+        return list(self._ids[1:])
+
+    def __len__(self) -> int:
+        return len(self._ids)  # padding included
+
+    def __contains__(self, item_id) -> bool:
+        return str(item_id) in self._rows
+
+    def to_state(self) -> dict:
+        """Plain python (lists/dicts of str/int) so checkpoints load with weights_only=True."""
+        return {"ids": self.ids(), "category": {int(r): c for r, c in self._category.items()}}
+
+    @classmethod
+    def from_state(cls, state: dict) -> "ItemVocab":
+        v = cls(state["ids"])
+        v._category = {int(r): str(c) for r, c in state.get("category", {}).items()}
+        return v
