@@ -1,0 +1,139 @@
+"""Faust agents: thin ``async for`` loops that call plain functions.
+
+- ``ingest`` (topic ``events``, one event at a time so every table write lands in the changelog
+  partition of its own event): decode + validate (bad input -> ``events.dlq``), apply the event
+  to the user's state once (dedupe by ``event_id``), update popularity, queue the user.
+- ``recommend`` (in-memory channel, micro-batches with ``stream.take``): one record per queued
+  event, computed in a worker thread, sent to ``recommendations``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from typing import Any
+
+from .app import StreamRec
+from .events import Event, InvalidEvent, parse_event
+from .popularity import merge_top
+from .records import DeadLetter
+from .serving import Request, recommend
+from .user_state import apply_event, history
+
+log = logging.getLogger(__name__)
+
+POPULARITY_FLUSH_S = 1.0  # at most one popularity changelog write per partition per second
+
+
+async def handle_event(sr: StreamRec, event: Any) -> None:
+    """Process one message of ``events`` (``event`` is a Faust event with ``.message``)."""
+    s, metrics, msg = sr.settings, sr.metrics, event.message
+    now = time.time()
+    try:
+        ev = parse_event(msg.value, max_bytes=s.max_message_bytes, max_future_s=s.max_future_s,
+                         now=now, default_ts=msg.timestamp or now)
+    except InvalidEvent as err:
+        await sr.dlq_topic.send(key=msg.key, value=DeadLetter.of(
+            err.reason, err.error, msg.value, msg.topic, msg.partition, msg.offset))
+        metrics.dlq.labels(err.reason).inc()
+        metrics.events.labels("rejected").inc()
+        return
+    key = ev.user_id.encode()
+    if msg.key != key:
+        # A user's state lives in the partition of its key: re-publish keyed by user, with the
+        # ts and event_id made explicit so the copy dedupes like the original would have.
+        await sr.events_topic.send(key=key, value=json.dumps(ev.to_json()).encode())
+        metrics.events.labels("rekeyed").inc()
+        return
+    new_state = apply_event(sr.user_sequences.get(key), ev, seq_len=s.seq_len, dedupe_window=s.dedupe_window)
+    if new_state is None:
+        metrics.events.labels("duplicate").inc()
+        return
+    sr.user_sequences[key] = new_state
+    _count_popularity(sr, msg.partition, ev)
+    metrics.events.labels("accepted").inc()
+    await sr.pending.send(value=Request(ev.user_id, history(new_state), ev.ts, now, msg.timestamp))
+
+
+def _count_popularity(sr: StreamRec, partition: int, ev: Event) -> None:
+    """Count the event; persist the partition's popularity at most once a second (a crash loses
+    at most that second of popularity, never user state)."""
+    tracker = sr.popularity_for(partition)
+    tracker.add(ev.item_id, ev.ts)
+    now = time.monotonic()
+    if now - sr.popularity_flushed.get(partition, 0.0) >= POPULARITY_FLUSH_S:
+        sr.popularity_flushed[partition] = now
+        sr.item_popularity[b"p%d" % partition] = dict(tracker.log_scores)
+
+
+def popular_now(sr: StreamRec, n: int) -> list[tuple[str, float]]:
+    """(item_id, decayed count as of the latest event) of the worker's partitions, best first."""
+    trackers = list(sr.popularity.values())
+    if not trackers:
+        return []
+    now = max(t.latest_ts for t in trackers)
+    return [(item, trackers[0].score(log_score, now)) for item, log_score in merge_top(trackers, n)]
+
+
+async def recommend_batch(sr: StreamRec, requests: list[Request], k: int | None = None) -> list:
+    """Records for ``requests`` (latest request per user), computed off the event loop."""
+    latest: dict[str, Request] = {}
+    for request in requests:
+        latest[request.user_id] = request
+    batch = list(latest.values())
+    k = k or sr.settings.top_k
+    popular = popular_now(sr, k + sr.settings.seq_len)
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(sr.executor, recommend, batch, popular, k, sr.model)
+
+
+def register(sr: StreamRec) -> None:
+    app, s, metrics = sr.app, sr.settings, sr.metrics
+
+    @app.agent(sr.events_topic, name="ingest")
+    async def ingest(stream):
+        async for event in stream.events():
+            await handle_event(sr, event)
+
+    @app.agent(sr.pending, name="recommend")
+    async def recommend_agent(stream):
+        async for requests in stream.take(s.batch_size, within=s.batch_window_s):
+            records = await recommend_batch(sr, requests)
+            for record in records:
+                await sr.recs_topic.send(key=record.user_id.encode(), value=record)
+                metrics.recommendations.labels(record.source).inc()
+            done = time.time()
+            metrics.batch_size.observe(len(records))
+            for request in requests:
+                metrics.latency.observe(done - request.arrived)
+                if request.msg_ts:
+                    metrics.event_age.observe(max(0.0, done - request.msg_ts))
+
+    @app.timer(10.0)
+    async def table_sizes():
+        loop = asyncio.get_running_loop()
+        for name, table in (("user_sequences", sr.user_sequences), ("item_popularity", sr.item_popularity)):
+            size = await loop.run_in_executor(sr.executor, len, table)
+            metrics.table_entries.labels(name).set(size)
+
+    @app.timer(2.0)
+    async def consumer_lag():
+        consumer = app.consumer
+        lag = 0
+        for tp in consumer.assignment():
+            if tp.topic != s.topic_events:
+                continue
+            end = app.monitor.tp_end_offsets.get(tp) if app.monitor else None
+            end = consumer.highwater(tp) if end is None else end
+            read = app.monitor.tp_read_offsets.get(tp, -1) if app.monitor else -1
+            if end is not None:
+                lag += max(0, end - (read + 1))
+        metrics.consumer_lag.set(lag)
+
+    @app.on_partitions_revoked.connect
+    async def drop_revoked_popularity(app, revoked, **kwargs):
+        for tp in revoked:
+            if tp.topic == s.topic_events:
+                sr.popularity.pop(tp.partition, None)

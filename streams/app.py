@@ -1,0 +1,112 @@
+"""The Faust application: one :class:`StreamRec` per worker, built by :func:`create`.
+
+A factory (instead of a module-level ``app``) lets tests and tools build apps with different
+settings in one process. Agents live in :mod:`streams.agents`, HTTP views in :mod:`streams.views`.
+"""
+
+from __future__ import annotations
+
+import ssl
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import faust
+
+from .metrics import Metrics
+from .popularity import Popularity
+from .settings import Settings
+
+
+def _credentials(settings: Settings) -> Any:
+    if settings.security_protocol == "PLAINTEXT":
+        return None
+    context = None
+    if settings.security_protocol in ("SSL", "SASL_SSL"):
+        from aiokafka.helpers import create_ssl_context
+
+        context = create_ssl_context(
+            cafile=settings.ssl_cafile and str(settings.ssl_cafile),
+            certfile=settings.ssl_certfile and str(settings.ssl_certfile),
+            keyfile=settings.ssl_keyfile and str(settings.ssl_keyfile),
+        )
+    if settings.security_protocol == "SSL":
+        return faust.SSLCredentials(context or ssl.create_default_context())
+    return faust.SASLCredentials(
+        username=settings.sasl_username,
+        password=settings.sasl_password.get_secret_value(),
+        mechanism=settings.sasl_mechanism,
+        ssl_context=context,
+    )
+
+
+def faust_app(settings: Settings) -> faust.App:
+    servers = [f"kafka://{server}" for server in settings.kafka_servers.split(",")]
+    return faust.App(
+        settings.app_id,
+        broker=servers,
+        broker_credentials=_credentials(settings),
+        store="rocksdb://" if settings.store == "rocksdb" else "memory://",
+        datadir=str(settings.table_dir),
+        autodiscover=False,
+        topic_partitions=settings.partitions,
+        topic_replication_factor=settings.replication_factor,
+        consumer_auto_offset_reset="earliest",
+        # Tuned so a worker joins its group in ~3 s (Faust's defaults: ~30 s on first join).
+        broker_session_timeout=settings.session_timeout_s,
+        broker_rebalance_timeout=settings.rebalance_timeout_s,
+        broker_heartbeat_interval=settings.heartbeat_interval_s,
+        web_enabled=True,
+        web_bind=settings.http_host,
+        web_host=settings.http_host,
+        web_port=settings.http_port,
+        web_in_thread=False,
+    )
+
+
+@dataclass
+class StreamRec:
+    """Everything one worker holds: the Faust app, its topics and tables, metrics, serving state."""
+
+    settings: Settings
+    app: faust.App
+    metrics: Metrics = field(default_factory=Metrics)
+    # Blocking work (encoding, index search, table scans) runs here, never on the event loop.
+    executor: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(max_workers=1, thread_name_prefix="streamrec-serve"))
+    popularity: dict[int, Popularity] = field(default_factory=dict)  # by partition of `events`
+    popularity_flushed: dict[int, float] = field(default_factory=dict)  # partition -> monotonic time
+    model: Any = None  # streams.live_model.LiveModel once a model is served
+
+    def __post_init__(self) -> None:
+        s, app = self.settings, self.app
+        self.events_topic = app.topic(s.topic_events, key_serializer="raw", value_serializer="raw",
+                                      partitions=s.partitions)
+        self.dlq_topic = app.topic(s.topic_dlq, key_serializer="raw", value_serializer="json",
+                                   partitions=s.partitions)
+        self.recs_topic = app.topic(s.topic_recommendations, key_serializer="raw", value_serializer="json",
+                                    partitions=s.partitions)
+        self.pending = app.channel()  # accepted events waiting for their recommendation
+        # Keys are raw bytes (app default), values JSON (app default).
+        self.user_sequences = app.Table("user_sequences", default=None, partitions=s.partitions)
+        # One entry per partition of `events` ("p3"): that partition's decayed popularity.
+        self.item_popularity = app.Table("item_popularity", default=None, partitions=s.partitions)
+
+    def popularity_for(self, partition: int) -> Popularity:
+        tracker = self.popularity.get(partition)
+        if tracker is None:
+            saved = self.item_popularity.get(b"p%d" % partition)
+            tracker = Popularity(self.settings.popularity_half_life_s, self.settings.popularity_capacity,
+                                 saved)
+            self.popularity[partition] = tracker
+        return tracker
+
+
+def create(settings: Settings) -> StreamRec:
+    from . import agents, views
+
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    sr = StreamRec(settings=settings, app=faust_app(settings))
+    agents.register(sr)
+    views.register(sr)
+    return sr

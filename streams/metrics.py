@@ -1,0 +1,58 @@
+"""Prometheus metrics of a worker (names prefixed ``streamrec_``, times in seconds).
+
+Each app gets its own registry, so several apps can live in one process (tests). Faust's own
+Prometheus sensor is not used: it records milliseconds into default buckets, which puts every
+latency above 10 ms into ``+Inf``.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+# Event -> recommendation budget is ~100 ms; buckets resolve 1 ms .. 10 s.
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.5, 5.0, 10.0)
+TASK_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry()
+        self.events = Counter("streamrec_events_total", "Input messages by outcome.", ["outcome"], registry=r)
+        self.dlq = Counter("streamrec_dlq_total", "Messages sent to the dead-letter topic.", ["reason"],
+                           registry=r)
+        self.latency = Histogram("streamrec_event_to_recommendation_seconds",
+                                 "Time from an event's arrival at the worker to its recommendation's send.",
+                                 buckets=LATENCY_BUCKETS, registry=r)
+        self.event_age = Histogram("streamrec_event_age_seconds",
+                                   "Time from the Kafka record timestamp to its recommendation's send.",
+                                   buckets=LATENCY_BUCKETS, registry=r)
+        self.recommendations = Counter("streamrec_recommendations_total", "Recommendation records sent.",
+                                       ["source"], registry=r)
+        self.batch_size = Histogram("streamrec_batch_size", "Users per recommendation micro-batch.",
+                                    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024), registry=r)
+        self.table_entries = Gauge("streamrec_table_entries", "Entries in the worker's tables.", ["table"],
+                                   registry=r)
+        self.http_latency = Histogram("streamrec_http_request_seconds", "HTTP request latency.", ["path"],
+                                      buckets=LATENCY_BUCKETS, registry=r)
+        self.consumer_lag = Gauge("streamrec_consumer_lag", "Messages not yet processed (highwater - "
+                                  "committed) on the worker's partitions of the events topic.", registry=r)
+        # Live model (issue: live model in the stream).
+        self.model_version = Gauge("streamrec_model_version", "Model version being served.", registry=r)
+        self.index_version = Gauge("streamrec_index_version", "Index version being served.", registry=r)
+        self.training_loss = Gauge("streamrec_training_loss", "Loss of the last incremental update.",
+                                   registry=r)
+        self.update_seconds = Histogram("streamrec_train_update_seconds", "Duration of one incremental update.",
+                                        buckets=TASK_BUCKETS, registry=r)
+        self.staleness = Gauge("streamrec_model_staleness_seconds",
+                               "Seconds since the serving model version was created.", registry=r)
+        self.freshness = Histogram("streamrec_index_freshness_seconds",
+                                   "Time from a new item's first event to it being searchable in the index.",
+                                   buckets=TASK_BUCKETS, registry=r)
+        self.swap_seconds = Histogram("streamrec_swap_seconds", "Load + index rebuild + swap of a model version.",
+                                      buckets=TASK_BUCKETS, registry=r)
+        self.train_dropped = Counter("streamrec_train_dropped_total",
+                                     "Training sequences dropped because the trainer queue was full.", registry=r)
+        self.train_queue = Gauge("streamrec_train_queue_depth", "Sequences waiting for the trainer.", registry=r)
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,185 @@
+"""One frozen, typed settings object for the whole stream side.
+
+Values come from, in order of priority: command-line flags (``--http-port 8080``), then
+``STREAMREC_*`` environment variables (``STREAMREC_HTTP_PORT=8080``), then the defaults below.
+An unknown ``STREAMREC_*`` variable or an invalid value is a :class:`SettingsError` whose message
+names the variable, never a silent fallback.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal, Mapping
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "STREAMREC_"
+EMBEDDED = "embedded"
+
+
+class SettingsError(ValueError):
+    """A setting is unknown or invalid; the message names the variable."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, frozen=True, extra="forbid")
+
+    # --- Kafka -------------------------------------------------------------------------------
+    bootstrap_servers: str = Field(
+        EMBEDDED,
+        description="Kafka bootstrap servers (host:port[,host:port]) or 'embedded' to start the "
+        "development broker (Tansu, memory-only) on 127.0.0.1:broker_port.",
+    )
+    broker_port: int = Field(9092, ge=1, le=65535, description="Port of the embedded broker.")
+    app_id: str = Field("streamrec", min_length=1, description="Faust app id = consumer group.")
+    topic_events: str = Field("events", min_length=1, description="Input events topic.")
+    topic_dlq: str = Field("events.dlq", min_length=1, description="Dead-letter topic.")
+    topic_recommendations: str = Field("recommendations", min_length=1, description="Output topic.")
+    topic_model_updates: str = Field(
+        "model-updates", min_length=1, description="Compacted topic announcing model versions."
+    )
+    partitions: int = Field(4, ge=1, le=1024, description="Partitions of the topics StreamRec creates.")
+    replication_factor: int = Field(1, ge=1, le=16, description="Replication of created topics.")
+    session_timeout_s: float = Field(6.0, gt=0, description="Consumer group session timeout.")
+    rebalance_timeout_s: float = Field(4.0, gt=0, description="Consumer group rebalance timeout.")
+    heartbeat_interval_s: float = Field(1.0, gt=0, description="Consumer heartbeat interval.")
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT", description="Kafka security protocol."
+    )
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = Field(
+        "PLAIN", description="SASL mechanism when the protocol is SASL_*."
+    )
+    sasl_username: str = Field("", description="SASL user name.")
+    sasl_password: SecretStr = Field(SecretStr(""), description="SASL password (never logged).")
+    ssl_cafile: Path | None = Field(None, description="CA bundle for SSL / SASL_SSL.")
+    ssl_certfile: Path | None = Field(None, description="Client certificate for SSL.")
+    ssl_keyfile: Path | None = Field(None, description="Client key for SSL.")
+
+    # --- Processing --------------------------------------------------------------------------
+    seq_len: int = Field(50, ge=1, le=10_000, description="Items kept per user (most recent).")
+    dedupe_window: int = Field(
+        256, ge=1, le=100_000,
+        description="Recent event_ids remembered per user; a replay within it is applied once.",
+    )
+    top_k: int = Field(10, ge=1, le=1000, description="Recommendations per record.")
+    max_message_bytes: int = Field(
+        65_536, ge=64, le=16 * 1024 * 1024, description="Larger input messages go to the DLQ."
+    )
+    max_future_s: float = Field(86_400.0, ge=0, description="Reject events this far in the future.")
+    batch_size: int = Field(256, ge=1, le=100_000, description="Micro-batch size (stream.take).")
+    batch_window_s: float = Field(0.05, gt=0, le=60, description="Micro-batch max wait.")
+    popularity_half_life_s: float = Field(
+        3600.0, gt=0, description="Half-life of the decayed item popularity."
+    )
+    popularity_capacity: int = Field(
+        2000, ge=10, le=1_000_000, description="Items tracked per partition for popularity."
+    )
+    store: Literal["rocksdb", "memory"] = Field("rocksdb", description="Faust table store.")
+    data_dir: Path = Field(Path("./var"), description="Table state (RocksDB) and model store.")
+
+    # --- Live model (see streams/live_model.py) ---------------------------------------------
+    model_checkpoint: Path | None = Field(
+        None, description="Pretrained checkpoint to serve first; none: learn from scratch, "
+        "serve popularity until the first version.",
+    )
+    model_keep_versions: int = Field(5, ge=1, le=1000, description="Model versions kept in the store.")
+    publish_interval_s: float = Field(30.0, gt=0, description="Seconds between published model versions.")
+    train_queue_size: int = Field(
+        10_000, ge=1, description="Training sequences queued; overflow is dropped and counted."
+    )
+    replay_capacity: int = Field(20_000, ge=1, description="Sequences kept in the replay buffer.")
+
+    # --- HTTP --------------------------------------------------------------------------------
+    http_host: str = Field("127.0.0.1", min_length=1, description="HTTP bind address.")
+    http_port: int = Field(6066, ge=1, le=65535, description="HTTP port of the worker.")
+
+    log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log level.")
+
+    @field_validator("bootstrap_servers")
+    @classmethod
+    def _check_bootstrap(cls, value: str) -> str:
+        value = value.strip()
+        if value == EMBEDDED:
+            return value
+        for server in value.split(","):
+            host, sep, port = server.strip().rpartition(":")
+            if not sep or not host or not port.isdigit():
+                raise ValueError(f"expected 'embedded' or host:port[,host:port], got {value!r}")
+        return value
+
+    # --- derived -----------------------------------------------------------------------------
+    @property
+    def embedded(self) -> bool:
+        return self.bootstrap_servers == EMBEDDED
+
+    @property
+    def kafka_servers(self) -> str:
+        """The address clients connect to (the embedded broker's when embedded)."""
+        return f"127.0.0.1:{self.broker_port}" if self.embedded else self.bootstrap_servers
+
+    @property
+    def table_dir(self) -> Path:
+        return self.data_dir / "tables"
+
+    @property
+    def model_dir(self) -> Path:
+        return self.data_dir / "models"
+
+    def kafka_python_security(self) -> dict[str, Any]:
+        """Security keyword arguments for kafka-python clients."""
+        options: dict[str, Any] = {"security_protocol": self.security_protocol}
+        if self.security_protocol.startswith("SASL"):
+            options.update(
+                sasl_mechanism=self.sasl_mechanism,
+                sasl_plain_username=self.sasl_username,
+                sasl_plain_password=self.sasl_password.get_secret_value(),
+            )
+        if self.security_protocol in ("SSL", "SASL_SSL"):
+            options.update(
+                ssl_cafile=_opt_str(self.ssl_cafile),
+                ssl_certfile=_opt_str(self.ssl_certfile),
+                ssl_keyfile=_opt_str(self.ssl_keyfile),
+            )
+        return options
+
+
+def _opt_str(path: Path | None) -> str | None:
+    return None if path is None else str(path)
+
+
+def env_name(field: str) -> str:
+    return ENV_PREFIX + field.upper()
+
+
+def load_settings(
+    overrides: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None
+) -> Settings:
+    """Build the settings from ``environ`` (default ``os.environ``) and explicit overrides.
+
+    Overrides (command-line flags) win over the environment. Raises :class:`SettingsError`.
+    """
+    environ = os.environ if environ is None else environ
+    fields = Settings.model_fields
+    unknown = sorted(
+        key for key in environ if key.startswith(ENV_PREFIX) and key[len(ENV_PREFIX):].lower() not in fields
+    )
+    if unknown:
+        raise SettingsError(f"unknown setting {unknown[0]} (known: {', '.join(map(env_name, fields))})")
+    given = {k: v for k, v in (overrides or {}).items() if v is not None}
+    for key in given:
+        if key not in fields:
+            raise SettingsError(f"unknown setting {key!r}")
+    from_env = {
+        key[len(ENV_PREFIX):].lower(): value for key, value in environ.items() if key.startswith(ENV_PREFIX)
+    }
+    try:
+        # model_validate (not Settings()) so that only the mapping given here is read:
+        # the function stays pure for tests and flags override the environment.
+        return Settings.model_validate({**from_env, **given})
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = str(first["loc"][0]) if first["loc"] else "?"
+        source = "flag --" + field.replace("_", "-") if field in given else env_name(field)
+        raise SettingsError(f"invalid setting {source}={first.get('input')!r}: {first['msg']}") from None

@@ -1,0 +1,46 @@
+"""HTTP views on the worker: ``/recommend/{user_id}``, ``/health``, ``/metrics``."""
+
+from __future__ import annotations
+
+import time
+
+from .app import StreamRec
+from .serving import Request
+from .user_state import history
+
+
+def register(sr: StreamRec) -> None:
+    app, metrics = sr.app, sr.metrics
+    from .agents import recommend_batch
+
+    @app.page("/recommend/{user_id}/")
+    @app.table_route(table=sr.user_sequences, match_info="user_id")
+    async def recommend_view(web, request, user_id: str):
+        started = time.perf_counter()
+        try:
+            k = int(request.query.get("k", sr.settings.top_k))
+            if not 1 <= k <= 1000:
+                raise ValueError
+        except ValueError:
+            return web.json({"error": "k must be an integer between 1 and 1000"}, status=400)
+        state = sr.user_sequences.get(user_id.encode())
+        req = Request(user_id, history(state), None)
+        [record] = await recommend_batch(sr, [req], k=k)
+        metrics.http_latency.labels("/recommend").observe(time.perf_counter() - started)
+        return web.json(record.to_json())
+
+    @app.page("/health/")
+    async def health(web, request):
+        assigned = sorted(tp.partition for tp in app.consumer.assignment()
+                          if tp.topic == sr.settings.topic_events) if app.consumer else []
+        model = sr.model
+        return web.json({
+            "status": "ok",
+            "partitions": assigned,
+            "model_version": getattr(model, "model_version", 0),
+            "index_version": getattr(model, "index_version", 0),
+        })
+
+    @app.page("/metrics/")
+    async def prometheus(web, request):
+        return web.bytes(metrics.exposition(), content_type="text/plain; version=0.0.4")
