@@ -53,6 +53,7 @@ async def handle_event(sr: StreamRec, event: Any) -> None:
         return
     sr.user_sequences[key] = new_state
     _count_popularity(sr, msg.partition, ev)
+    sr.model.note_item(ev.item_id, [item for item, _, _ in new_state["items"][:-1]])
     metrics.events.labels("accepted").inc()
     await sr.pending.send(value=Request(ev.user_id, history(new_state), ev.ts, now, msg.timestamp))
 
@@ -132,8 +133,47 @@ def register(sr: StreamRec) -> None:
                 lag += max(0, end - (read + 1))
         metrics.consumer_lag.set(lag)
 
+    @app.task
+    async def watch_model_updates():
+        sr.model.start_watching()
+
+    @app.timer(0.5)
+    async def add_new_items():
+        await asyncio.wrap_future(sr.model.add_new_items_async())
+
+    @app.timer(2.0)
+    async def lead_training():
+        """Run the trainer on the group leader only (started once model-updates is read)."""
+        from .trainer import StreamTrainer
+
+        leader = s.train and app.is_leader()
+        if leader and sr.trainer is None and sr.model.caught_up.is_set():
+            sr.trainer = StreamTrainer(s, metrics, publish=_publisher(sr))
+            sr.trainer.start(sr.model.latest_update)
+            log.info("this worker leads the group: continuous training started")
+        elif not leader and sr.trainer is not None:
+            sr.trainer.stop()
+            sr.trainer = None
+            log.info("no longer the leader: continuous training stopped")
+        staleness = sr.model.staleness()
+        if staleness is not None:
+            metrics.staleness.set(staleness)
+
     @app.on_partitions_revoked.connect
     async def drop_revoked_popularity(app, revoked, **kwargs):
         for tp in revoked:
             if tp.topic == s.topic_events:
                 sr.popularity.pop(tp.partition, None)
+
+
+def _publisher(sr: StreamRec):
+    """A function announcing model versions from the trainer thread (kafka-python, acks=all)."""
+    from .model_store import MODEL_KEY
+    from .produce import make_producer
+
+    producer = make_producer(sr.settings)
+
+    def publish(update) -> None:
+        producer.send(sr.settings.topic_model_updates, key=MODEL_KEY, value=update.to_bytes()).get(timeout=30)
+
+    return publish

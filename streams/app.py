@@ -76,10 +76,14 @@ class StreamRec:
         default_factory=lambda: ThreadPoolExecutor(max_workers=1, thread_name_prefix="streamrec-serve"))
     popularity: dict[int, Popularity] = field(default_factory=dict)  # by partition of `events`
     popularity_flushed: dict[int, float] = field(default_factory=dict)  # partition -> monotonic time
-    model: Any = None  # streams.live_model.LiveModel once a model is served
+    model: Any = None  # streams.live_model.LiveModel (built in __post_init__)
+    trainer: Any = None  # streams.trainer.StreamTrainer while this worker leads the group
 
     def __post_init__(self) -> None:
+        from .live_model import LiveModel
+
         s, app = self.settings, self.app
+        self.model = LiveModel(s, self.metrics)
         self.events_topic = app.topic(s.topic_events, key_serializer="raw", value_serializer="raw",
                                       partitions=s.partitions)
         self.dlq_topic = app.topic(s.topic_dlq, key_serializer="raw", value_serializer="json",

@@ -100,6 +100,22 @@ def cmd_demo(args: argparse.Namespace) -> int:
                     limit=args.limit)
 
 
+def cmd_rollback(args: argparse.Namespace) -> int:
+    from .model_store import MODEL_KEY, ModelStore
+    from .produce import make_producer
+
+    settings = settings_from(args)
+    _setup_logging("warning", logging.CRITICAL)
+    update = ModelStore(settings.model_dir, settings.model_keep_versions).update_for(args.version, rollback=True)
+    producer = make_producer(settings)
+    try:
+        producer.send(settings.topic_model_updates, key=MODEL_KEY, value=update.to_bytes()).get(timeout=30)
+    finally:
+        producer.close()
+    print(f"announced version {update.version} ({update.path}) on {settings.topic_model_updates}")
+    return 0
+
+
 DEFAULT_TAOBAO = "../shared/data/taobao-userbehavior-sample/flink_ecommerce-time-slice/UserBehavior.csv.gz"
 
 
@@ -133,6 +149,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--duration", type=float, default=45.0, help="seconds of replay at most")
     p.add_argument("--rate", type=float, default=2000.0, help="events per second")
     p.add_argument("--limit", type=int, default=0, help="events at most (0: whole file)")
+    p = add("rollback", cmd_rollback, "Serve an older model version again (re-announces it on model-updates).")
+    p.add_argument("version", type=int, help="a version kept in the model store")
     try:
         from model import commands as model_commands
     except ImportError:  # model/ not installed in this environment

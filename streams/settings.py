@@ -84,8 +84,9 @@ class Settings(BaseSettings):
         None, description="Pretrained checkpoint to serve first; none: learn from scratch, "
         "serve popularity until the first version.",
     )
+    train: bool = Field(True, description="Run the continuous trainer on the group leader.")
     model_keep_versions: int = Field(5, ge=1, le=1000, description="Model versions kept in the store.")
-    publish_interval_s: float = Field(30.0, gt=0, description="Seconds between published model versions.")
+    publish_interval_s: float = Field(15.0, gt=0, description="Seconds between published model versions.")
     train_queue_size: int = Field(
         10_000, ge=1, description="Training sequences queued; overflow is dropped and counted."
     )
