@@ -125,7 +125,7 @@ def run_demo(settings: Settings, data: Path, duration_s: float = 45.0, rate: flo
         cmd = [sys.executable, "-m", "streams.cli", "worker", "--bootstrap-servers", bootstrap,
                "--data-dir", str(workdir), "--http-port", str(settings.http_port),
                "--http-host", settings.http_host, "--partitions", str(settings.partitions),
-               "--app-id", settings.app_id]
+               "--app-id", settings.app_id, "--publish-interval-s", str(settings.publish_interval_s)]
         with open(workdir / "worker.log", "wb") as log_file:
             worker = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, env=env,
                                       start_new_session=True)
@@ -163,6 +163,7 @@ def run_demo(settings: Settings, data: Path, duration_s: float = 45.0, rate: flo
         with urllib.request.urlopen(f"{base}/metrics/", timeout=5) as resp:
             metrics = resp.read().decode()
         accepted = _metric(metrics, 'streamrec_events_total{outcome="accepted"}')
+        model_version = _metric(metrics, "streamrec_model_version")
         lat = watcher.latencies
         print("\n[demo] summary")
         print(f"  events sent          {sent + len(MALFORMED)} ({sent} valid replayed + {len(MALFORMED)} malformed) "
@@ -170,6 +171,8 @@ def run_demo(settings: Settings, data: Path, duration_s: float = 45.0, rate: flo
         print(f"  events accepted      {accepted:.0f}")
         print(f"  dead-letter records  {watcher.dlq}")
         print(f"  recommendations      {watcher.recs} {watcher.by_source}")
+        print(f"  model version served {model_version:.0f} (trained on the stream, published every "
+              f"{settings.publish_interval_s:g} s)")
         print(f"  end-to-end latency   p50 {_quantile(lat, .5) * 1000:.1f} ms, p99 {_quantile(lat, .99) * 1000:.1f} ms "
               f"(producer send of a user's last event -> its recommendation read back)")
         return 0 if watcher.recs > 0 else 1
