@@ -150,10 +150,13 @@ def main(argv=None) -> int:
     p.add_argument("--patience", type=int, default=15)
     p.add_argument("--eval-every", type=int, default=2)
     p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
     p.add_argument("--workdir", default=os.path.join(ROOT, "runs", "model_quality"))
     p.add_argument("--json", default=os.path.join(ROOT, "bench", "results", "model_quality.json"))
     p.add_argument("--png", default=os.path.join(ROOT, "bench", "results", "model_quality.png"))
     args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     rows = [] if args.rows == "none" else [r.strip() for r in args.rows.split(",") if r.strip()]
     bad = [r for r in rows if r not in ROWS]

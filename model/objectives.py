@@ -33,7 +33,7 @@ class ObjectiveConfig:
     weights: dict[str, float] = field(default_factory=lambda: {"next": 1.0})
     n_negatives: int = 0           # 0 = full softmax; > 0 = sampled softmax with this many negatives
     mask_prob: float = 0.2         # Cloze masking ratio
-    cl_temperature: float = 1.0
+    cl_temperature: float = 0.2    # InfoNCE on cosine similarity
     crop_ratio: float = 0.6        # contrastive augmentations (CL4SRec eta, gamma, beta)
     mask_ratio: float = 0.3
     reorder_ratio: float = 0.3

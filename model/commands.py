@@ -1,0 +1,177 @@
+"""``streamrec pretrain`` and ``streamrec evaluate``: ``register(subparsers)`` adds both.
+
+Also runnable without the streams CLI: ``python -m model.commands pretrain ...``.
+Bad arguments (missing file, unknown format or objective, a checkpoint that does not load) end with
+a one-line ``streamrec <command>: error: ...`` on stderr and exit status 2.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+
+from model.checkpoint import CheckpointError
+from model.data import FORMATS, DataError
+
+log = logging.getLogger(__name__)
+
+
+class UsageError(ValueError):
+    pass
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("pretrain", help="Pretrain the sequence encoder on a dataset file.",
+                              description="Pretrain the sequence encoder on a dataset file "
+                                          "(leave-one-out; checkpoint chosen on validation NDCG@10).")
+    p.add_argument("--data", required=True, help="dataset file (.gz ok)")
+    p.add_argument("--format", required=True, help=f"one of {', '.join(FORMATS)}")
+    p.add_argument("--out", required=True, help="output folder (best.ckpt, last.ckpt, curve.png, history.json)")
+    p.add_argument("--epochs", type=int, default=200)
+    p.add_argument("--dim", type=int, default=64)
+    p.add_argument("--layers", type=int, default=2)
+    p.add_argument("--heads", type=int, default=1)
+    p.add_argument("--max-len", type=int, default=200)
+    p.add_argument("--dropout", type=float, default=0.2)
+    p.add_argument("--ffn-mult", type=int, default=4)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--objectives", default="next",
+                   help="comma list of next,masked,contrastive,adversarial,purchase")
+    p.add_argument("--weights", default=None, help="comma list of weights aligned with --objectives (default 1 each)")
+    p.add_argument("--negatives", type=int, default=0, help="sampled softmax negatives (0 = full softmax)")
+    p.add_argument("--max-minutes", type=float, default=0.0, help="training time budget (0 = none)")
+    p.add_argument("--patience", type=int, default=15, help="validations without improvement before stopping")
+    p.add_argument("--eval-every", type=int, default=1, help="epochs between validations")
+    p.add_argument("--resume", default=None, help="checkpoint to continue from (same architecture)")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_pretrain)
+
+    e = subparsers.add_parser("evaluate", help="Leave-one-out full-ranking evaluation of a checkpoint.",
+                              description="Leave-one-out full ranking over the whole catalogue: HR/NDCG@10,@20, "
+                                          "with and without filtering seen items, plus a popularity baseline.")
+    e.add_argument("--checkpoint", required=True)
+    e.add_argument("--data", required=True)
+    e.add_argument("--format", required=True, help=f"one of {', '.join(FORMATS)}")
+    e.add_argument("--split", default="test", choices=["test", "valid"])
+    e.add_argument("--json", default=None, help="also write the metrics to this file")
+    e.set_defaults(func=cmd_evaluate)
+
+
+def _guard(name: str, fn, args) -> int:
+    try:
+        return fn(args)
+    except (UsageError, DataError, CheckpointError, FileNotFoundError) as e:
+        print(f"streamrec {name}: error: {e}", file=sys.stderr)
+        return 2
+
+
+def _check_data(args) -> None:
+    if args.format not in FORMATS:
+        raise UsageError(f"unknown format {args.format!r}; expected one of {', '.join(FORMATS)}")
+    if not os.path.isfile(args.data):
+        raise UsageError(f"data file not found: {args.data}")
+
+
+def _objective_weights(objectives: str, weights: str | None) -> dict[str, float]:
+    from model.objectives import OBJECTIVES
+    names = [o.strip() for o in objectives.split(",") if o.strip()]
+    bad = [o for o in names if o not in OBJECTIVES]
+    if bad or not names:
+        raise UsageError(f"unknown objectives {bad}; choose from {', '.join(OBJECTIVES)}")
+    if weights is None:
+        return {o: 1.0 for o in names}
+    try:
+        ws = [float(w) for w in weights.split(",")]
+    except ValueError:
+        raise UsageError(f"--weights must be numbers, got {weights!r}") from None
+    if len(ws) != len(names):
+        raise UsageError(f"--weights has {len(ws)} values for {len(names)} objectives")
+    return dict(zip(names, ws))
+
+
+def cmd_pretrain(args) -> int:
+    return _guard("pretrain", _pretrain, args)
+
+
+def _pretrain(args) -> int:
+    _check_data(args)
+    weights = _objective_weights(args.objectives, args.weights)
+    if args.resume and not os.path.isfile(args.resume):
+        raise UsageError(f"checkpoint not found: {args.resume}")
+    from model.data import load_dataset
+    from model.encoder import EncoderConfig
+    from model.objectives import ObjectiveConfig
+    from model.pretrain import TrainConfig, pretrain
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    vocab = None
+    if args.resume:
+        from model.checkpoint import load_checkpoint
+        from model.vocab import ItemVocab
+        vocab = ItemVocab.from_state(load_checkpoint(args.resume)["vocab"])
+        from model.data import build_dataset, read_sequences
+        cats: dict = {}
+        seqs = read_sequences(args.data, args.format, cats)
+        for s in seqs.values():  # new items get new rows after the checkpoint's rows
+            for item, _ in s:
+                vocab.add(item, cats.get(item))
+        ds = build_dataset(seqs, vocab, cats)
+    else:
+        ds = load_dataset(args.data, args.format)
+    ecfg = EncoderConfig(dim=args.dim, n_layers=args.layers, n_heads=args.heads, max_len=args.max_len,
+                         dropout=args.dropout, ffn_mult=args.ffn_mult)
+    try:
+        ocfg = ObjectiveConfig(weights=weights, n_negatives=args.negatives)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    tcfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, max_minutes=args.max_minutes,
+                       patience=args.patience, eval_every=args.eval_every, seed=args.seed,
+                       device=args.device, progress=not args.quiet)
+    summary = pretrain(ds, ecfg, ocfg, tcfg, args.out, resume=args.resume)
+    summary.pop("history")
+    print(json.dumps(summary))
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    return _guard("evaluate", _evaluate, args)
+
+
+def _evaluate(args) -> int:
+    _check_data(args)
+    if not os.path.isfile(args.checkpoint):
+        raise UsageError(f"checkpoint not found: {args.checkpoint}")
+    from model.checkpoint import load_checkpoint
+    from model.data import load_dataset
+    from model.encoder import EncoderConfig, SeqEncoder
+    from model.evaluate import evaluate_model
+    from model.vocab import ItemVocab
+
+    ck = load_checkpoint(args.checkpoint)
+    enc = SeqEncoder(EncoderConfig.from_dict(ck["config"]))
+    enc.load_state_dict(ck["model"])
+    ds = load_dataset(args.data, args.format, vocab=ItemVocab.from_state(ck["vocab"]))
+    res = evaluate_model(enc, ds, args.split)
+    res["checkpoint"] = args.checkpoint
+    text = json.dumps(res, indent=1)
+    print(text)
+    if args.json:
+        with open(args.json, "w") as f:
+            f.write(text)
+    return 0
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="streamrec")
+    register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

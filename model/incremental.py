@@ -1,0 +1,149 @@
+"""Incremental (online) training on the stream.
+
+``OnlineTrainer.update(batch_of_sequences)``:
+1. adds unseen items to the vocabulary (cold-start vectors from the items they co-occur with in
+   the batch) and grows the item table and the optimizer state, keeping trained rows;
+2. runs ``steps_per_update`` optimizer steps; each step trains on the fresh sequences mixed with
+   a sample of older sequences from a bounded replay buffer (reservoir sampling), so the model
+   keeps what it learned before;
+3. adds the fresh sequences to the replay buffer and the popularity counts;
+4. increments ``version`` (once per update that ran at least one step) and copies it to
+   ``recommender.version``. Publishing a snapshot is the caller's choice (e.g. every N versions or
+   every T seconds); the version identifies the weights at the end of an update.
+
+Runs on CUDA when available (``device=None``); the recommender's encoder is moved there.
+The recommender's lock is held during an update (see ``model.recommender``).
+"""
+from __future__ import annotations
+
+import logging
+import math
+import random
+
+import numpy as np
+import torch
+
+from model.encoder import PAD
+from model.objectives import ObjectiveConfig, compute_losses
+from model.pretrain import default_device, make_batch
+from model.recommender import Recommender
+
+log = logging.getLogger(__name__)
+
+
+class ReplayBuffer:
+    """Bounded uniform sample of past sequences (reservoir sampling over everything seen)."""
+
+    def __init__(self, capacity: int, seed: int = 0):
+        self.capacity = int(capacity)
+        self.items: list[tuple[np.ndarray, np.ndarray]] = []
+        self.seen = 0
+        self.rng = random.Random(seed)
+
+    def add(self, seq: tuple[np.ndarray, np.ndarray]) -> None:
+        self.seen += 1
+        if len(self.items) < self.capacity:
+            self.items.append(seq)
+        else:
+            j = self.rng.randrange(self.seen)
+            if j < self.capacity:
+                self.items[j] = seq
+
+    def sample(self, n: int) -> list[tuple[np.ndarray, np.ndarray]]:
+        return self.rng.sample(self.items, min(n, len(self.items)))
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+
+class OnlineTrainer:
+    def __init__(self, recommender: Recommender, lr: float = 1e-3, replay_capacity: int = 10_000,
+                 steps_per_update: int = 2, replay_ratio: float = 1.0, batch_size: int = 128,
+                 objectives: ObjectiveConfig | None = None, device: str | None = None, seed: int = 0):
+        self.rec = recommender
+        self.device = default_device(device)
+        self.lr = lr
+        self.steps_per_update = steps_per_update
+        self.replay_ratio = replay_ratio   # replayed sequences per fresh sequence in a step
+        self.batch_size = batch_size
+        self.ocfg = objectives or ObjectiveConfig(weights={"next": 1.0})
+        self.replay = ReplayBuffer(replay_capacity, seed)
+        self.rng = random.Random(seed)
+        self.version = recommender.version
+        with self.rec.lock:
+            self.rec.encoder.to(self.device)
+        self.opt = self._new_optimizer()
+
+    def _new_optimizer(self, old: torch.optim.Optimizer | None = None) -> torch.optim.Optimizer:
+        """Adam over the current parameters; with ``old``, carry its state over, zero-padding the
+        moments of the grown item table."""
+        params = list(self.rec.encoder.parameters())
+        opt = torch.optim.Adam(params, lr=self.lr, betas=(0.9, 0.98))
+        if old is not None:
+            old_state = {tuple(p.shape[1:]) + (i,): old.state[p]
+                         for i, p in enumerate(old.param_groups[0]["params"]) if p in old.state}
+            for i, p in enumerate(params):
+                st = old_state.get(tuple(p.shape[1:]) + (i,))
+                if not st:
+                    continue
+                new = {}
+                for k, v in st.items():
+                    if torch.is_tensor(v) and v.dim() and v.shape[0] != p.shape[0]:
+                        pad = torch.zeros((p.shape[0] - v.shape[0],) + tuple(v.shape[1:]), dtype=v.dtype,
+                                          device=v.device)
+                        v = torch.cat([v, pad])
+                    new[k] = v
+                opt.state[p] = new
+        return opt
+
+    def _grow(self, seqs: list[list[tuple[str, str]]]) -> None:
+        new = {}
+        for s in seqs:
+            ids = [str(i) for i, _ in s]
+            for i in ids:
+                if i not in self.rec.vocab and i not in new:
+                    new[i] = [c for c in ids if c != i]
+        if new:
+            n_before = self.rec.encoder.item_vectors().shape[0]
+            self.rec.add_items(list(new), co_items=new)
+            self.rec.encoder.to(self.device)
+            if self.rec.encoder.item_vectors().shape[0] != n_before:
+                self.opt = self._new_optimizer(self.opt)
+            log.info("vocabulary grew by %d items to %d", len(new), len(self.rec.vocab) - 1)
+
+    def update(self, batch_of_sequences: list[list[tuple[str, str]]]) -> float:
+        """Grow the vocabulary, run ``steps_per_update`` steps on fresh + replayed sequences,
+        return the mean total loss (0.0 and no new version when nothing is trainable)."""
+        with self.rec.lock:
+            self._grow(batch_of_sequences)
+            fresh = [self.rec.to_rows(s) for s in batch_of_sequences]
+            fresh = [f for f in fresh if len(f[0]) >= 2]
+            if not fresh:
+                return 0.0
+            max_len = self.rec.encoder.cfg.max_len
+            enc = self.rec.encoder
+            enc.train()
+            losses = []
+            for _ in range(self.steps_per_update):
+                part = self.rng.sample(fresh, min(len(fresh), self.batch_size))
+                part += self.replay.sample(int(math.ceil(self.replay_ratio * len(part))))
+                batch = make_batch([i[-(max_len + 1):] for i, _ in part],
+                                   [t[-(max_len + 1):] for _, t in part], max_len).to(self.device)
+                loss = compute_losses(enc, None, batch, self.ocfg, self.rng)["total"]
+                self.opt.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(enc.parameters(), 5.0)
+                self.opt.step()
+                with torch.no_grad():
+                    enc.item_emb.weight[PAD].zero_()
+                losses.append(loss.item())
+            enc.eval()
+            for f in fresh:
+                self.replay.add(f)
+                self.rec.count(f[0])
+            self.version += 1
+            self.rec.version = self.version
+            return float(np.mean(losses))
+
+    def optimizer_state(self) -> dict:
+        return self.opt.state_dict()

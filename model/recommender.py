@@ -1,0 +1,229 @@
+"""Serving facade (no Kafka): encoder + vocabulary + version, numpy in and out.
+
+- ``user_vectors(histories)``: one float32 vector per history of ``(item_id, type)`` pairs
+  (``type`` is ``"click"`` or ``"purchase"``; unknown items are skipped). A history with no known
+  item has NO model answer: its row is zero and ``known(histories)`` is False for it; serve it
+  from ``popular(k)`` and mark the answer ``"source": "popular"``.
+- ``item_matrix()``: ``(item_ids, vectors)`` of every item (padding dropped), for the FAISS index.
+- ``add_items(...)``: cold start; a new item's vector is the mean of the items it co-occurs with,
+  else of its category's items, else of the most popular items, so it is recommendable at once.
+
+Thread safety: every public method takes ``self.lock`` (an RLock), and ``OnlineTrainer`` holds the
+same lock while it changes the weights, so one serving thread and one training thread may share a
+Recommender (serving waits during an update). To serve without waiting, serve from
+``snapshot()`` (an independent frozen copy) and swap snapshots when ``version`` changes.
+"""
+from __future__ import annotations
+
+import copy
+import logging
+import threading
+
+import numpy as np
+import torch
+
+from model.checkpoint import load_checkpoint, save_checkpoint
+from model.data import pad_left
+from model.encoder import PAD, TYPE_IDS, EncoderConfig, SeqEncoder
+from model.vocab import ItemVocab
+
+log = logging.getLogger(__name__)
+
+
+class Recommender:
+    def __init__(self, encoder: SeqEncoder, vocab: ItemVocab, version: int = 0,
+                 popularity: np.ndarray | None = None, heads_state: dict | None = None):
+        if encoder.item_vectors().shape[0] < len(vocab):
+            raise ValueError(f"item table has {encoder.item_vectors().shape[0]} rows, vocab needs {len(vocab)}")
+        self.encoder = encoder.eval()
+        self.vocab = vocab
+        self.version = int(version)
+        pop = np.zeros(len(vocab), np.float64) if popularity is None else np.asarray(popularity, np.float64)
+        self.popularity = np.concatenate([pop, np.zeros(max(0, len(vocab) - len(pop)))])[:len(vocab)]
+        self.heads_state = heads_state
+        self.lock = threading.RLock()
+
+    # ---- construction ------------------------------------------------------------------------
+    @classmethod
+    def fresh(cls, config: EncoderConfig | None = None, item_ids=(), seed: int = 0) -> "Recommender":
+        """An untrained model (for a worker with no checkpoint); items can be added later."""
+        torch.manual_seed(seed)
+        cfg = copy.deepcopy(config) if config is not None else EncoderConfig()
+        vocab = ItemVocab(item_ids)
+        cfg.n_items = len(vocab)
+        return cls(SeqEncoder(cfg), vocab)
+
+    @classmethod
+    def from_checkpoint(cls, path: str, expected: EncoderConfig | None = None,
+                        device: str | None = "cpu") -> "Recommender":
+        ck = load_checkpoint(path, expected=expected, map_location=device or "cpu")
+        enc = SeqEncoder(EncoderConfig.from_dict(ck["config"]))
+        enc.load_state_dict(ck["model"])
+        pop = ck.get("popularity")
+        rec = cls(enc.to(device or "cpu"), ItemVocab.from_state(ck["vocab"]), ck["version"],
+                  pop.numpy() if pop is not None else None, ck.get("heads"))
+        rec.step, rec.best_val = ck["step"], ck["best_val"]
+        return rec
+
+    def save(self, path: str, optimizer_state: dict | None = None, step: int | None = None,
+             best_val: float | None = None, meta: dict | None = None) -> None:
+        with self.lock:
+            ck = {
+                "model": {k: v.detach().cpu() for k, v in self.encoder.state_dict().items()},
+                "heads": self.heads_state, "optimizer": optimizer_state,
+                "config": self.encoder.cfg.to_dict(), "objectives": None,
+                "vocab": self.vocab.to_state(),
+                "step": int(step if step is not None else getattr(self, "step", 0)),
+                "best_val": float(best_val if best_val is not None else getattr(self, "best_val", float("nan"))),
+                "version": self.version, "popularity": torch.from_numpy(self.popularity.astype(np.float32)),
+                "meta": meta or {},
+            }
+        save_checkpoint(path, ck)
+
+    def snapshot(self) -> "Recommender":
+        """An independent CPU copy for serving while this one keeps training."""
+        with self.lock:
+            enc = copy.deepcopy(self.encoder).cpu().eval()
+            rec = Recommender(enc, ItemVocab.from_state(self.vocab.to_state()), self.version,
+                              self.popularity.copy(), copy.deepcopy(self.heads_state))
+        return rec
+
+    @property
+    def device(self) -> torch.device:
+        return self.encoder.item_vectors().device
+
+    # ---- encoding ----------------------------------------------------------------------------
+    def to_rows(self, history) -> tuple[np.ndarray, np.ndarray]:
+        """Rows and type ids of the known items of one history (unknown items skipped)."""
+        rows, types = [], []
+        for item_id, typ in history:
+            r = self.vocab.row(item_id)
+            if r is not None:
+                rows.append(r)
+                types.append(TYPE_IDS.get(typ, TYPE_IDS["click"]))
+        return np.array(rows, dtype=np.int64), np.array(types, dtype=np.int64)
+
+    def known(self, histories) -> np.ndarray:
+        """True where a history has at least one known item (a model answer exists)."""
+        with self.lock:
+            return np.array([any(self.vocab.row(i) is not None for i, _ in h) for h in histories], dtype=bool)
+
+    @torch.no_grad()
+    def user_vectors(self, histories, batch_size: int = 256) -> np.ndarray:
+        """float32 (B, D); zero rows for histories without a known item (see ``known``)."""
+        with self.lock:
+            D = self.encoder.cfg.dim
+            out = np.zeros((len(histories), D), dtype=np.float32)
+            conv = [self.to_rows(h) for h in histories]
+            idx = [b for b, (r, _) in enumerate(conv) if len(r)]
+            was_training = self.encoder.training
+            self.encoder.eval()
+            for s in range(0, len(idx), batch_size):
+                part = idx[s:s + batch_size]
+                it = torch.from_numpy(pad_left([conv[b][0] for b in part], self.encoder.cfg.max_len))
+                ty = torch.from_numpy(pad_left([conv[b][1] for b in part], self.encoder.cfg.max_len))
+                u = self.encoder.encode_sequences(it.to(self.device), ty.to(self.device))
+                out[part] = u.float().cpu().numpy()
+            self.encoder.train(was_training)
+            return out
+
+    def item_matrix(self) -> tuple[list[str], np.ndarray]:
+        """(item ids in row order, float32 (N, D)); row i of the matrix is ``ids[i]``."""
+        with self.lock:
+            W = self.encoder.item_vectors().detach()[1:len(self.vocab)]
+            return self.vocab.ids(), W.float().cpu().numpy().copy()
+
+    def recommend(self, histories, k: int = 10, exclude_seen: bool = True) -> list[dict]:
+        """Exact top-k by brute force (reference for the FAISS path and for small catalogues).
+        Each answer is ``{"source": "model"|"popular", "items": [(item_id, score), ...]}``."""
+        with self.lock:
+            U = self.user_vectors(histories)
+            ids, W = self.item_matrix()
+            known = self.known(histories)
+            out = []
+            for b, h in enumerate(histories):
+                seen = {i for i, _ in h} if exclude_seen else set()
+                if not known[b]:
+                    out.append({"source": "popular", "items": self.popular(k, exclude=seen)})
+                    continue
+                s = W @ U[b]
+                order = np.argsort(-s, kind="stable")
+                items = [(ids[j], float(s[j])) for j in order if ids[j] not in seen][:k]
+                out.append({"source": "model", "items": items})
+            return out
+
+    def popular(self, k: int = 10, exclude=()) -> list[tuple[str, float]]:
+        """Most popular items (training-event counts, updated online) as (item_id, count)."""
+        with self.lock:
+            ex = set(exclude)
+            order = np.argsort(-self.popularity[1:], kind="stable") + 1
+            out = []
+            for r in order:
+                iid = self.vocab.item_id(int(r))
+                if iid not in ex:
+                    out.append((iid, float(self.popularity[r])))
+                    if len(out) == k:
+                        break
+            return out
+
+    def count(self, rows: np.ndarray) -> None:
+        """Add events to the popularity counts (used by the online trainer)."""
+        with self.lock:
+            np.add.at(self.popularity, rows, 1.0)
+
+    # ---- cold start --------------------------------------------------------------------------
+    @torch.no_grad()
+    def add_items(self, item_ids, co_items=None, category=None) -> np.ndarray:
+        """Add items (already-known ones keep their vector) and return float32 (n, D) vectors.
+
+        ``co_items``: per new item, ids it co-occurred with (a list aligned with ``item_ids``, or
+        a dict item_id -> ids, or one list shared by all). ``category``: one category for all, a
+        list aligned with ``item_ids``, or a dict. Initial vector = mean of the known co-items,
+        else mean of the category's items, else mean of the 100 most popular items.
+        """
+        item_ids = [str(i) for i in item_ids]
+        co = _per_item(co_items, item_ids, is_list_value=True)
+        cat = _per_item(category, item_ids, is_list_value=False)
+        with self.lock:
+            W = self.encoder.item_vectors()
+            n_known = len(self.vocab)
+            new_ids = [i for i in dict.fromkeys(item_ids) if i not in self.vocab]
+            inits = []
+            for iid in new_ids:
+                rows = [r for r in (self.vocab.row(c) for c in (co.get(iid) or ())) if r is not None]
+                if not rows and cat.get(iid) is not None:
+                    rows = self.vocab.rows_in_category(cat[iid])
+                if not rows and n_known > 1:
+                    rows = (np.argsort(-self.popularity[1:n_known], kind="stable")[:100] + 1).tolist()
+                inits.append(W[rows].mean(0) if rows else torch.zeros(W.shape[1], device=W.device))
+            for iid in new_ids:
+                self.vocab.add(iid, cat.get(iid))
+            for iid in item_ids:
+                if cat.get(iid) is not None:
+                    self.vocab.add(iid, cat[iid])
+            if new_ids:
+                grow_to(self.encoder, len(self.vocab), torch.stack(inits))
+                self.popularity = np.concatenate([self.popularity, np.zeros(len(new_ids))])
+            W = self.encoder.item_vectors().detach()
+            return W[[self.vocab.row(i) for i in item_ids]].float().cpu().numpy()
+
+
+def grow_to(encoder: SeqEncoder, n_rows: int, init: torch.Tensor | None = None) -> None:
+    n_new = n_rows - encoder.item_vectors().shape[0]
+    if n_new > 0:
+        encoder.grow(n_new, None if init is None else init[-n_new:])
+
+
+def _per_item(value, item_ids: list[str], is_list_value: bool) -> dict:
+    if value is None:
+        return {}
+    if isinstance(value, dict):
+        return {str(k): v for k, v in value.items()}
+    if isinstance(value, (str, int)) and not is_list_value:
+        return {i: value for i in item_ids}
+    value = list(value)
+    if is_list_value and value and all(isinstance(v, (str, int)) for v in value):
+        return {i: value for i in item_ids}   # one co-item list shared by all new items
+    if len(value) != len(item_ids):
+        raise ValueError("co_items/category list must align with item_ids")
+    return dict(zip(item_ids, value))
