@@ -1,0 +1,179 @@
+"""Checkpoints, the Recommender facade, cold start, the online trainer and the commands."""
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from model.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from model.encoder import EncoderConfig
+from model.incremental import OnlineTrainer, ReplayBuffer
+from model.recommender import Recommender
+
+torch.set_num_threads(1)  # tiny tensors: threads only add overhead on a shared machine
+
+CFG = EncoderConfig(dim=16, n_layers=1, n_heads=1, max_len=10, dropout=0.0)
+
+
+def fresh(n=20, seed=0):
+    return Recommender.fresh(CFG, [f"i{k}" for k in range(n)], seed=seed)
+
+
+# ---- checkpoints ------------------------------------------------------------------------------
+def test_checkpoint_round_trip(tmp_path):
+    rec = fresh()
+    rec.version = 7
+    path = str(tmp_path / "m.ckpt")
+    rec.save(path, step=12, best_val=0.25)
+    assert not [f for f in os.listdir(tmp_path) if f.startswith(".ckpt-")]  # no temporary left
+    back = Recommender.from_checkpoint(path, expected=CFG)
+    assert back.version == 7 and back.step == 12 and back.best_val == 0.25
+    assert back.vocab.ids() == rec.vocab.ids()
+    ids, M = back.item_matrix()
+    np.testing.assert_array_equal(M, rec.item_matrix()[1])
+    h = [[("i1", "click"), ("i2", "purchase")]]
+    np.testing.assert_allclose(back.user_vectors(h), rec.user_vectors(h), atol=1e-6)
+    ck = load_checkpoint(path)
+    assert set(ck) >= {"model", "optimizer", "config", "vocab", "step", "best_val", "version"}
+
+
+def test_checkpoint_refuses_other_architecture(tmp_path):
+    path = str(tmp_path / "m.ckpt")
+    fresh().save(path)
+    other = EncoderConfig(dim=32, n_layers=1, n_heads=1, max_len=10)
+    with pytest.raises(CheckpointError, match=r"different architecture \(dim: checkpoint 16 vs expected 32\)"):
+        load_checkpoint(path, expected=other)
+    # n_items (grows online) and dropout (training only) are not architecture
+    load_checkpoint(path, expected=EncoderConfig(n_items=99, dim=16, n_layers=1, n_heads=1, max_len=10, dropout=0.5))
+
+
+def test_checkpoint_corrupted_or_foreign(tmp_path):
+    path = tmp_path / "m.ckpt"
+    fresh().save(str(path))
+    data = path.read_bytes()
+    trunc = tmp_path / "trunc.ckpt"
+    trunc.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="trunc.ckpt.*corrupted or truncated"):
+        load_checkpoint(str(trunc))
+    garbage = tmp_path / "garbage.ckpt"
+    garbage.write_bytes(b"not a checkpoint at all")
+    with pytest.raises(CheckpointError, match="garbage.ckpt"):
+        Recommender.from_checkpoint(str(garbage))
+    foreign = tmp_path / "foreign.ckpt"
+    save_checkpoint(str(foreign), {"weights": torch.zeros(2)})
+    with pytest.raises(CheckpointError, match="foreign.ckpt is not a StreamRec checkpoint"):
+        load_checkpoint(str(foreign))
+    with pytest.raises(CheckpointError, match="not found: .*nope.ckpt"):
+        load_checkpoint(str(tmp_path / "nope.ckpt"))
+
+
+# ---- recommender ------------------------------------------------------------------------------
+def test_user_vectors_and_item_matrix_shapes():
+    rec = fresh()
+    U = rec.user_vectors([[("i1", "click"), ("i3", "purchase")], [("unknown", "click")], []])
+    assert U.shape == (3, 16) and U.dtype == np.float32
+    assert np.abs(U[0]).sum() > 0 and not U[1].any() and not U[2].any()
+    assert rec.known([[("i1", "click")], [("x", "click")], []]).tolist() == [True, False, False]
+    ids, M = rec.item_matrix()
+    assert ids == [f"i{k}" for k in range(20)] and M.shape == (20, 16) and M.dtype == np.float32
+    long = [(f"i{k % 20}", "click") for k in range(50)]   # longer than max_len: most recent kept
+    assert rec.user_vectors([long]).shape == (1, 16)
+
+
+def test_recommend_model_and_popular_fallback():
+    rec = fresh()
+    rec.count(np.array([5, 5, 5, 2]))                      # rows 5 (i4) and 2 (i1) popular
+    out = rec.recommend([[("i0", "click")], [("nobody-knows", "click")]], k=3)
+    assert out[0]["source"] == "model" and len(out[0]["items"]) == 3
+    assert "i0" not in [i for i, _ in out[0]["items"]]    # seen items excluded
+    assert out[1] == {"source": "popular", "items": [("i4", 3.0), ("i1", 1.0), ("i0", 0.0)]}
+
+
+def test_cold_start_vector_close_to_co_items():
+    rec = Recommender.fresh(EncoderConfig(dim=64, n_layers=1, max_len=10), [f"i{k}" for k in range(50)])
+    _, M = rec.item_matrix()
+    vec = rec.add_items(["new"], co_items=[["i3", "i7", "i9"]])[0]
+    co = M[[3, 7, 9]]
+    cos = lambda a, b: float(a @ b / np.linalg.norm(a) / np.linalg.norm(b))
+    others = [cos(vec, M[j]) for j in range(50) if j not in (3, 7, 9)]
+    assert min(cos(vec, c) for c in co) > max(others)
+    np.testing.assert_allclose(vec, co.mean(0), atol=1e-6)
+    # trained rows untouched, the new item is in the index matrix
+    ids, M2 = rec.item_matrix()
+    np.testing.assert_array_equal(M2[:50], M)
+    assert ids[-1] == "new" and M2.shape == (51, 64)
+    # category fallback, then popularity fallback; known items keep their vector
+    rec.add_items(["c1", "c2"], category="shoes")
+    v = rec.add_items(["c3"], category="shoes")[0]
+    np.testing.assert_allclose(v, rec.item_matrix()[1][[-3, -2]].mean(0), atol=1e-6)
+    np.testing.assert_array_equal(rec.add_items(["i3"])[0], M[3])
+    assert np.isfinite(rec.add_items(["orphan"])).all()
+
+
+def test_snapshot_is_independent():
+    rec = fresh()
+    snap = rec.snapshot()
+    rec.add_items(["zzz"])
+    assert len(snap.vocab) == 21 and len(rec.vocab) == 22
+
+
+# ---- online trainer ---------------------------------------------------------------------------
+def test_online_update_lowers_loss_and_grows_vocab():
+    rec = fresh(10)
+    trainer = OnlineTrainer(rec, lr=1e-2, replay_capacity=50, steps_per_update=3, device="cpu")
+    seqs = [[(f"i{(s + k) % 10}", "click") for k in range(8)] for s in range(10)]
+    first = trainer.update(seqs)
+    for _ in range(15):
+        last = trainer.update(seqs)
+    assert last < 0.7 * first
+    assert trainer.version == 16 and rec.version == 16
+    old = rec.item_matrix()[1]
+    trainer.update([[("i1", "click"), ("brand-new", "purchase"), ("i2", "click")]])
+    ids, M = rec.item_matrix()
+    assert "brand-new" in ids and M.shape[0] == 11
+    assert trainer.update([[("i1", "click")]]) == 0.0 and trainer.version == 17   # nothing to train on
+    assert len(trainer.replay) <= 50
+
+
+def test_replay_buffer_is_bounded_reservoir():
+    buf = ReplayBuffer(5, seed=0)
+    for k in range(100):
+        buf.add((np.array([k]), np.array([1])))
+    assert len(buf) == 5 and buf.seen == 100
+    assert max(int(s[0][0]) for s in buf.items) > 5       # later sequences get in
+    assert len(buf.sample(10)) == 5
+
+
+# ---- commands ---------------------------------------------------------------------------------
+def test_commands_pretrain_evaluate_and_errors(tmp_path, capsys):
+    from model.commands import main
+    rng = np.random.default_rng(0)
+    lines = []
+    for u in range(30):
+        start = int(rng.integers(1, 15))
+        lines += [f"{u} {(start + k) % 15 + 1}" for k in range(12)]
+    data = tmp_path / "d.txt"
+    data.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "run"
+    assert main(["pretrain", "--data", str(data), "--format", "ml1m", "--out", str(out), "--epochs", "2",
+                 "--dim", "16", "--layers", "1", "--max-len", "12", "--quiet",
+                 "--objectives", "next,masked", "--weights", "1,0.5"]) == 0
+    assert {"best.ckpt", "last.ckpt", "curve.png", "history.json"} <= set(os.listdir(out))
+    capsys.readouterr()
+    assert main(["evaluate", "--checkpoint", str(out / "best.ckpt"), "--data", str(data), "--format", "ml1m"]) == 0
+    text = capsys.readouterr().out
+    assert '"popular"' in text and '"filtered"' in text and '"NDCG@20"' in text
+    # resume refuses another architecture
+    assert main(["pretrain", "--data", str(data), "--format", "ml1m", "--out", str(out), "--epochs", "1",
+                 "--dim", "32", "--layers", "1", "--max-len", "12", "--quiet", "--resume", str(out / "best.ckpt")]) == 2
+    assert "different architecture" in capsys.readouterr().err
+    for argv, msg in [
+        (["pretrain", "--data", str(tmp_path / "missing.txt"), "--format", "ml1m", "--out", str(out)], "not found"),
+        (["pretrain", "--data", str(data), "--format", "parquet", "--out", str(out)], "unknown format"),
+        (["pretrain", "--data", str(data), "--format", "ml1m", "--out", str(out), "--objectives", "magic"],
+         "unknown objectives"),
+        (["evaluate", "--checkpoint", str(tmp_path / "x.ckpt"), "--data", str(data), "--format", "ml1m"], "not found"),
+    ]:
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip()
+        assert msg in err and "Traceback" not in err and len(err.splitlines()) == 1
