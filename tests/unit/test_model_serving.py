@@ -163,6 +163,14 @@ def test_commands_pretrain_evaluate_and_errors(tmp_path, capsys):
     assert main(["evaluate", "--checkpoint", str(out / "best.ckpt"), "--data", str(data), "--format", "ml1m"]) == 0
     text = capsys.readouterr().out
     assert '"popular"' in text and '"filtered"' in text and '"NDCG@20"' in text
+    # resume continues from the checkpoint (same architecture, a new item grows the vocabulary)
+    with open(data, "a") as f:
+        f.write("0 99\n")
+    assert main(["pretrain", "--data", str(data), "--format", "ml1m", "--out", str(tmp_path / "run2"), "--epochs", "1",
+                 "--dim", "16", "--layers", "1", "--max-len", "12", "--quiet", "--resume", str(out / "last.ckpt")]) == 0
+    ck = load_checkpoint(str(tmp_path / "run2" / "last.ckpt"))
+    assert ck["vocab"]["ids"][-1] == "99" and ck["step"] > load_checkpoint(str(out / "last.ckpt"))["step"]
+    capsys.readouterr()
     # resume refuses another architecture
     assert main(["pretrain", "--data", str(data), "--format", "ml1m", "--out", str(out), "--epochs", "1",
                  "--dim", "32", "--layers", "1", "--max-len", "12", "--quiet", "--resume", str(out / "best.ckpt")]) == 2
