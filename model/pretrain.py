@@ -102,7 +102,10 @@ def pretrain(ds: SeqDataset, ecfg: EncoderConfig, ocfg: ObjectiveConfig, tcfg: T
         ck = load_checkpoint(resume, expected=ecfg)
         n_ck = EncoderConfig.from_dict(ck["config"]).n_items
         enc.item_emb.weight.data[:n_ck] = ck["model"].pop("item_emb.weight").to(device)
-        enc.load_state_dict(ck["model"], strict=False)
+        missing, unexpected = enc.load_state_dict(ck["model"], strict=False)
+        if set(missing) != {"item_emb.weight"} or unexpected:
+            raise ValueError(f"checkpoint {resume} does not fit the encoder: missing {missing}, "
+                             f"unexpected {unexpected}")
         if heads is not None and ck.get("heads"):
             heads.load_state_dict(ck["heads"])
         if ck.get("optimizer") and n_ck == ecfg.n_items:
