@@ -122,7 +122,12 @@ class Settings(BaseSettings):
 
     @property
     def table_dir(self) -> Path:
-        return self.data_dir / "tables"
+        """This worker's RocksDB directory. Two workers on one machine must not share one: each
+        would read the other's persisted changelog offsets and Faust stops with ``ConsistencyError:
+        The persisted offset ... is higher than the last offset`` (faust-streaming #158). A worker's
+        HTTP port is unique on its machine, so it names the directory."""
+        host = self.http_host.replace(":", "_").replace("/", "_")
+        return self.data_dir / "tables" / f"worker-{host}-{self.http_port}"
 
     @property
     def model_dir(self) -> Path:

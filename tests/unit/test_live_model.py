@@ -1,0 +1,130 @@
+"""The serving side of the live model, without a broker: versions, checksums, swaps, new items."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+
+from model.encoder import EncoderConfig
+from model.recommender import Recommender
+from streams.live_model import LiveModel
+from streams.metrics import Metrics
+from streams.model_store import ModelStore, ModelStoreError, ModelUpdate
+from streams.settings import load_settings
+
+ITEMS = [f"i{n}" for n in range(60)]
+
+
+def make_rec(version: int, seed: int = 0) -> Recommender:
+    rec = Recommender.fresh(EncoderConfig(dim=16, n_layers=1, max_len=10), item_ids=ITEMS, seed=seed)
+    rec.version = version
+    return rec
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> ModelStore:
+    return ModelStore(tmp_path / "models", keep=3)
+
+
+@pytest.fixture
+def live(tmp_path: Path) -> LiveModel:
+    settings = load_settings({"data_dir": tmp_path, "store": "memory"}, environ={})
+    model = LiveModel(settings, Metrics())
+    yield model
+    model.close()
+
+
+def test_serves_a_verified_version_with_seen_items_excluded(live, store):
+    assert live.recommend([[("i1", "click")]], 5) == [None]  # nothing served yet
+    assert live.load(store.save(make_rec(1)))
+    history = [("i1", "click"), ("i2", "purchase")]
+    [answer, unknown] = live.recommend([history, [("never-seen", "click")]], 5)
+    assert unknown is None  # no known item: the caller serves popularity
+    assert len(answer) == 5 and not {"i1", "i2"} & {item for item, _ in answer}
+    assert live.model_version == 1 and live.index_version >= 1
+
+
+def test_corrupted_checkpoint_is_refused_and_previous_version_keeps_serving(live, store, caplog):
+    assert live.load(store.save(make_rec(1)))
+    good = store.save(make_rec(2, seed=1))
+    Path(good.path).write_bytes(Path(good.path).read_bytes()[:100])  # truncated after announcing
+    with caplog.at_level("ERROR"):
+        assert not live.load(good)
+    assert "refusing model version 2" in caplog.text and "sha256" in caplog.text
+    assert live.model_version == 1
+    assert live.recommend([[("i3", "click")]], 3)[0]
+
+
+def test_queries_during_swaps_never_fail_and_versions_only_increase(live, tmp_path):
+    store = ModelStore(tmp_path / "many", keep=10)
+    assert live.load(store.save(make_rec(1)))
+    updates = [store.save(make_rec(v, seed=v)) for v in range(2, 6)]
+    errors, stop = [], threading.Event()
+    versions_by_thread: list[list[int]] = [[], []]
+
+    def query(seen_versions: list[int]):
+        while not stop.is_set():
+            try:
+                version = live.model_version
+                answer = live.recommend([[("i5", "click"), ("i6", "click")]], 10)[0]
+                assert answer and len(answer) == 10
+                seen_versions.append(version)
+            except Exception as exc:  # noqa: BLE001 - the test reports any failure
+                errors.append(exc)
+
+    threads = [threading.Thread(target=query, args=(v,)) for v in versions_by_thread]
+    for t in threads:
+        t.start()
+    for update in updates:
+        assert live.load(update)
+    stop.set()
+    for t in threads:
+        t.join()
+    assert not errors
+    for seen in versions_by_thread:  # each reader saw versions only increase
+        assert seen and seen == sorted(seen)
+    assert live.model_version == 5
+
+
+def test_item_first_seen_in_stream_becomes_recommendable(live, store):
+    assert live.load(store.save(make_rec(1)))
+    live.note_item("brand-new", ["i1", "i2"])
+    assert live.add_new_items() == 1
+    assert "brand-new" in live.served.index
+    # A user whose only item is the new one now gets a model answer...
+    assert live.recommend([[("brand-new", "click")]], 5)[0]
+    # ...and the new item can be recommended: it is near the items it co-occurred with.
+    hits = live.served.index.search(live.served.recommender.user_vectors([[("i1", "click")]]), len(ITEMS) + 1)
+    assert "brand-new" in {item for item, *_ in hits[0]}
+
+
+def test_new_items_survive_a_swap_to_a_version_that_lacks_them(live, store):
+    assert live.load(store.save(make_rec(1)))
+    live.note_item("late", ["i1"])
+    live.add_new_items()
+    assert live.load(store.save(make_rec(2)))
+    assert "late" in live.served.index
+
+
+def test_rollback_record_swaps_back_to_an_older_version(live, store):
+    assert live.load(store.save(make_rec(1)))
+    assert live.load(store.save(make_rec(2)))
+    assert live.load(store.update_for(1, rollback=True))
+    assert live.model_version == 1
+
+
+def test_store_prunes_old_versions_and_refuses_unknown_ones(store):
+    for v in range(1, 6):
+        store.save(make_rec(v))
+    assert store.versions() == [3, 4, 5]
+    with pytest.raises(ModelStoreError, match="version 1 is not in the model store"):
+        store.update_for(1)
+
+
+def test_update_record_round_trip_and_bad_record():
+    update = ModelUpdate(3, "/x/v3.pt", "ab" * 32, 1.5, {"loss": 2.0})
+    assert ModelUpdate.from_bytes(update.to_bytes()) == update
+    with pytest.raises(ModelStoreError):
+        ModelUpdate.from_bytes(b'{"version": 1}')
