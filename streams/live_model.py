@@ -39,6 +39,9 @@ class Served:
 
 class LiveModel:
     def __init__(self, settings: Settings, metrics: Metrics) -> None:
+        import torch
+
+        torch.set_num_threads(settings.torch_threads)  # process-wide; see Settings.torch_threads
         self.settings, self.metrics = settings, metrics
         self.served: Served | None = None
         self._swap = ThreadPoolExecutor(max_workers=1, thread_name_prefix="streamrec-swap")

@@ -84,6 +84,11 @@ class Settings(BaseSettings):
         None, description="Pretrained checkpoint to serve first; none: learn from scratch, "
         "serve popularity until the first version.",
     )
+    torch_threads: int = Field(
+        1, ge=1, le=256,
+        description="Intra-op CPU threads of torch in a worker. 1 by default: small serving batches "
+        "run ~100x slower when torch's thread pool competes with the event loop for the cores.",
+    )
     train: bool = Field(True, description="Run the continuous trainer on the group leader.")
     model_keep_versions: int = Field(5, ge=1, le=1000, description="Model versions kept in the store.")
     publish_interval_s: float = Field(15.0, gt=0, description="Seconds between published model versions.")
