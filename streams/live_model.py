@@ -14,6 +14,7 @@ Threads (never the event loop):
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -30,6 +31,15 @@ from .settings import Settings
 log = logging.getLogger(__name__)
 
 
+def lower_thread_priority(niceness: int = 10) -> None:
+    """Background work (swaps, training) yields the CPU to serving and ingestion (Linux: a
+    thread has its own nice value; elsewhere this does nothing)."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), niceness)
+    except (AttributeError, OSError):
+        pass
+
+
 @dataclass(frozen=True)
 class Served:
     recommender: object  # model.recommender.Recommender
@@ -44,7 +54,8 @@ class LiveModel:
         torch.set_num_threads(settings.torch_threads)  # process-wide; see Settings.torch_threads
         self.settings, self.metrics = settings, metrics
         self.served: Served | None = None
-        self._swap = ThreadPoolExecutor(max_workers=1, thread_name_prefix="streamrec-swap")
+        self._swap = ThreadPoolExecutor(max_workers=1, thread_name_prefix="streamrec-swap",
+                                        initializer=lower_thread_priority)
         self._index_builds = 0
         self._new_items: dict[str, tuple[float, list[str]]] = {}  # item -> (first seen, co-items)
         self._new_lock = threading.Lock()

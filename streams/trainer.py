@@ -16,6 +16,7 @@ import time
 from collections import OrderedDict
 
 from .events import InvalidEvent, parse_event
+from .live_model import lower_thread_priority
 from .metrics import Metrics
 from .model_store import ModelStore, ModelUpdate, verify
 from .settings import Settings
@@ -144,6 +145,7 @@ class StreamTrainer:
             self._threads.append(thread)
 
     def _guarded_train(self, latest: ModelUpdate | None) -> None:
+        lower_thread_priority()
         try:
             self._train(latest)
         except Exception:

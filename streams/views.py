@@ -29,6 +29,15 @@ def register(sr: StreamRec) -> None:
         metrics.http_latency.labels("/recommend").observe(time.perf_counter() - started)
         return web.json(record.to_json())
 
+    @app.page("/users/{user_id}/")
+    @app.table_route(table=sr.user_sequences, match_info="user_id")
+    async def user_state_view(web, request, user_id: str):
+        """The user's state record: ``n`` events applied, the recent items, the recent event ids."""
+        state = sr.user_sequences.get(user_id.encode())
+        if state is None:
+            return web.json({"error": f"no state for user {user_id!r}"}, status=404)
+        return web.json({"user_id": user_id, **state})
+
     @app.page("/health/")
     async def health(web, request):
         assigned = sorted(tp.partition for tp in app.consumer.assignment()
