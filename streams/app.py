@@ -109,7 +109,7 @@ class StreamRec:
 def create(settings: Settings) -> StreamRec:
     from . import agents, views
 
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    settings.table_dir.parent.mkdir(parents=True, exist_ok=True)  # Faust makes the last level
     sr = StreamRec(settings=settings, app=faust_app(settings))
     agents.register(sr)
     views.register(sr)
