@@ -8,6 +8,7 @@ exports, a mounted path that does not exist, a settings table that lags the sett
 
 from __future__ import annotations
 
+import base64
 import importlib.util
 import json
 import re
@@ -122,7 +123,7 @@ def worker_settings(services) -> Settings:
     return load_settings(environ=container_env(services["worker"]))
 
 
-def container_port(service: dict, published: str | None = None) -> list[int]:
+def container_port(service: dict) -> list[int]:
     """Container-side ports of a service's ``ports`` entries."""
     ports = []
     for entry in service.get("ports", []):
@@ -219,7 +220,7 @@ def test_promql_parser():
 
 # --- docker-compose.yml ------------------------------------------------------------------------
 
-def test_compose_parses_and_has_every_service(services, compose):
+def test_compose_parses_and_has_every_service(services):
     assert set(services) >= {"kafka", "topics", "worker", "worker-gpu", "replay", "prometheus", "grafana"}
     assert services["worker-gpu"]["profiles"] == ["gpu"]
     assert services["replay"]["profiles"] == ["replay"]
@@ -340,6 +341,8 @@ def test_broker_address_in_one_place(services):
     controller_port = listeners[kafka["KAFKA_CONTROLLER_LISTENER_NAMES"]].rsplit(":", 1)[1]
     assert kafka["KAFKA_CONTROLLER_QUORUM_VOTERS"] == f"{kafka['KAFKA_NODE_ID']}@{host}:{controller_port}"
     assert "broker,controller" == kafka["KAFKA_PROCESS_ROLES"], "one KRaft node in combined mode"
+    cluster_id = kafka["CLUSTER_ID"]
+    assert len(base64.urlsafe_b64decode(cluster_id + "==")) == 16, "a KRaft cluster id is 16 bytes, base64url"
     assert services["kafka"]["image"].startswith("apache/kafka:")
     assert f"--bootstrap-server {bootstrap}" in " ".join(services["kafka"]["healthcheck"]["test"])
     # No other spelling of the broker address anywhere in the file (the 9092 vs 19092 drift).
