@@ -6,6 +6,7 @@ settings in one process. Agents live in :mod:`streams.agents`, HTTP views in :mo
 
 from __future__ import annotations
 
+import socket
 import ssl
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -58,7 +59,10 @@ def faust_app(settings: Settings) -> faust.App:
         broker_heartbeat_interval=settings.heartbeat_interval_s,
         web_enabled=True,
         web_bind=settings.http_host,
-        web_host=settings.http_host,
+        # The address other workers use to forward /recommend for keys they do not own: a
+        # wildcard bind address is no address, so advertise the host name then (in compose,
+        # the container's name, which resolves on the compose network).
+        web_host=socket.gethostname() if settings.http_host in ("0.0.0.0", "::") else settings.http_host,
         web_port=settings.http_port,
         web_in_thread=False,
     )
