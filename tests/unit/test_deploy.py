@@ -520,12 +520,13 @@ def test_dockerignore_excludes_local_state_but_not_the_sources():
 
 # --- docs/production.md ------------------------------------------------------------------------
 
-def test_production_doc_settings_table_is_current():
+@pytest.mark.parametrize("doc", ["README.md", "docs/production.md"])
+def test_settings_tables_are_current(doc):
     table = load_ops_module("settings_table")
-    text = DOC.read_text(encoding="utf-8")
+    text = (ROOT / doc).read_text(encoding="utf-8")
     assert table.BEGIN in text and table.END in text
     assert table.replace_in(text) == text, \
-        "docs/production.md's settings table is out of date: run `python ops/settings_table.py --write`"
+        f"{doc}'s settings table is out of date: run `python ops/settings_table.py --write`"
     for name in Settings.model_fields:
         assert f"`STREAMREC_{name.upper()}`" in text
 
