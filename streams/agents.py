@@ -36,7 +36,8 @@ async def handle_event(sr: StreamRec, event: Any) -> None:
                          now=now, default_ts=msg.timestamp or now)
     except InvalidEvent as err:
         await sr.dlq_topic.send(key=msg.key, value=DeadLetter.of(
-            err.reason, err.error, msg.value, msg.topic, msg.partition, msg.offset))
+            err.reason, err.error, msg.value, msg.topic, msg.partition, msg.offset,
+            max_raw_bytes=s.max_message_bytes))
         metrics.dlq.labels(err.reason).inc()
         metrics.events.labels("rejected").inc()
         return

@@ -37,9 +37,16 @@ class DeadLetter(faust.Record, serializer="json", include_metadata=False):
     topic: str
     partition: int
     offset: int
+    # Only a message over the size limit is cut (to the limit), so that its dead letter still fits
+    # in a Kafka message; topic/partition/offset point at the whole original.
+    raw_truncated: bool = False
 
     @classmethod
     def of(cls, reason: str, error: str, raw: bytes | None, topic: str, partition: int,
-           offset: int) -> "DeadLetter":
-        encoded = base64.b64encode(raw or b"").decode("ascii")
-        return cls(reason=reason, error=error, raw=encoded, topic=topic, partition=partition, offset=offset)
+           offset: int, max_raw_bytes: int | None = None) -> "DeadLetter":
+        raw = raw or b""
+        truncated = max_raw_bytes is not None and len(raw) > max_raw_bytes
+        if truncated:
+            raw = raw[:max_raw_bytes]
+        return cls(reason=reason, error=error, raw=base64.b64encode(raw).decode("ascii"), topic=topic,
+                   partition=partition, offset=offset, raw_truncated=truncated)
