@@ -53,6 +53,8 @@ def faust_app(settings: Settings) -> faust.App:
         topic_partitions=settings.partitions,
         topic_replication_factor=settings.replication_factor,
         consumer_auto_offset_reset="earliest",
+        # A dead letter carries up to max_message_bytes of the original, base64-encoded (4/3).
+        producer_max_request_size=max(1_048_576, 2 * settings.max_message_bytes),
         # Tuned so a worker joins its group in ~3 s (Faust's defaults: ~30 s on first join).
         broker_session_timeout=settings.session_timeout_s,
         broker_rebalance_timeout=settings.rebalance_timeout_s,
