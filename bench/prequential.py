@@ -1,0 +1,101 @@
+"""Prequential benchmark: online-updated vs frozen pretrained vs popularity, HR@10 over time.
+
+For each dataset: pretrain on the early part of the stream (``model.pretrain`` APIs, short time
+budget), then replay the rest test-then-train in chunks of 256 events (``model.prequential``).
+Writes ``bench/results/prequential_<dataset>.json`` / ``.png`` and ``prequential.json`` (both rows)
+and prints a markdown table. The pretraining checkpoints go to ``--workdir`` (not committed).
+
+    nice -n 10 python bench/prequential.py                      # both datasets
+    nice -n 10 python bench/prequential.py --datasets taobao
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import sys
+
+import torch
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, ROOT)
+
+from model.prequential import PrequentialConfig, RunSpec, format_table, run  # noqa: E402
+
+DATA = os.path.join(ROOT, "..", "shared", "data")
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--datasets", default="ml1m,taobao")
+    p.add_argument("--ml1m", default=os.path.join(DATA, "ml-1m", "ml-1m.txt.gz"))
+    p.add_argument("--taobao", default=os.path.join(DATA, "taobao-userbehavior-sample",
+                                                    "flink_ecommerce-time-slice", "UserBehavior.csv.gz"))
+    p.add_argument("--ml1m-max-events", type=int, default=30_000)
+    p.add_argument("--ml1m-fraction", type=float, default=0.7)
+    p.add_argument("--taobao-fraction", type=float, default=0.5)
+    p.add_argument("--pretrain-minutes", type=float, default=4.0)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--steps", type=int, default=2)
+    p.add_argument("--chunk", type=int, default=256)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--workdir", default=os.path.join(ROOT, "runs", "prequential"))
+    p.add_argument("--results", default=os.path.join(HERE, "results"))
+    p.add_argument("--quiet", action="store_true")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    torch.set_num_threads(args.threads)
+    os.makedirs(args.results, exist_ok=True)
+
+    results = {}
+    for name in [d.strip() for d in args.datasets.split(",") if d.strip()]:
+        preq = PrequentialConfig(chunk=args.chunk, lr=args.lr, steps_per_update=args.steps,
+                                 primary="exclude_seen" if name == "ml1m" else "allow_repeats",
+                                 progress=not args.quiet)
+        if name == "ml1m":
+            spec = RunSpec(args.ml1m, "ml1m", args.workdir, pretrain_fraction=args.ml1m_fraction,
+                           max_events=args.ml1m_max_events, pretrain_minutes=args.pretrain_minutes,
+                           encoder=dict(dim=64, n_layers=2, n_heads=1, max_len=50, dropout=0.2),
+                           preq=preq, name="prequential_ml1m")
+        elif name == "taobao":
+            spec = RunSpec(args.taobao, "taobao", args.workdir, pretrain_fraction=args.taobao_fraction,
+                           pretrain_minutes=args.pretrain_minutes,
+                           encoder=dict(dim=64, n_layers=2, n_heads=1, max_len=20, dropout=0.2),
+                           preq=preq, name="prequential_taobao")
+        else:
+            p.error(f"unknown dataset {name!r}")
+        res = run(spec)
+        # small files only under bench/results: copy the JSON and PNG there
+        for ext in ("json", "png"):
+            src = os.path.join(args.workdir, f"{spec.name}.{ext}")
+            with open(src, "rb") as f, open(os.path.join(args.results, f"{spec.name}.{ext}"), "wb") as g:
+                g.write(f.read())
+        results[name] = res
+        print(format_table({name: res}), flush=True)
+
+    summary = {"machine": {"cpus": os.cpu_count(), "torch_threads": args.threads,
+                           "gpu": torch.cuda.is_available(), "python": platform.python_version(),
+                           "torch": torch.__version__},
+               "command": "python bench/prequential.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+               "rows": {k: {kk: v[kk] for kk in ("hr", "hr_warm", "hr_cold", "hr_exclude_seen", "hr_allow_repeats",
+                                                 "online_over_frozen", "online_over_frozen_warm", "events",
+                                                 "cold_events", "fallback_events", "target_unknown_to_model",
+                                                 "primary", "pretrain", "seconds", "wall_minutes")}
+                        for k, v in results.items()}}
+    out = os.path.join(args.results, "prequential.json")
+    old = {}
+    if os.path.isfile(out):
+        with open(out) as f:
+            old = json.load(f).get("rows", {})
+    summary["rows"] = {**old, **summary["rows"]}
+    with open(out, "w") as f:
+        json.dump(summary, f, indent=1)
+    print(format_table(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,482 @@
+"""Prequential ("test-then-train") evaluation of online learning on a time-ordered event stream.
+
+For every event of the replayed stream, each predictor is first asked for the user's top-``k``
+computed from what happened BEFORE the event, the hit is recorded, and only then does the
+predictor learn from the event. Three predictors run side by side in one pass over the same
+events and the same user histories:
+
+- ``online``: an ``OnlineTrainer`` over a copy of the pretrained model, updated with the user
+  sequences of every chunk (vocabulary grows, so new items become recommendable);
+- ``frozen``: the pretrained model, never updated; items it has never seen cannot be hit;
+- ``popularity``: event counts so far (the pretraining prefix plus every replayed event before).
+
+Mini-batch approximation (the standard one for prequential evaluation of mini-batch learners):
+events are processed in chunks of ``chunk`` events (256 by default). All events of a chunk are
+predicted with the models and popularity counts as they were before the chunk, then the
+predictors learn from the whole chunk. The USER HISTORY used as input, however, is always exact:
+it holds every event of the user strictly before the predicted one, including earlier events of
+the same chunk (a streaming worker also updates the history table per event and the model per
+micro-batch). An event never contributes to its own prediction; ``tests/unit/test_prequential.py``
+checks this on a stream where every item occurs once.
+
+Protocol details:
+- A user with no earlier event (in the pretraining prefix or the replay) is *cold*: every
+  predictor gives the popularity answer, so cold events score the same for all three and are
+  counted separately (``cold_events``). A model that knows none of a warm user's items (the
+  frozen model on a history of new items only) also answers with popularity (``fallback``).
+- Seen items: ``exclude_seen=True`` removes the user's earlier items from every predictor's
+  top-k (ML-1M: a movie is rated once, so a seen item can never be the next one). With
+  ``exclude_seen=False`` re-consumption is allowed (Taobao: a user views, carts and buys the same
+  item). Both protocols are measured in every run (``hr_exclude_seen`` / ``hr_allow_repeats``);
+  ``primary`` names the one reported as HR@10. Default: exclude for ML-1M, allow for Taobao.
+- Popularity ranks only items with a count > 0 (ties: first seen first).
+- Top-k is exact brute force (inner products against the whole item table, torch).
+- Model histories are the user's most recent ``4 * max_len`` raw events (unknown items are then
+  skipped, and the encoder keeps the most recent ``max_len`` known ones).
+
+Stream formats: ``taobao`` (UserBehavior CSV ``user,item,category,behavior,ts``, stably sorted
+by ``ts``; pv/cart/fav -> click, buy -> purchase) and ``ml1m`` (``user item`` lines, chronological
+per user, interleaved by position: every user's 1st item, then every user's 2nd item, ...; see
+``interleave_by_position``).
+"""
+from __future__ import annotations
+
+import copy
+import csv
+import json
+import logging
+import os
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from model.data import TAOBAO_TYPES, DataError, _open_text, _sort_key, build_dataset, read_ml1m
+from model.encoder import PAD, EncoderConfig
+from model.incremental import OnlineTrainer
+from model.objectives import ObjectiveConfig
+from model.recommender import Recommender
+
+log = logging.getLogger(__name__)
+
+PREDICTORS = ("online", "frozen", "popularity")
+STREAM_FORMATS = ("taobao", "ml1m")
+
+
+@dataclass(frozen=True)
+class Event:
+    user: str
+    item: str
+    type: str = "click"
+    ts: float = 0.0
+    category: str | None = None
+
+
+# ---- streams --------------------------------------------------------------------------------
+def interleave_by_position(seqs: dict[str, list]) -> list[tuple[str, object]]:
+    """``[(user, element)]``: every user's 1st element, then every user's 2nd element, ...
+
+    Users are taken in the dict's order within each position; a user whose sequence is over is
+    skipped. Example: ``{"a": [1, 2, 3], "b": [4]}`` -> ``[("a", 1), ("b", 4), ("a", 2), ("a", 3)]``.
+    """
+    out: list[tuple[str, object]] = []
+    users = list(seqs)
+    pos = 0
+    while users:
+        users = [u for u in users if len(seqs[u]) > pos]
+        out.extend((u, seqs[u][pos]) for u in users)
+        pos += 1
+    return out
+
+
+def read_taobao_events(path: str) -> list[Event]:
+    """Taobao UserBehavior CSV as events, stably sorted by timestamp (file order breaks ties)."""
+    events = []
+    with _open_text(path) as f:
+        for n, rec in enumerate(csv.reader(f), 1):
+            if not rec:
+                continue
+            if len(rec) != 5 or rec[3] not in TAOBAO_TYPES:
+                raise DataError(f"{path}:{n}: expected user,item,category,pv|cart|fav|buy,ts; got {rec!r}")
+            try:
+                ts = float(rec[4])
+            except ValueError:
+                raise DataError(f"{path}:{n}: bad timestamp {rec[4]!r}") from None
+            events.append(Event(rec[0], rec[1], TAOBAO_TYPES[rec[3]], ts, rec[2]))
+    events.sort(key=lambda e: e.ts)   # stable
+    return events
+
+
+def read_ml1m_events(path: str) -> list[Event]:
+    """ML-1M ``user item`` lines interleaved by position; ``ts`` is the position in the stream."""
+    seqs = read_ml1m(path)
+    seqs = {u: seqs[u] for u in sorted(seqs, key=_sort_key)}
+    return [Event(u, it, typ, float(n)) for n, (u, (it, typ)) in enumerate(interleave_by_position(seqs))]
+
+
+def load_events(path: str, fmt: str) -> list[Event]:
+    if fmt == "taobao":
+        return read_taobao_events(path)
+    if fmt == "ml1m":
+        return read_ml1m_events(path)
+    raise DataError(f"unknown stream format {fmt!r}; expected one of {', '.join(STREAM_FORMATS)}")
+
+
+def split_events(events: list[Event], pretrain_fraction: float,
+                 max_events: int | None = None) -> tuple[list[Event], list[Event]]:
+    """(pretraining prefix, replayed rest): the first ``pretrain_fraction`` of the stream, then at
+    most ``max_events`` of what follows."""
+    if not 0.0 <= pretrain_fraction < 1.0:
+        raise ValueError("pretrain_fraction must be in [0, 1)")
+    cut = int(round(pretrain_fraction * len(events)))
+    rest = events[cut:]
+    if max_events:
+        rest = rest[:max_events]
+    return events[:cut], rest
+
+
+def events_to_sequences(events: list[Event]) -> dict[str, list[tuple[str, str]]]:
+    seqs: dict[str, list[tuple[str, str]]] = {}
+    for e in events:
+        seqs.setdefault(e.user, []).append((e.item, e.type))
+    return seqs
+
+
+# ---- pretraining on the prefix -----------------------------------------------------------------
+def pretrain_on_events(events: list[Event], out_dir: str, ecfg: EncoderConfig | None = None,
+                       ocfg: ObjectiveConfig | None = None, tcfg=None) -> Recommender:
+    """Pretrain with ``model.pretrain.pretrain`` on ``events`` (the early part of the stream) and
+    return the selected checkpoint (``out_dir/best.ckpt``) as a Recommender."""
+    from model.pretrain import TrainConfig, pretrain
+
+    cats = {e.item: e.category for e in events if e.category is not None}
+    ds = build_dataset(events_to_sequences(events), categories=cats)
+    ecfg = copy.deepcopy(ecfg) if ecfg is not None else EncoderConfig(dim=64, n_layers=2, max_len=50)
+    pretrain(ds, ecfg, ocfg or ObjectiveConfig(), tcfg or TrainConfig(epochs=20, max_minutes=3.0), out_dir)
+    path = os.path.join(out_dir, "best.ckpt")
+    if not os.path.isfile(path):
+        path = os.path.join(out_dir, "last.ckpt")
+    return Recommender.from_checkpoint(path)
+
+
+# ---- the prequential loop -----------------------------------------------------------------------
+@dataclass
+class PrequentialConfig:
+    k: int = 10
+    chunk: int = 256                 # events per predict-then-learn step
+    primary: str = "exclude_seen"    # or "allow_repeats": the protocol reported as HR@k
+    windows: int = 20                # time windows (equal numbers of events) for the curve
+    lr: float = 1e-3                 # OnlineTrainer settings
+    steps_per_update: int = 2
+    batch_size: int = 256
+    replay_capacity: int = 10_000
+    replay_ratio: float = 1.0
+    n_negatives: int = 0             # 0 = full softmax in the online updates
+    seed_replay: bool = True         # fill the replay buffer with the pretraining sequences first
+    device: str | None = "cpu"
+    seed: int = 0
+    progress: bool = True
+
+
+class _ModelPredictor:
+    """A Recommender plus a map from global item ids to its rows (refreshed as its vocab grows)."""
+
+    def __init__(self, rec: Recommender, gid_of: dict[str, int], n_global: int):
+        self.rec = rec
+        self.gid_of = gid_of
+        self.row_of_gid = np.zeros(n_global, dtype=np.int64)   # 0 = unknown
+        self._mapped = 1
+        self.refresh()
+
+    def refresh(self) -> None:
+        v = self.rec.vocab
+        for r in range(self._mapped, len(v)):
+            g = self.gid_of.get(v.item_id(r))
+            if g is not None:
+                self.row_of_gid[g] = r
+        self._mapped = len(v)
+
+    @torch.no_grad()
+    def hits(self, histories, seen_gids, target_gids, k: int):
+        """(known (B,), hit_exclude_seen (B,), hit_allow_repeats (B,)) for one chunk."""
+        rec = self.rec
+        B = len(histories)
+        known = rec.known(histories)
+        h_ex = np.zeros(B, dtype=bool)
+        h_in = np.zeros(B, dtype=bool)
+        idx = np.flatnonzero(known)
+        if len(idx):
+            U = torch.from_numpy(rec.user_vectors([histories[b] for b in idx]))
+            W = rec.encoder.item_vectors().detach()[:len(rec.vocab)].float().cpu()
+            S = U @ W.T
+            S[:, PAD] = float("-inf")
+            kk = min(k, S.shape[1] - 1)
+            top_in = S.topk(kk, dim=1).indices.numpy()
+            for j, b in enumerate(idx):
+                rows = self.row_of_gid[seen_gids[b]]
+                S[j, rows[rows > 0]] = float("-inf")
+            top_ex = S.topk(kk, dim=1).indices.numpy()
+            trows = self.row_of_gid[target_gids[idx]]
+            ok = trows > 0   # an item unknown to the model cannot be hit
+            h_in[idx] = ok & (top_in == trows[:, None]).any(1)
+            h_ex[idx] = ok & (top_ex == trows[:, None]).any(1) & ~_in_seen(target_gids[idx], [seen_gids[b] for b in idx])
+        return known, h_ex, h_in
+
+
+def _in_seen(targets: np.ndarray, seen: list[np.ndarray]) -> np.ndarray:
+    return np.array([bool(len(s)) and bool((s == t).any()) for t, s in zip(targets, seen)], dtype=bool)
+
+
+def _popularity_hits(counts: np.ndarray, seen_gids, target_gids, k: int):
+    """Popularity top-k (count > 0 only; ties: lower global id, i.e. seen earlier, first)."""
+    order = np.argsort(-counts, kind="stable")
+    n_pos = int((counts > 0).sum())
+    order = order[:n_pos]
+    B = len(target_gids)
+    h_ex = np.zeros(B, dtype=bool)
+    h_in = np.zeros(B, dtype=bool)
+    top_in = order[:k]
+    for b in range(B):
+        t = target_gids[b]
+        h_in[b] = bool((top_in == t).any())
+        s = seen_gids[b]
+        if len(s):
+            cand = order[:k + len(s)]
+            cand = cand[~np.isin(cand, s)][:k]
+            h_ex[b] = bool((cand == t).any()) and not bool((s == t).any())
+        else:
+            h_ex[b] = h_in[b]
+    return h_ex, h_in
+
+
+def run_prequential(events: list[Event], pretrained: Recommender, prefix: list[Event] = (),
+                    cfg: PrequentialConfig | None = None) -> dict:
+    """Replay ``events`` prequentially; ``prefix`` (the pretraining part) seeds the user
+    histories, the popularity counts and (optionally) the online replay buffer.
+
+    Returns a JSON-able dict: HR@k per predictor under the primary protocol (``hr``), under both
+    protocols, over warm users only, per time window, and counts (events, cold events,
+    fallbacks, targets unknown to each model), plus ``online_over_frozen``.
+    """
+    cfg = cfg or PrequentialConfig()
+    if cfg.primary not in ("exclude_seen", "allow_repeats"):
+        raise ValueError("primary must be 'exclude_seen' or 'allow_repeats'")
+    t_start = time.time()
+    # global item ids in order of first appearance (indexing only: no statistics)
+    gid_of: dict[str, int] = {}
+    for e in list(prefix) + list(events):
+        if e.item not in gid_of:
+            gid_of[e.item] = len(gid_of)
+    n_global = len(gid_of)
+
+    frozen = pretrained
+    online_rec = pretrained.snapshot()
+    ocfg = ObjectiveConfig(weights={"next": 1.0}, n_negatives=cfg.n_negatives)
+    trainer = OnlineTrainer(online_rec, lr=cfg.lr, replay_capacity=cfg.replay_capacity,
+                            steps_per_update=cfg.steps_per_update, replay_ratio=cfg.replay_ratio,
+                            batch_size=cfg.batch_size, objectives=ocfg, device=cfg.device, seed=cfg.seed)
+    preds = {"online": _ModelPredictor(online_rec, gid_of, n_global),
+             "frozen": _ModelPredictor(frozen, gid_of, n_global)}
+    max_len = pretrained.encoder.cfg.max_len
+    hist_len = 4 * max_len
+
+    hist: dict[str, list[tuple[str, str]]] = {}
+    seen: dict[str, list[int]] = {}
+    seen_set: dict[str, set[int]] = {}
+    counts = np.zeros(n_global, dtype=np.float64)
+
+    def remember(e: Event) -> None:
+        hist.setdefault(e.user, []).append((e.item, e.type))
+        g = gid_of[e.item]
+        s = seen_set.setdefault(e.user, set())
+        if g not in s:
+            s.add(g)
+            seen.setdefault(e.user, []).append(g)
+
+    for e in prefix:
+        remember(e)
+        counts[gid_of[e.item]] += 1
+    if cfg.seed_replay and prefix:
+        for u in hist:
+            r = online_rec.to_rows(hist[u][-(max_len + 1):])
+            if len(r[0]) >= 2:
+                trainer.replay.add(r)
+
+    n = len(events)
+    hit = {p: {"exclude_seen": np.zeros(n, bool), "allow_repeats": np.zeros(n, bool)} for p in PREDICTORS}
+    cold = np.zeros(n, bool)
+    fallback = {p: 0 for p in ("online", "frozen")}
+    unknown_target = {p: 0 for p in ("online", "frozen")}
+    t_predict = t_learn = 0.0
+    bar = tqdm(total=n, desc="prequential", unit="ev", disable=not cfg.progress, mininterval=2.0)
+    for s in range(0, n, cfg.chunk):
+        part = events[s:s + cfg.chunk]
+        t0 = time.time()
+        # 1) inputs: each event's exact history (everything of the user strictly before it)
+        histories, seen_g, targets, cold_b = [], [], [], []
+        for e in part:
+            h = hist.get(e.user, [])
+            cold_b.append(not h)
+            histories.append(h[-hist_len:])
+            seen_g.append(np.array(seen.get(e.user, ()), dtype=np.int64))
+            targets.append(gid_of[e.item])
+            remember(e)
+        targets = np.array(targets, dtype=np.int64)
+        cold_b = np.array(cold_b, dtype=bool)
+        # 2) predict with the predictors as they were before the chunk
+        p_ex, p_in = _popularity_hits(counts, seen_g, targets, cfg.k)
+        sl = slice(s, s + len(part))
+        hit["popularity"]["exclude_seen"][sl] = p_ex
+        hit["popularity"]["allow_repeats"][sl] = p_in
+        cold[sl] = cold_b
+        for name, pr in preds.items():
+            known, m_ex, m_in = pr.hits(histories, seen_g, targets, cfg.k)
+            use_pop = ~known          # cold users and histories of items unknown to the model
+            fallback[name] += int((use_pop & ~cold_b).sum())
+            unknown_target[name] += int((pr.row_of_gid[targets] == 0).sum())
+            hit[name]["exclude_seen"][sl] = np.where(use_pop, p_ex, m_ex)
+            hit[name]["allow_repeats"][sl] = np.where(use_pop, p_in, m_in)
+        t1 = time.time()
+        # 3) learn from the chunk
+        for e in part:
+            counts[gid_of[e.item]] += 1
+        users = list(dict.fromkeys(e.user for e in part))
+        trainer.update([hist[u][-(max_len + 1):] for u in users])
+        preds["online"].refresh()
+        t_learn += time.time() - t1
+        t_predict += t1 - t0
+        bar.update(len(part))
+        if cfg.progress:
+            bar.set_postfix({p[:3]: f"{hit[p][cfg.primary][:s + len(part)].mean():.3f}" for p in PREDICTORS})
+    bar.close()
+
+    res = _summarize(events, hit, cold, cfg)
+    res.update({
+        "events": n, "prefix_events": len(prefix), "cold_events": int(cold.sum()),
+        "fallback_events": fallback, "target_unknown_to_model": unknown_target,
+        "items_in_stream": n_global, "online_vocab_end": len(online_rec.vocab) - 1,
+        "frozen_vocab": len(frozen.vocab) - 1, "online_updates": int(trainer.version - pretrained.version),
+        "config": asdict(cfg), "seconds": {"total": time.time() - t_start, "predict": t_predict,
+                                           "learn": t_learn},
+    })
+    return res
+
+
+def _hr(x: np.ndarray) -> float:
+    return float(x.mean()) if x.size else float("nan")
+
+
+def _summarize(events: list[Event], hit: dict, cold: np.ndarray, cfg: PrequentialConfig) -> dict:
+    n = len(events)
+    warm = ~cold
+    out: dict = {"k": cfg.k, "primary": cfg.primary}
+    for proto in ("exclude_seen", "allow_repeats"):
+        out[f"hr_{proto}"] = {p: _hr(hit[p][proto]) for p in PREDICTORS}
+        out[f"hr_{proto}_warm"] = {p: _hr(hit[p][proto][warm]) for p in PREDICTORS}
+    out["hr"] = dict(out[f"hr_{cfg.primary}"])
+    out["hr_warm"] = dict(out[f"hr_{cfg.primary}_warm"])
+    out["hr_cold"] = _hr(hit["popularity"][cfg.primary][cold])
+    f = out["hr"]["frozen"]
+    out["online_over_frozen"] = out["hr"]["online"] / f if f > 0 else float("inf") if out["hr"]["online"] > 0 else float("nan")
+    fw = out["hr_warm"]["frozen"]
+    out["online_over_frozen_warm"] = out["hr_warm"]["online"] / fw if fw > 0 else float("nan")
+    edges = np.linspace(0, n, max(1, min(cfg.windows, n)) + 1).astype(int) if n else np.array([0])
+    wins = []
+    for a, b in zip(edges[:-1], edges[1:]):
+        if b <= a:
+            continue
+        w = {"start": int(a), "end": int(b), "ts_start": events[a].ts, "ts_end": events[b - 1].ts,
+             "cold": int(cold[a:b].sum())}
+        w.update({p: _hr(hit[p][cfg.primary][a:b]) for p in PREDICTORS})
+        wins.append(w)
+    out["windows"] = wins
+    return out
+
+
+# ---- output -----------------------------------------------------------------------------------
+def plot_windows(result: dict, path: str, title: str = "prequential HR@10") -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    wins = result["windows"]
+    x = [(w["start"] + w["end"]) / 2 for w in wins]
+    fig, ax = plt.subplots(figsize=(7, 3.8))
+    for p, style in zip(PREDICTORS, ("-o", "-s", "-^")):
+        ax.plot(x, [w[p] for w in wins], style, ms=3,
+                label=f"{p} (overall {result['hr'][p]:.4f})")
+    ax.set_xlabel("replayed events")
+    ax.set_ylabel(f"HR@{result['k']} per window ({result['primary'].replace('_', ' ')})")
+    ax.set_title(title)
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
+def format_table(results: dict[str, dict]) -> str:
+    lines = ["| dataset | events (cold) | protocol | online | frozen | popularity | online/frozen | warm: online / frozen |",
+             "|---|---|---|---|---|---|---|---|"]
+    for name, r in results.items():
+        lines.append(f"| {name} | {r['events']:,} ({r['cold_events']:,}) | {r['primary']} | "
+                     f"{r['hr']['online']:.4f} | {r['hr']['frozen']:.4f} | {r['hr']['popularity']:.4f} | "
+                     f"{r['online_over_frozen']:.2f}× | {r['hr_warm']['online']:.4f} / {r['hr_warm']['frozen']:.4f} |")
+    return "\n".join(lines)
+
+
+@dataclass
+class RunSpec:
+    """Everything ``evaluate --prequential`` needs (the CLI and bench/prequential.py build one)."""
+    data: str
+    fmt: str
+    out_dir: str
+    checkpoint: str | None = None
+    pretrain_fraction: float = 0.7
+    max_events: int | None = None
+    pretrain_minutes: float = 3.0
+    pretrain_epochs: int = 30
+    encoder: dict = field(default_factory=lambda: dict(dim=64, n_layers=2, n_heads=1, max_len=50, dropout=0.2))
+    pretrain_negatives: int = 0
+    preq: PrequentialConfig = field(default_factory=PrequentialConfig)
+    name: str = "prequential"
+
+
+def run(spec: RunSpec) -> dict:
+    """Load, split, pretrain on the prefix (unless a checkpoint is given), replay, write
+    ``<name>.json`` and ``<name>.png`` into ``out_dir``; returns the result dict."""
+    from model.pretrain import TrainConfig
+
+    os.makedirs(spec.out_dir, exist_ok=True)
+    t0 = time.time()
+    events = load_events(spec.data, spec.fmt)
+    prefix, rest = split_events(events, spec.pretrain_fraction, spec.max_events)
+    log.info("%s: %d events, %d in the pretraining prefix, %d replayed", spec.data, len(events),
+             len(prefix), len(rest))
+    if spec.checkpoint:
+        rec = Recommender.from_checkpoint(spec.checkpoint)
+        pre_info = {"checkpoint": spec.checkpoint}
+    else:
+        if not prefix:
+            raise ValueError("no pretraining prefix: give --checkpoint or a --pretrain-fraction > 0")
+        tp = time.time()
+        tcfg = TrainConfig(epochs=spec.pretrain_epochs, max_minutes=spec.pretrain_minutes,
+                           seed=spec.preq.seed, device=spec.preq.device, progress=spec.preq.progress,
+                           patience=5)
+        rec = pretrain_on_events(prefix, os.path.join(spec.out_dir, f"{spec.name}-pretrain"),
+                                 EncoderConfig(**spec.encoder),
+                                 ObjectiveConfig(weights={"next": 1.0}, n_negatives=spec.pretrain_negatives),
+                                 tcfg)
+        pre_info = {"pretrain_minutes": (time.time() - tp) / 60, "pretrain_best_val_ndcg10": rec.best_val,
+                    "encoder": spec.encoder, "pretrain_negatives": spec.pretrain_negatives}
+    res = run_prequential(rest, rec, prefix, spec.preq)
+    res.update({"data": spec.data, "format": spec.fmt, "pretrain_fraction": spec.pretrain_fraction,
+                "stream_events": len(events), "pretrain": pre_info,
+                "wall_minutes": (time.time() - t0) / 60})
+    with open(os.path.join(spec.out_dir, f"{spec.name}.json"), "w") as f:
+        json.dump(res, f, indent=1)
+    plot_windows(res, os.path.join(spec.out_dir, f"{spec.name}.png"),
+                 f"{spec.name}: prequential HR@{res['k']} ({spec.fmt})")
+    return res
