@@ -54,11 +54,24 @@ def register(subparsers) -> None:
     e = subparsers.add_parser("evaluate", help="Leave-one-out full-ranking evaluation of a checkpoint.",
                               description="Leave-one-out full ranking over the whole catalogue: HR/NDCG@10,@20, "
                                           "with and without filtering seen items, plus a popularity baseline.")
-    e.add_argument("--checkpoint", required=True)
+    e.add_argument("--checkpoint", default=None, help="required, except with --prequential")
     e.add_argument("--data", required=True)
     e.add_argument("--format", required=True, help=f"one of {', '.join(FORMATS)}")
     e.add_argument("--split", default="test", choices=["test", "valid"])
     e.add_argument("--json", default=None, help="also write the metrics to this file")
+    # prequential (test-then-train) replay: see model/prequential.py
+    e.add_argument("--prequential", action="store_true",
+                   help="replay the time-ordered stream (taobao or ml1m): online vs frozen vs popularity HR@10")
+    e.add_argument("--pretrain-fraction", type=float, default=0.7,
+                   help="prequential: pretrain on this first part of the stream (without --checkpoint)")
+    e.add_argument("--pretrain-minutes", type=float, default=3.0, help="prequential: pretraining time budget")
+    e.add_argument("--max-events", type=int, default=None, help="prequential: replay at most this many events")
+    e.add_argument("--chunk", type=int, default=256, help="prequential: events per predict-then-learn step")
+    e.add_argument("--max-len", type=int, default=50, help="prequential: encoder max_len when pretraining")
+    e.add_argument("--allow-repeats", default=None, choices=["yes", "no"],
+                   help="prequential: count re-consumed items (default: yes for taobao, no for ml1m)")
+    e.add_argument("--out", default="runs/prequential", help="prequential: output folder (JSON, PNG, pretraining)")
+    e.add_argument("--quiet", action="store_true", help="prequential: no progress bar")
     e.set_defaults(func=cmd_evaluate)
 
 
@@ -144,6 +157,10 @@ def cmd_evaluate(args) -> int:
 
 def _evaluate(args) -> int:
     _check_data(args)
+    if getattr(args, "prequential", False):
+        return _prequential(args)
+    if not args.checkpoint:
+        raise UsageError("--checkpoint is required (except with --prequential)")
     if not os.path.isfile(args.checkpoint):
         raise UsageError(f"checkpoint not found: {args.checkpoint}")
     from model.checkpoint import load_checkpoint
@@ -163,6 +180,34 @@ def _evaluate(args) -> int:
     if args.json:
         with open(args.json, "w") as f:
             f.write(text)
+    return 0
+
+
+def _prequential(args) -> int:
+    from model.prequential import STREAM_FORMATS, PrequentialConfig, RunSpec, format_table, run
+
+    if args.format not in STREAM_FORMATS:
+        raise UsageError(f"--prequential reads {' or '.join(STREAM_FORMATS)} streams, not {args.format!r}")
+    if args.checkpoint and not os.path.isfile(args.checkpoint):
+        raise UsageError(f"checkpoint not found: {args.checkpoint}")
+    if not 0.0 <= args.pretrain_fraction < 1.0:
+        raise UsageError("--pretrain-fraction must be in [0, 1)")
+    if not args.checkpoint and args.pretrain_fraction <= 0:
+        raise UsageError("--prequential without --checkpoint needs --pretrain-fraction > 0")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    allow = args.allow_repeats == "yes" if args.allow_repeats else args.format == "taobao"
+    spec = RunSpec(args.data, args.format, args.out, checkpoint=args.checkpoint,
+                   pretrain_fraction=args.pretrain_fraction, max_events=args.max_events,
+                   pretrain_minutes=args.pretrain_minutes,
+                   encoder=dict(dim=64, n_layers=2, n_heads=1, max_len=args.max_len, dropout=0.2),
+                   preq=PrequentialConfig(chunk=args.chunk, progress=not args.quiet,
+                                          primary="allow_repeats" if allow else "exclude_seen"),
+                   name=f"prequential_{args.format}")
+    res = run(spec)
+    print(format_table({args.format: res}))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(res, f, indent=1)
     return 0
 
 

@@ -127,3 +127,23 @@ def test_run_writes_json_and_png(tmp_path):
     back = json.loads((tmp_path / "out" / "t.json").read_text())
     assert set(back["hr"]) == {"online", "frozen", "popularity"}
     assert os.path.getsize(tmp_path / "out" / "t.png") > 1000
+
+
+def test_cli_evaluate_prequential(tmp_path, capsys):
+    from model.commands import main
+    data = tmp_path / "tb.csv"
+    rng = random.Random(3)
+    rows = [f"{rng.randrange(30)},{rng.randrange(40)},{rng.randrange(5)},pv,{1000 + t}" for t in range(300)]
+    data.write_text("\n".join(rows) + "\n")
+    out = tmp_path / "out"
+    assert main(["evaluate", "--prequential", "--data", str(data), "--format", "taobao", "--out", str(out),
+                 "--pretrain-fraction", "0.5", "--pretrain-minutes", "0.05", "--max-len", "8", "--chunk", "64",
+                 "--quiet"]) == 0
+    assert "| taobao |" in capsys.readouterr().out
+    res = json.loads((out / "prequential_taobao.json").read_text())
+    assert res["primary"] == "allow_repeats" and res["events"] == 150
+    assert (out / "prequential_taobao.png").is_file()
+    # errors: a missing checkpoint without --prequential, a jsonl stream with it
+    assert main(["evaluate", "--data", str(data), "--format", "taobao"]) == 2
+    assert main(["evaluate", "--prequential", "--data", str(data), "--format", "jsonl"]) == 2
+    assert "not 'jsonl'" in capsys.readouterr().err
