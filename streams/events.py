@@ -79,6 +79,10 @@ def _ident(obj: dict, name: str, *, required: bool = True) -> str | None:
         raise InvalidEvent("empty_field", f"field {name!r} is empty")
     if len(text) > MAX_ID_LEN:
         raise InvalidEvent("invalid_field", f"field {name!r} is longer than {MAX_ID_LEN} characters")
+    try:
+        text.encode("utf-8")  # JSON may escape lone surrogates ("\\ud800"): no UTF-8, no Kafka key
+    except UnicodeEncodeError:
+        raise InvalidEvent("invalid_field", f"field {name!r} is not valid Unicode (lone surrogate)") from None
     return text
 
 
