@@ -53,10 +53,14 @@ def detect_format(path: Path) -> str:
 def _taobao(lines: Iterator[str], tag: str) -> Iterator[Message]:
     for lineno, line in enumerate(lines, 1):
         parts = line.strip().split(",")
-        if len(parts) != 5 or parts[3] not in TAOBAO_TYPES:
-            raise ReplayError(f"{tag}:{lineno}: not a Taobao UserBehavior row: {line.strip()[:80]!r}")
-        user, item, category, behavior, ts = parts
-        event = {"user_id": user, "item_id": item, "type": TAOBAO_TYPES[behavior], "ts": float(ts),
+        try:
+            if len(parts) != 5 or parts[3] not in TAOBAO_TYPES:
+                raise ValueError
+            user, item, category, behavior, ts = parts
+            ts_s = float(ts)
+        except ValueError:
+            raise ReplayError(f"{tag}:{lineno}: not a Taobao UserBehavior row: {line.strip()[:80]!r}") from None
+        event = {"user_id": user, "item_id": item, "type": TAOBAO_TYPES[behavior], "ts": ts_s,
                  "event_id": f"{tag}:{lineno}", "category": category}
         yield user.encode(), json.dumps(event).encode()
 
@@ -79,7 +83,7 @@ def _jsonl(lines: Iterator[str], tag: str) -> Iterator[Message]:
         try:
             user = json.loads(raw).get("user_id")
             key = str(user).encode() if isinstance(user, (str, int)) and not isinstance(user, bool) else None
-        except (ValueError, AttributeError):
+        except (ValueError, AttributeError, RecursionError):  # the worker rejects it
             pass
         yield key, raw.encode("utf-8", errors="surrogateescape")
 
