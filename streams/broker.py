@@ -15,11 +15,13 @@ import subprocess
 import time
 from pathlib import Path
 
+from .events import StreamRecError
+
 log = logging.getLogger(__name__)
 
 
-class BrokerError(RuntimeError):
-    pass
+class BrokerError(StreamRecError, RuntimeError):
+    """The embedded broker cannot start (the CLI prints it as a one-line error)."""
 
 
 def broker_binary() -> str:

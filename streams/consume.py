@@ -15,9 +15,15 @@ from .settings import Settings
 def watch_consumer(settings: Settings, topics: list[str], from_beginning: bool = True):
     """A kafka-python consumer assigned every partition of ``topics``."""
     from kafka import KafkaConsumer, TopicPartition
+    from kafka.errors import KafkaError
 
-    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_servers, group_id=None,
-                             enable_auto_commit=False, **settings.kafka_python_security())
+    from .topics import KafkaUnavailable
+
+    try:
+        consumer = KafkaConsumer(bootstrap_servers=settings.kafka_servers, group_id=None,
+                                 enable_auto_commit=False, **settings.kafka_python_security())
+    except KafkaError as exc:  # e.g. "Unable to bootstrap": a one-line CLI error, not a traceback
+        raise KafkaUnavailable(f"cannot reach Kafka at {settings.kafka_servers}: {exc}") from None
     deadline = time.monotonic() + 10
     parts: list = []
     for topic in topics:

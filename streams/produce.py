@@ -102,10 +102,16 @@ def iter_messages(path: Path, fmt: str = "auto") -> Iterator[Message]:
 
 def make_producer(settings: Settings):
     from kafka import KafkaProducer
+    from kafka.errors import KafkaError
 
-    return KafkaProducer(bootstrap_servers=settings.kafka_servers, acks="all", linger_ms=5,
-                         max_request_size=max(1 << 20, settings.max_message_bytes * 2),
-                         **settings.kafka_python_security())
+    from .topics import KafkaUnavailable
+
+    try:
+        return KafkaProducer(bootstrap_servers=settings.kafka_servers, acks="all", linger_ms=5,
+                             max_request_size=max(1 << 20, settings.max_message_bytes * 2),
+                             **settings.kafka_python_security())
+    except KafkaError as exc:  # e.g. "Unable to bootstrap": a one-line CLI error, not a traceback
+        raise KafkaUnavailable(f"cannot reach Kafka at {settings.kafka_servers}: {exc}") from None
 
 
 def produce_messages(settings: Settings, messages: Iterator[Message], *, rate: float = 0.0, limit: int = 0,
