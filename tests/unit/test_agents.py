@@ -1,0 +1,151 @@
+"""The Faust agents (streams/agents.py) without a broker: ``agent.test_context()`` with
+``store="memory://"``; the topics' ``send`` are replaced by recorders, so nothing reaches Kafka."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from types import SimpleNamespace
+
+import pytest
+
+import streams.app
+from streams.records import DeadLetter, Recommendation
+from streams.serving import Request
+
+NOW = time.time()
+
+
+class Sent:
+    """Records the ``send(key=..., value=...)`` calls of one topic or channel."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[bytes | None, object]] = []
+
+    async def __call__(self, key=None, value=None, **kwargs):
+        self.calls.append((key, value))
+
+    @property
+    def values(self) -> list:
+        return [value for _, value in self.calls]
+
+
+@pytest.fixture
+def sr(make_settings, monkeypatch):
+    app = streams.app.create(make_settings(partitions=1, http_port=1))
+    sent = SimpleNamespace(dlq=Sent(), events=Sent(), recs=Sent(), pending=Sent())
+    monkeypatch.setattr(app.dlq_topic, "send", sent.dlq)
+    monkeypatch.setattr(app.events_topic, "send", sent.events)
+    monkeypatch.setattr(app.recs_topic, "send", sent.recs)
+    app.sent = sent
+    yield app
+    app.model.close()
+    app.executor.shutdown(wait=False)
+
+
+def event(user="u1", item="i1", kind="click", ts=None, **extra) -> bytes:
+    return json.dumps({"user_id": user, "item_id": item, "type": kind, "ts": ts or NOW - 60, **extra}).encode()
+
+
+async def test_valid_event_updates_user_sequences_and_queues_a_request(sr, monkeypatch):
+    monkeypatch.setattr(sr.pending, "send", sr.sent.pending)
+    async with sr.app.agents["ingest"].test_context() as ingest:
+        await ingest.put(event(item="i1", ts=NOW - 2, event_id="e1"), key=b"u1")
+        await ingest.put(event(item="i2", kind="purchase", ts=NOW - 1, event_id="e2"), key=b"u1")
+    state = sr.user_sequences[b"u1"]
+    assert state["items"] == [["i1", "click", NOW - 2], ["i2", "purchase", NOW - 1]]
+    assert state["eids"] == ["e1", "e2"] and state["n"] == 2
+    [first, second] = sr.sent.pending.values
+    assert isinstance(second, Request)
+    assert second.user_id == "u1" and second.history == [("i1", "click"), ("i2", "purchase")]
+    assert second.event_ts == NOW - 1
+    assert sr.sent.dlq.calls == [] and sr.sent.events.calls == []
+    assert sr.popularity_for(0).top(1)[0][0] in ("i1", "i2")
+    assert _metric(sr, 'streamrec_events_total{outcome="accepted"}') == 2
+
+
+async def test_duplicate_event_id_is_applied_once(sr, monkeypatch):
+    monkeypatch.setattr(sr.pending, "send", sr.sent.pending)
+    async with sr.app.agents["ingest"].test_context() as ingest:
+        for _ in range(3):
+            await ingest.put(event(event_id="same"), key=b"u1")
+        await ingest.put(event(ts=NOW - 5), key=b"u1")  # derived id, replayed
+        await ingest.put(event(ts=NOW - 5), key=b"u1")
+    state = sr.user_sequences[b"u1"]
+    assert state["n"] == 2 and len(state["items"]) == 2
+    assert len(sr.sent.pending.calls) == 2
+    assert _metric(sr, 'streamrec_events_total{outcome="duplicate"}') == 3
+
+
+@pytest.mark.parametrize("raw, reason", [
+    (b"this is not json", "not_json"),
+    (b'["an", "array"]', "not_object"),
+    (b'{"user_id": "u1", "type": "click"}', "missing_field"),
+    (b'{"user_id": "", "item_id": "i1", "type": "click"}', "empty_field"),
+    (b'{"user_id": "\\ud800", "item_id": "i1", "type": "click"}', "invalid_field"),
+    (b'{"user_id": "u1", "item_id": "i1", "type": "like"}', "unknown_type"),
+    (b'{"user_id": "u1", "item_id": "i1", "type": "click", "ts": 1e300}', "invalid_ts"),
+    (b'{"user_id": "u1", "item_id": "' + b"x" * 70_000 + b'", "type": "click"}', "too_large"),
+])
+async def test_malformed_message_goes_to_the_dlq_with_its_reason(sr, raw, reason):
+    async with sr.app.agents["ingest"].test_context() as ingest:
+        await ingest.put(raw, key=b"u1")
+        await ingest.put(event(), key=b"u1")  # the agent goes on after bad input
+    [(key, letter)] = sr.sent.dlq.calls
+    assert key == b"u1"
+    assert isinstance(letter, DeadLetter)
+    assert letter.reason == reason and letter.error
+    assert letter.topic == sr.settings.topic_events and letter.partition == 0 and letter.offset == 0
+    limit = sr.settings.max_message_bytes
+    assert base64.b64decode(letter.raw) == raw[:limit]
+    assert letter.raw_truncated == (len(raw) > limit)
+    assert json.loads(json.dumps(letter.asdict()))["reason"] == reason  # what goes on the wire
+    assert sr.user_sequences[b"u1"]["n"] == 1
+    assert _metric(sr, f'streamrec_dlq_total{{reason="{reason}"}}') == 1
+    assert _metric(sr, 'streamrec_events_total{outcome="rejected"}') == 1
+
+
+async def test_message_keyed_by_another_user_is_republished_under_its_user(sr):
+    async with sr.app.agents["ingest"].test_context() as ingest:
+        await ingest.put(event(user="u2", ts=NOW - 3), key=b"not-u2")
+        await ingest.put(event(user=7, ts=NOW - 3), key=None)
+    assert sr.user_sequences.get(b"u2") is None  # applied when the re-keyed copy arrives
+    [(key, value), (key7, _)] = sr.sent.events.calls
+    assert key == b"u2" and key7 == b"7"
+    copy = json.loads(value)
+    assert copy["event_id"] == f"u2|i1|click|{NOW - 3!r}" and copy["ts"] == NOW - 3
+    async with sr.app.agents["ingest"].test_context() as ingest:
+        await ingest.put(value, key=key)
+        await ingest.put(value, key=key)  # the copy dedupes like the original
+    assert sr.user_sequences[b"u2"]["n"] == 1
+
+
+async def test_recommend_agent_sends_one_record_per_user_excluding_seen_items(sr, monkeypatch):
+    monkeypatch.setattr(sr.pending, "send", sr.sent.pending)
+    async with sr.app.agents["ingest"].test_context() as ingest:
+        for n in range(12):  # popularity: i0 (most events) .. i11
+            for m in range(12 - n):
+                await ingest.put(event(user=f"p{n}-{m}", item=f"i{n}", ts=NOW - 100), key=f"p{n}-{m}".encode())
+        await ingest.put(event(user="u1", item="i0", ts=NOW - 1), key=b"u1")
+    requests = [request for request in sr.sent.pending.values if request.user_id in ("u1", "p3-0")]
+    async with sr.app.agents["recommend"].test_context() as recommend:
+        for request in requests:
+            await recommend.put(request)
+    records = {key: value for key, value in sr.sent.recs.calls}
+    assert set(records) == {b"u1", b"p3-0"}
+    rec = records[b"u1"]
+    assert isinstance(rec, Recommendation) and rec.source == "popular"
+    ids = [item.item_id for item in rec.items]
+    assert len(ids) == sr.settings.top_k and "i0" not in ids  # seen items excluded
+    assert ids == [f"i{n}" for n in range(1, 11)]
+    assert [item.item_id for item in records[b"p3-0"].items][:3] == ["i0", "i1", "i2"]
+    assert rec.event_ts == NOW - 1 and rec.model_version == 0
+    assert _metric(sr, 'streamrec_recommendations_total{source="popular"}') == 2
+
+
+def _metric(sr, name: str) -> float:
+    for line in sr.metrics.exposition().decode().splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[-1])
+    return 0.0
