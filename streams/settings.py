@@ -78,6 +78,12 @@ class Settings(BaseSettings):
     )
     store: Literal["rocksdb", "memory"] = Field("rocksdb", description="Faust table store.")
     data_dir: Path = Field(Path("./var"), description="Table state (RocksDB) and model store.")
+    recovery_consistency_check: bool = Field(
+        True, description="Faust's check, in table recovery, that a persisted changelog offset is not "
+        "past the changelog's end. Always off when bootstrap is 'embedded'; turn it off for any Tansu "
+        "broker ('streamrec broker'): Tansu reports a partition's end as its last batch's base offset "
+        "+ 1, so the check fails after rebalances (ConsistencyError, as in faust-streaming #158).",
+    )
 
     # --- Live model (see streams/live_model.py) ---------------------------------------------
     model_checkpoint: Path | None = Field(
