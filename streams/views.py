@@ -1,4 +1,8 @@
-"""HTTP views on the worker: ``/recommend/{user_id}``, ``/health``, ``/metrics``."""
+"""HTTP views on the worker: ``/recommend/{user_id}``, ``/health``, ``/metrics``.
+
+Every path answers with and without a trailing slash: DESIGN.md and the README write
+``/recommend/{user_id}?k=10``, Faust's own style is ``/health/``, and aiohttp matches a path exactly.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +17,7 @@ def register(sr: StreamRec) -> None:
     app, metrics = sr.app, sr.metrics
     from .agents import recommend_batch
 
+    @app.page("/recommend/{user_id}")
     @app.page("/recommend/{user_id}/")
     @app.table_route(table=sr.user_sequences, match_info="user_id")
     async def recommend_view(web, request, user_id: str):
@@ -29,6 +34,7 @@ def register(sr: StreamRec) -> None:
         metrics.http_latency.labels("/recommend").observe(time.perf_counter() - started)
         return web.json(record.to_json())
 
+    @app.page("/users/{user_id}")
     @app.page("/users/{user_id}/")
     @app.table_route(table=sr.user_sequences, match_info="user_id")
     async def user_state_view(web, request, user_id: str):
@@ -38,6 +44,7 @@ def register(sr: StreamRec) -> None:
             return web.json({"error": f"no state for user {user_id!r}"}, status=404)
         return web.json({"user_id": user_id, **state})
 
+    @app.page("/health")
     @app.page("/health/")
     async def health(web, request):
         assigned = sorted(tp.partition for tp in app.consumer.assignment()
@@ -50,6 +57,7 @@ def register(sr: StreamRec) -> None:
             "index_version": getattr(model, "index_version", 0),
         })
 
+    @app.page("/metrics")
     @app.page("/metrics/")
     async def prometheus(web, request):
         return web.bytes(metrics.exposition(), content_type="text/plain; version=0.0.4")
