@@ -121,6 +121,14 @@ class Settings(BaseSettings):
                 raise ValueError(f"expected 'embedded' or host:port[,host:port], got {value!r}")
         return value
 
+    @classmethod
+    def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings,
+                                   file_secret_settings):
+        """Only the values given: :func:`load_settings` reads the environment it is handed.
+        (pydantic-settings would otherwise fill unset fields from ``os.environ`` even in
+        ``model_validate``, so ``load_settings(environ={})`` was not isolated from the process.)"""
+        return (init_settings,)
+
     # --- derived -----------------------------------------------------------------------------
     @property
     def embedded(self) -> bool:
