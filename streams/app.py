@@ -100,10 +100,15 @@ class StreamRec:
         self.recs_topic = app.topic(s.topic_recommendations, key_serializer="raw", value_serializer="json",
                                     partitions=s.partitions)
         self.pending = app.channel()  # accepted events waiting for their recommendation
-        # Keys are raw bytes (app default), values JSON (app default).
-        self.user_sequences = app.Table("user_sequences", default=None, partitions=s.partitions)
+        # Keys are raw bytes, values JSON. key_type=bytes makes the key serializer "raw": a Table's
+        # default is "json", which passes bytes through on write (the changelog holds raw keys)
+        # but decodes them as JSON in recovery, where every changelog record then fails ("Error in
+        # recovery Expecting value"), is lost, and recovery waits forever for its offset.
+        self.user_sequences = app.Table("user_sequences", default=None, partitions=s.partitions,
+                                        key_type=bytes)
         # One entry per partition of `events` ("p3"): that partition's decayed popularity.
-        self.item_popularity = app.Table("item_popularity", default=None, partitions=s.partitions)
+        self.item_popularity = app.Table("item_popularity", default=None, partitions=s.partitions,
+                                         key_type=bytes)
 
     def popularity_for(self, partition: int) -> Popularity:
         tracker = self.popularity.get(partition)
