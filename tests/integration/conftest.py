@@ -50,6 +50,18 @@ def clean_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith("STREAMREC_")}
 
 
+def wait_for(predicate: Callable, timeout: float, what, interval: float = 0.3):
+    """Poll ``predicate`` until it returns something truthy (returned); fail after ``timeout``
+    seconds, describing ``what`` (a string, or a callable for a description made at failure)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    pytest.fail(f"timed out after {timeout} s waiting for {what() if callable(what) else what}"[:6000])
+
+
 def get_json(url: str, timeout: float = 5.0):
     try:
         response = requests.get(url, timeout=timeout)
