@@ -17,7 +17,6 @@ import json
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -27,6 +26,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from conftest import free_port, wait_for
 
 from streams.broker import EmbeddedBroker
 from streams.consume import watch_consumer
@@ -41,27 +41,11 @@ USERS = [f"user-{n}" for n in range(40)]  # ~10 per partition
 ITEMS = [f"item-{n}" for n in range(300)]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def get_json(url: str, timeout: float = 5):
     try:
         return requests.get(url, timeout=timeout).json()
     except (requests.RequestException, ValueError):
         return None
-
-
-def wait_for(predicate, timeout: float, what, interval: float = 0.3):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    pytest.fail(f"timed out after {timeout} s waiting for {what() if callable(what) else what}"[:6000])
 
 
 class Worker:
