@@ -16,7 +16,6 @@ import tempfile
 import threading
 import time
 import urllib.request
-from dataclasses import replace
 from pathlib import Path
 
 from .broker import EmbeddedBroker, port_open
