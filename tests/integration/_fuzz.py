@@ -212,10 +212,11 @@ def run_fuzz(workdir: Path, n: int, *, seed_value: int = 1234, partitions: int =
             expected_dlq[reason] += 1
             bad_raw[raw[:MAX_BYTES]] += 1
             allowed.setdefault(raw[:MAX_BYTES], set()).add(reason)
-            if reason == "not_json" and _too_deep(raw):
-                # Python's json gives up at the interpreter's recursion limit, which differs
-                # between this process and the worker (Faust raises it): not_object there.
-                allowed[raw[:MAX_BYTES]].add("not_object")
+            if _too_deep(raw):
+                # Python's json gives up (RecursionError -> not_json) at a depth that depends on
+                # the stack already in use and the recursion limit, which differ between this
+                # process and the worker: deeply nested JSON may get either reason there.
+                allowed[raw[:MAX_BYTES]].update({"not_json", "not_object"})
         else:
             valid[ident] += 1
         kinds["oversize" if len(raw) > MAX_BYTES else "valid" if reason is None else "invalid"] += 1
