@@ -1,0 +1,308 @@
+"""Throughput of one worker against a plain Kafka consumer, latency at half rate, memory soak
+(issue 7 item 3). Everything in one run, on one embedded broker:
+
+1. a model version (untrained ``Recommender.fresh`` over ``--items`` items: serving costs what a
+   trained one costs) is saved and announced on ``model-updates``, so recommendations come from
+   the model (encode + FAISS top-k), not from the popularity fallback;
+2. ``--events`` valid events (keyed by user, unique event_ids) are produced as a backlog;
+3. ceiling: a plain kafka-python consumer loop (all partitions, manual assignment) reads the
+   backlog and only ``json.loads`` each value;
+4. the worker (``--train false``) drains the same backlog: its events/s (accepted events, from
+   /metrics/) is the highest rate it sustains; ratio = worker / ceiling;
+5. check: producer paced at ``--confirm-share`` × that rate for ``--confirm-s`` s, consumer lag
+   sampled (bounded = no upward trend, last sample ≤ 2 s of events);
+6. soak: paced at half the rate for ``--soak-s`` s: event→recommendation p50/p99 from the
+   worker's histogram streamrec_event_to_recommendation_seconds (deltas over the soak), lag and
+   RSS (/proc/PID/status) every second.
+
+Writes bench/results/throughput.json and .png.
+
+    nice -n 5 .venv/bin/python bench/throughput.py --events 60000 --soak-s 180
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests" / "integration"))
+
+from _procs import Worker, client_settings, histogram_quantile, start_broker  # noqa: E402
+
+RESULTS = ROOT / "bench" / "results"
+HIST = "streamrec_event_to_recommendation_seconds"
+
+
+def make_backlog(n: int, users: int, items: int, seed: int, tag: str) -> list[tuple[bytes, bytes]]:
+    rng = random.Random(seed)
+    t0 = time.time() - 3600
+    out = []
+    for i in range(n):
+        user = f"u{rng.randrange(users)}"
+        ev = {"user_id": user, "item_id": f"sku-{rng.randrange(items)}", "type": "click", "ts": t0 + i * 1e-3,
+              "event_id": f"{tag}-{i}"}
+        out.append((user.encode(), json.dumps(ev).encode()))
+    return out
+
+
+def produce(settings, messages, rate: float = 0.0, stop: threading.Event | None = None) -> float:
+    from streams.produce import make_producer
+
+    producer = make_producer(settings)
+    started = time.monotonic()
+    try:
+        for i, (key, value) in enumerate(messages, 1):
+            producer.send(settings.topic_events, key=key, value=value)
+            if rate > 0:
+                ahead = i / rate - (time.monotonic() - started)
+                if ahead > 0.002:
+                    time.sleep(ahead)
+            if stop is not None and stop.is_set():
+                break
+        producer.flush(120)
+    finally:
+        producer.close()
+    return time.monotonic() - started
+
+
+def ceiling(settings, n: int) -> dict:
+    """A plain consumer loop over the backlog that only decodes (json.loads) each value."""
+    from streams.consume import watch_consumer
+
+    consumer = watch_consumer(settings, [settings.topic_events], from_beginning=True)
+    count, first, deadline = 0, None, time.monotonic() + 300
+    try:
+        while count < n and time.monotonic() < deadline:
+            for records in consumer.poll(timeout_ms=500, max_records=5000).values():
+                if first is None:
+                    first = time.monotonic()
+                for record in records:
+                    json.loads(record.value)
+                    count += 1
+        took = time.monotonic() - (first or time.monotonic())
+    finally:
+        consumer.close()
+    return {"messages": count, "seconds": round(took, 2), "events_per_s": round(count / took, 1) if took else None}
+
+
+def publish_model(settings, store_dir: Path, items: int) -> int:
+    from model.recommender import Recommender
+    from streams.model_store import MODEL_KEY, ModelStore
+    from streams.produce import make_producer
+
+    rec = Recommender.fresh(item_ids=[f"sku-{i}" for i in range(items)])
+    rec.version = 1
+    update = ModelStore(store_dir).save(rec)
+    producer = make_producer(settings)
+    try:
+        producer.send(settings.topic_model_updates, key=MODEL_KEY, value=update.to_bytes()).get(timeout=30)
+    finally:
+        producer.close()
+    return update.version
+
+
+def accepted(metrics: dict) -> float:
+    return metrics.get('streamrec_events_total{outcome="accepted"}', 0.0)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--events", type=int, default=60_000)
+    ap.add_argument("--users", type=int, default=5_000)
+    ap.add_argument("--items", type=int, default=5_000)
+    ap.add_argument("--partitions", type=int, default=4)
+    ap.add_argument("--confirm-share", type=float, default=0.9)
+    ap.add_argument("--confirm-s", type=float, default=40)
+    ap.add_argument("--soak-s", type=float, default=180)
+    ap.add_argument("--out", default=str(RESULTS / "throughput"))
+    args = ap.parse_args()
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    log = lambda msg: print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)  # noqa: E731
+    report: dict = {
+        "command": "nice -n 5 .venv/bin/python bench/throughput.py " + " ".join(sys.argv[1:]),
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores (shared), no GPU, Python "
+                   f"{platform.python_version()}",
+        "load_average_at_start": os.getloadavg(),
+        "worker_flags": "--train false, torch 1 thread, model v1 = Recommender.fresh over --items items",
+        "args": vars(args),
+    }
+    samples: list[dict] = []
+    with tempfile.TemporaryDirectory(prefix="tput-bench-") as tmp:
+        tmp = Path(tmp)
+        broker = start_broker(tmp / "broker.log")
+        worker = None
+        try:
+            from streams.topics import ensure_topics
+
+            settings = client_settings(broker.bootstrap, args.partitions)
+            ensure_topics(settings)
+            data_dir = tmp / "data"
+            publish_model(settings, data_dir / "models", args.items)
+            worker = Worker(broker.bootstrap, data_dir, app_id="tput", partitions=args.partitions,
+                            log_path=tmp / "worker.log").start()
+            worker.wait_ready()
+            deadline = time.monotonic() + 60
+            while (worker.health() or {}).get("model_version", 0) < 1 and time.monotonic() < deadline:
+                time.sleep(0.2)
+            report["model_version_served"] = (worker.health() or {}).get("model_version")
+            log(f"worker ready, model v{report['model_version_served']}")
+
+            # Warm-up (first encodes, index), then stop the worker so the backlog waits for it.
+            produce(settings, make_backlog(500, args.users, args.items, 1, "warm"))
+            t = time.monotonic() + 60
+            while accepted(worker.metrics()) < 500 and time.monotonic() < t:
+                time.sleep(0.3)
+            worker.stop()
+
+            backlog = make_backlog(args.events, args.users, args.items, 2, "bl")
+            took = produce(settings, backlog)
+            report["backlog_produce"] = {"messages": len(backlog), "seconds": round(took, 2),
+                                         "events_per_s": round(len(backlog) / took, 1)}
+            log(f"backlog produced: {report['backlog_produce']}")
+            report["ceiling_plain_consumer"] = ceiling(settings, args.events + 500)
+            log(f"ceiling: {report['ceiling_plain_consumer']}")
+
+            # Worker drains the backlog (restarted on the same data dir: its offsets are committed).
+            worker.start()
+            worker.wait_ready()
+            start = time.monotonic()
+            base = None
+            series = []
+            while time.monotonic() - start < 600:
+                m = worker.metrics()
+                if not m:
+                    time.sleep(0.2)
+                    continue
+                a = accepted(m)
+                base = 0.0  # a new process: its counters start at 0
+                series.append((time.monotonic() - start, a - base, m.get("streamrec_consumer_lag", 0.0),
+                               m.get('streamrec_recommendations_total{source="model"}', 0.0),
+                               m.get('streamrec_recommendations_total{source="popular"}', 0.0)))
+                if a - base >= args.events:
+                    break
+                time.sleep(0.5)
+            done = [s for s in series if s[1] > 0]
+            # Rate between 5 % and 95 % of the backlog (start-up and tail excluded).
+            lo = next(s for s in done if s[1] >= 0.05 * args.events)
+            hi = next((s for s in done if s[1] >= 0.95 * args.events), done[-1])
+            rate = (hi[1] - lo[1]) / (hi[0] - lo[0])
+            m = worker.metrics()
+            report["worker_drain"] = {
+                "events": int(series[-1][1]), "seconds_total": round(series[-1][0], 2),
+                "events_per_s": round(rate, 1),
+                "recommendations_model": m.get('streamrec_recommendations_total{source="model"}'),
+                "recommendations_popular": m.get('streamrec_recommendations_total{source="popular"}'),
+                "batch_size_mean": round(m.get("streamrec_batch_size_sum", 0) / max(1, m.get("streamrec_batch_size_count", 1)), 1),
+            }
+            ceil_rate = report["ceiling_plain_consumer"]["events_per_s"]
+            report["ratio_worker_to_ceiling"] = round(rate / ceil_rate, 4) if ceil_rate else None
+            log(f"worker drain: {report['worker_drain']}, ratio {report['ratio_worker_to_ceiling']}")
+            samples.append({"phase": "drain", "series": series})
+
+            def paced(phase: str, r: float, seconds: float, tag: str) -> dict:
+                n = int(r * seconds)
+                msgs = make_backlog(n, args.users, args.items, hash(tag) & 0xFFFF, tag)
+                before = worker.metrics()
+                stop = threading.Event()
+                th = threading.Thread(target=produce, args=(settings, msgs, r, stop), daemon=True)
+                t0 = time.monotonic()
+                th.start()
+                series = []
+                while th.is_alive() or time.monotonic() - t0 < seconds:
+                    m = worker.metrics()
+                    series.append((time.monotonic() - t0, accepted(m) - accepted(before),
+                                   m.get("streamrec_consumer_lag", 0.0), worker.rss_kib() or 0))
+                    time.sleep(1.0)
+                    if time.monotonic() - t0 > seconds * 3:
+                        stop.set()
+                        break
+                th.join(30)
+                # Let the tail drain for at most 30 s.
+                t1 = time.monotonic()
+                while accepted(worker.metrics()) - accepted(before) < n and time.monotonic() - t1 < 30:
+                    time.sleep(0.5)
+                after = worker.metrics()
+                lags = [s[2] for s in series]
+                half = len(lags) // 2
+                out = {
+                    "target_rate": round(r, 1), "seconds": round(time.monotonic() - t0, 1), "sent": n,
+                    "processed": int(accepted(after) - accepted(before)),
+                    "lag_max": max(lags) if lags else None,
+                    "lag_mean_first_half": round(sum(lags[:half]) / max(1, half), 1),
+                    "lag_mean_second_half": round(sum(lags[half:]) / max(1, len(lags) - half), 1),
+                    "lag_last": lags[-1] if lags else None,
+                    "p50_s": histogram_quantile(after, HIST, 0.5, before),
+                    "p99_s": histogram_quantile(after, HIST, 0.99, before),
+                    "rss_mib_first": round(series[0][3] / 1024, 1) if series else None,
+                    "rss_mib_max": round(max(s[3] for s in series) / 1024, 1) if series else None,
+                    "rss_mib_last": round(series[-1][3] / 1024, 1) if series else None,
+                }
+                out["lag_bounded"] = bool(lags) and lags[-1] <= 2 * r and \
+                    out["lag_mean_second_half"] <= max(2 * r, 2 * out["lag_mean_first_half"])
+                samples.append({"phase": phase, "series": series})
+                log(f"{phase}: {out}")
+                return out
+
+            report["confirm"] = paced("confirm", args.confirm_share * rate, args.confirm_s, "cf")
+            report["soak_half_rate"] = paced("soak", 0.5 * rate, args.soak_s, "soak")
+            report["worker_log_errors"] = sum(1 for line in worker.log_tail(10**7).splitlines() if "ERROR" in line)
+        finally:
+            if worker is not None:
+                worker.stop()
+            broker.stop()
+    report["load_average_at_end"] = os.getloadavg()
+    Path(args.out + ".json").write_text(json.dumps({**report, "samples": samples}, indent=1))
+    plot(report, samples, Path(args.out + ".png"))
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+def plot(report: dict, samples: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.5))
+    ax = axes[0]
+    names = ["plain consumer\n(decode only)", "worker\n(state + model rec)"]
+    values = [report["ceiling_plain_consumer"]["events_per_s"], report["worker_drain"]["events_per_s"]]
+    ax.bar(names, values, color=["grey", "tab:blue"])
+    for i, v in enumerate(values):
+        ax.text(i, v, f"{v:,.0f}/s", ha="center", va="bottom")
+    ax.set_title(f"backlog drain, same run (ratio {report['ratio_worker_to_ceiling']:.1%})")
+    ax.set_ylabel("events/s")
+    soak = next((s["series"] for s in samples if s["phase"] == "soak"), [])
+    confirm = next((s["series"] for s in samples if s["phase"] == "confirm"), [])
+    ax = axes[1]
+    if confirm:
+        ax.plot([s[0] for s in confirm], [s[2] for s in confirm],
+                label=f"{report['confirm']['target_rate']:.0f}/s")
+    if soak:
+        ax.plot([s[0] for s in soak], [s[2] for s in soak], label=f"{report['soak_half_rate']['target_rate']:.0f}/s (soak)")
+    ax.set_title("consumer lag (messages) at a paced rate")
+    ax.set_xlabel("seconds")
+    ax.legend()
+    ax = axes[2]
+    if soak:
+        ax.plot([s[0] for s in soak], [s[3] / 1024 for s in soak])
+    sk = report["soak_half_rate"]
+    ax.set_title(f"worker RSS during the soak (p50 {1000 * (sk['p50_s'] or 0):.1f} ms, p99 "
+                 f"{1000 * (sk['p99_s'] or 0):.1f} ms)")
+    ax.set_xlabel("seconds")
+    ax.set_ylabel("MiB")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
