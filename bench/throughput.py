@@ -123,6 +123,8 @@ def main() -> int:
     ap.add_argument("--confirm-share", type=float, default=0.9)
     ap.add_argument("--confirm-s", type=float, default=40)
     ap.add_argument("--soak-s", type=float, default=180)
+    ap.add_argument("--soak-rate", type=float, default=0.0,
+                    help="events/s of the soak (default: half the measured drain rate)")
     ap.add_argument("--out", default=str(RESULTS / "throughput"))
     args = ap.parse_args()
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -253,7 +255,7 @@ def main() -> int:
                 return out
 
             report["confirm"] = paced("confirm", args.confirm_share * rate, args.confirm_s, "cf")
-            report["soak_half_rate"] = paced("soak", 0.5 * rate, args.soak_s, "soak")
+            report["soak_half_rate"] = paced("soak", args.soak_rate or 0.5 * rate, args.soak_s, "soak")
             report["worker_log_errors"] = sum(1 for line in worker.log_tail(10**7).splitlines() if "ERROR" in line)
         finally:
             if worker is not None:
