@@ -155,7 +155,6 @@ def tune_effort(kind: str, index, vectors: np.ndarray, params: IndexParams, *,
     target_recall + tune_margin, on ``sample_queries`` or else on a sample of the catalogue (then
     times ``tune_safety``). A fixed ``params.nprobe`` / ``ef_search`` is only measured.
     Returns (effort, measured recall at the returned effort)."""
-    n = len(vectors)
     fixed = params.nprobe if kind == "ivf" else params.ef_search
     if sample_queries is not None:
         q, safety = np.ascontiguousarray(sample_queries, dtype=np.float32), 1
