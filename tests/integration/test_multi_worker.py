@@ -239,6 +239,10 @@ def test_embedded_broker_reports_the_end_of_a_partition_as_its_last_batchs_base_
     assert list(end.values()) == [2]  # Apache Kafka says 6
 
 
+@pytest.mark.xfail(reason="the crash needs Faust to have sent a changelog batch of several records "
+                   "before the rebalance, which depends on timing: it reproduced in most runs here, not "
+                   "all (the broker bug itself is pinned deterministically by the test above)",
+                   strict=False)
 def test_rebalance_with_consistency_check_on_reproduces_the_crash(cluster):
     """Faust's recovery check on (its default) + Tansu: a burst of events leaves multi-record batches
     at the end of the changelog partitions; when a second worker joins, the first recovers the
