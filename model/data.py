@@ -67,18 +67,28 @@ def read_ml1m(path: str) -> dict[str, list[tuple[str, str]]]:
     return seqs
 
 
-def read_taobao(path: str, categories: dict[str, str] | None = None) -> dict[str, list[tuple[str, str]]]:
-    rows: dict[str, list[tuple[float, str, str]]] = {}
+def iter_taobao_rows(path: str):
+    """Validated Taobao UserBehavior rows in file order: (user, item, category, type, ts), with
+    pv/cart/fav -> click and buy -> purchase; a bad row is a DataError naming file:line."""
     with _open_text(path) as f:
         for n, rec in enumerate(csv.reader(f), 1):
             if not rec:
                 continue
             if len(rec) != 5 or rec[3] not in TAOBAO_TYPES:
                 raise DataError(f"{path}:{n}: expected user,item,category,pv|cart|fav|buy,ts; got {rec!r}")
-            user, item, cat, beh, ts = rec
-            if categories is not None:
-                categories[item] = cat
-            rows.setdefault(user, []).append((float(ts), item, TAOBAO_TYPES[beh]))
+            try:
+                ts = float(rec[4])
+            except ValueError:
+                raise DataError(f"{path}:{n}: bad timestamp {rec[4]!r}") from None
+            yield rec[0], rec[1], rec[2], TAOBAO_TYPES[rec[3]], ts
+
+
+def read_taobao(path: str, categories: dict[str, str] | None = None) -> dict[str, list[tuple[str, str]]]:
+    rows: dict[str, list[tuple[float, str, str]]] = {}
+    for user, item, cat, typ, ts in iter_taobao_rows(path):
+        if categories is not None:
+            categories[item] = cat
+        rows.setdefault(user, []).append((ts, item, typ))
     # sort by timestamp, stable so that file order breaks ties
     return {u: [(i, t) for _, i, t in sorted(ev, key=lambda e: e[0])] for u, ev in rows.items()}
 

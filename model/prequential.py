@@ -42,7 +42,6 @@ per user, interleaved by position: every user's 1st item, then every user's 2nd 
 from __future__ import annotations
 
 import copy
-import csv
 import json
 import logging
 import os
@@ -53,7 +52,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from model.data import TAOBAO_TYPES, DataError, _open_text, _sort_key, build_dataset, read_ml1m
+from model.data import DataError, _sort_key, build_dataset, iter_taobao_rows, read_ml1m
 from model.encoder import PAD, EncoderConfig
 from model.incremental import OnlineTrainer
 from model.objectives import ObjectiveConfig
@@ -93,18 +92,7 @@ def interleave_by_position(seqs: dict[str, list]) -> list[tuple[str, object]]:
 
 def read_taobao_events(path: str) -> list[Event]:
     """Taobao UserBehavior CSV as events, stably sorted by timestamp (file order breaks ties)."""
-    events = []
-    with _open_text(path) as f:
-        for n, rec in enumerate(csv.reader(f), 1):
-            if not rec:
-                continue
-            if len(rec) != 5 or rec[3] not in TAOBAO_TYPES:
-                raise DataError(f"{path}:{n}: expected user,item,category,pv|cart|fav|buy,ts; got {rec!r}")
-            try:
-                ts = float(rec[4])
-            except ValueError:
-                raise DataError(f"{path}:{n}: bad timestamp {rec[4]!r}") from None
-            events.append(Event(rec[0], rec[1], TAOBAO_TYPES[rec[3]], ts, rec[2]))
+    events = [Event(user, item, typ, ts, cat) for user, item, cat, typ, ts in iter_taobao_rows(path)]
     events.sort(key=lambda e: e.ts)   # stable
     return events
 
