@@ -3,8 +3,9 @@
 - ``ingest`` (topic ``events``, one event at a time so every table write lands in the changelog
   partition of its own event): decode + validate (bad input -> ``events.dlq``), apply the event
   to the user's state once (dedupe by ``event_id``), update popularity, queue the user.
-- ``recommend`` (in-memory channel, micro-batches with ``stream.take``): one record per queued
-  event, computed in a worker thread, sent to ``recommendations``.
+- ``recommend`` (a task reading :class:`streams.pending.PendingRequests` in micro-batches): one
+  record per user of the batch (its latest event), computed in a worker thread, sent to
+  ``recommendations``.
 """
 
 from __future__ import annotations
@@ -20,11 +21,11 @@ from .events import Event, InvalidEvent, parse_event
 from .popularity import merge_top
 from .records import DeadLetter
 from .serving import Request, recommend
-from .user_state import apply_event, history
+from .user_state import apply_event, encode, history
 
 log = logging.getLogger(__name__)
 
-POPULARITY_FLUSH_S = 1.0  # at most one popularity changelog write per partition per second
+POPULARITY_FLUSH_S = 5.0  # at most one popularity changelog write per partition per 5 s
 
 
 async def handle_event(sr: StreamRec, event: Any) -> None:
@@ -37,7 +38,7 @@ async def handle_event(sr: StreamRec, event: Any) -> None:
     except InvalidEvent as err:
         await sr.dlq_topic.send(key=msg.key, value=DeadLetter.of(
             err.reason, err.error, msg.value, msg.topic, msg.partition, msg.offset,
-            max_raw_bytes=s.max_message_bytes))
+            max_raw_bytes=s.max_message_bytes).to_bytes())
         metrics.dlq.labels(err.reason).inc()
         metrics.events.labels("rejected").inc()
         return
@@ -48,20 +49,20 @@ async def handle_event(sr: StreamRec, event: Any) -> None:
         await sr.events_topic.send(key=key, value=json.dumps(ev.to_json()).encode())
         metrics.events.labels("rekeyed").inc()
         return
-    new_state = apply_event(sr.user_sequences.get(key), ev, seq_len=s.seq_len, dedupe_window=s.dedupe_window)
+    new_state = apply_event(sr.user_state(key), ev, seq_len=s.seq_len, dedupe_window=s.dedupe_window)
     if new_state is None:
         metrics.events.labels("duplicate").inc()
         return
-    sr.user_sequences[key] = new_state
+    sr.user_sequences[key] = encode(new_state)
     _count_popularity(sr, msg.partition, ev)
     sr.model.note_item(ev.item_id, [item for item, _, _ in new_state["items"][:-1]])
     metrics.events.labels("accepted").inc()
-    await sr.pending.send(value=Request(ev.user_id, history(new_state), ev.ts, now, msg.timestamp))
+    await sr.pending.put(Request(ev.user_id, history(new_state), ev.ts, now, msg.timestamp))
 
 
 def _count_popularity(sr: StreamRec, partition: int, ev: Event) -> None:
-    """Count the event; persist the partition's popularity at most once a second (a crash loses
-    at most that second of popularity, never user state)."""
+    """Count the event; persist the partition's popularity at most every POPULARITY_FLUSH_S (a
+    crash loses at most those seconds of popularity, never user state)."""
     tracker = sr.popularity_for(partition)
     tracker.add(ev.item_id, ev.ts)
     now = time.monotonic()
@@ -91,6 +92,24 @@ async def recommend_batch(sr: StreamRec, requests: list[Request], k: int | None 
     return await loop.run_in_executor(sr.executor, recommend, batch, popular, k, sr.model)
 
 
+async def emit_recommendations(sr: StreamRec, requests: list[Request]) -> None:
+    """Compute and send the records of one micro-batch; observe their latencies."""
+    metrics = sr.metrics
+    records = await recommend_batch(sr, requests)
+    sources: dict[str, int] = {}
+    for record in records:
+        await sr.recs_topic.send(key=record.user_id.encode(), value=record.to_bytes())
+        sources[record.source] = sources.get(record.source, 0) + 1
+    for source, n in sources.items():
+        metrics.recommendations.labels(source).inc(n)
+    done = time.time()
+    metrics.batch_size.observe(len(records))
+    for request in requests:
+        metrics.latency.observe(done - request.arrived)
+        if request.msg_ts:
+            metrics.event_age.observe(max(0.0, done - request.msg_ts))
+
+
 def register(sr: StreamRec) -> None:
     app, s, metrics = sr.app, sr.settings, sr.metrics
 
@@ -99,19 +118,14 @@ def register(sr: StreamRec) -> None:
         async for event in stream.events():
             await handle_event(sr, event)
 
-    @app.agent(sr.pending, name="recommend")
-    async def recommend_agent(stream):
-        async for requests in stream.take(s.batch_size, within=s.batch_window_s):
-            records = await recommend_batch(sr, requests)
-            for record in records:
-                await sr.recs_topic.send(key=record.user_id.encode(), value=record)
-                metrics.recommendations.labels(record.source).inc()
-            done = time.time()
-            metrics.batch_size.observe(len(records))
-            for request in requests:
-                metrics.latency.observe(done - request.arrived)
-                if request.msg_ts:
-                    metrics.event_age.observe(max(0.0, done - request.msg_ts))
+    @app.task
+    async def recommend():
+        while True:
+            requests = await sr.pending.batch(s.batch_size, s.batch_window_s)
+            try:
+                await emit_recommendations(sr, requests)
+            except Exception:  # a bug or a send failure must not stop recommendations for good
+                log.exception("recommendations for a batch of %d events were not sent", len(requests))
 
     @app.timer(10.0)
     async def table_sizes():

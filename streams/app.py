@@ -15,6 +15,8 @@ from typing import Any
 import faust
 
 from .metrics import Metrics
+from .user_state import decode as decode_state
+from .pending import PendingRequests
 from .popularity import Popularity
 from .settings import Settings
 
@@ -57,6 +59,7 @@ def faust_app(settings: Settings) -> faust.App:
         # offset + 1), which makes this check fail after rebalances; see Settings.
         recovery_consistency_check=settings.recovery_consistency_check and not settings.embedded,
         # A dead letter carries up to max_message_bytes of the original, base64-encoded (4/3).
+        producer_linger=settings.producer_linger_s,
         producer_max_request_size=max(1_048_576, 2 * settings.max_message_bytes),
         # Tuned so a worker joins its group in ~3 s (Faust's defaults: ~30 s on first join).
         broker_session_timeout=settings.session_timeout_s,
@@ -95,20 +98,27 @@ class StreamRec:
         self.model = LiveModel(s, self.metrics)
         self.events_topic = app.topic(s.topic_events, key_serializer="raw", value_serializer="raw",
                                       partitions=s.partitions)
-        self.dlq_topic = app.topic(s.topic_dlq, key_serializer="raw", value_serializer="json",
+        # Records (streams.records) are sent as the JSON bytes they encode themselves.
+        self.dlq_topic = app.topic(s.topic_dlq, key_serializer="raw", value_serializer="raw",
                                    partitions=s.partitions)
-        self.recs_topic = app.topic(s.topic_recommendations, key_serializer="raw", value_serializer="json",
+        self.recs_topic = app.topic(s.topic_recommendations, key_serializer="raw", value_serializer="raw",
                                     partitions=s.partitions)
-        self.pending = app.channel()  # accepted events waiting for their recommendation
+        # Accepted events waiting for their recommendation (a few batches: then ingestion waits).
+        self.pending = PendingRequests(maxsize=4 * s.batch_size)
         # Keys are raw bytes, values JSON. key_type=bytes makes the key serializer "raw": a Table's
         # default is "json", which passes bytes through on write (the changelog holds raw keys)
         # but decodes them as JSON in recovery, where every changelog record then fails ("Error in
         # recovery Expecting value"), is lost, and recovery waits forever for its offset.
+        # user_sequences values are streams.user_state.encode()d bytes: read with user_state().
         self.user_sequences = app.Table("user_sequences", default=None, partitions=s.partitions,
-                                        key_type=bytes)
+                                        key_type=bytes, value_type=bytes)
         # One entry per partition of `events` ("p3"): that partition's decayed popularity.
         self.item_popularity = app.Table("item_popularity", default=None, partitions=s.partitions,
                                          key_type=bytes)
+
+    def user_state(self, user_id: str | bytes) -> dict | None:
+        key = user_id.encode() if isinstance(user_id, str) else user_id
+        return decode_state(self.user_sequences.get(key))
 
     def popularity_for(self, partition: int) -> Popularity:
         tracker = self.popularity.get(partition)

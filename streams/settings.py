@@ -68,6 +68,10 @@ class Settings(BaseSettings):
         65_536, ge=64, le=16 * 1024 * 1024, description="Larger input messages go to the DLQ."
     )
     max_future_s: float = Field(86_400.0, ge=0, description="Reject events this far in the future.")
+    producer_linger_s: float = Field(
+        0.005, ge=0, le=1, description="How long the worker's producer waits to fill a batch (Faust "
+        "producer_linger). Kafka's default 0 sends one produce request per record under load.",
+    )
     batch_size: int = Field(256, ge=1, le=100_000, description="Micro-batch size (stream.take).")
     batch_window_s: float = Field(0.05, gt=0, le=60, description="Micro-batch max wait.")
     popularity_half_life_s: float = Field(

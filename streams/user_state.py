@@ -10,15 +10,27 @@ Event ids and items live in one record so that applying an event is one table wr
 crash the changelog holds either both the item and its id or neither, and a replayed message
 is applied once. A replay older than the last ``dedupe_window`` events of that user is not
 recognised (documented limit; crash replays span seconds, far inside the window).
+
+The table holds the state as compact JSON bytes (:func:`encode` / :func:`decode`): encoded once
+here, the same bytes go to RocksDB and to the changelog (Faust's JSON serializer encoded twice).
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from .events import Event
 
 State = dict[str, Any]
+
+
+def encode(state: State) -> bytes:
+    return json.dumps(state, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def decode(raw: bytes | None) -> State | None:
+    return None if raw is None else json.loads(raw)
 
 
 def empty_state() -> State:

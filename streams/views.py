@@ -28,7 +28,7 @@ def register(sr: StreamRec) -> None:
                 raise ValueError
         except ValueError:
             return web.json({"error": "k must be an integer between 1 and 1000"}, status=400)
-        state = sr.user_sequences.get(user_id.encode())
+        state = sr.user_state(user_id)
         req = Request(user_id, history(state), None)
         [record] = await recommend_batch(sr, [req], k=k)
         metrics.http_latency.labels("/recommend").observe(time.perf_counter() - started)
@@ -39,7 +39,7 @@ def register(sr: StreamRec) -> None:
     @app.table_route(table=sr.user_sequences, match_info="user_id")
     async def user_state_view(web, request, user_id: str):
         """The user's state record: ``n`` events applied, the recent items, the recent event ids."""
-        state = sr.user_sequences.get(user_id.encode())
+        state = sr.user_state(user_id)
         if state is None:
             return web.json({"error": f"no state for user {user_id!r}"}, status=404)
         return web.json({"user_id": user_id, **state})

@@ -1,5 +1,6 @@
 """The Faust agents (streams/agents.py) without a broker: ``agent.test_context()`` with
-``store="memory://"``; the topics' ``send`` are replaced by recorders, so nothing reaches Kafka."""
+``store="memory://"``; the topics' ``send`` are replaced by recorders, so nothing reaches Kafka.
+Requests queued for recommendation are read back from ``sr.pending``."""
 
 from __future__ import annotations
 
@@ -11,14 +12,14 @@ from types import SimpleNamespace
 import pytest
 
 import streams.app
-from streams.records import DeadLetter, Recommendation
+from streams.agents import emit_recommendations
 from streams.serving import Request
 
 NOW = time.time()
 
 
 class Sent:
-    """Records the ``send(key=..., value=...)`` calls of one topic or channel."""
+    """Records the ``send(key=..., value=...)`` calls of one topic."""
 
     def __init__(self) -> None:
         self.calls: list[tuple[bytes | None, object]] = []
@@ -34,7 +35,7 @@ class Sent:
 @pytest.fixture
 def sr(make_settings, monkeypatch):
     app = streams.app.create(make_settings(partitions=1, http_port=1))
-    sent = SimpleNamespace(dlq=Sent(), events=Sent(), recs=Sent(), pending=Sent())
+    sent = SimpleNamespace(dlq=Sent(), events=Sent(), recs=Sent())
     monkeypatch.setattr(app.dlq_topic, "send", sent.dlq)
     monkeypatch.setattr(app.events_topic, "send", sent.events)
     monkeypatch.setattr(app.recs_topic, "send", sent.recs)
@@ -48,15 +49,14 @@ def event(user="u1", item="i1", kind="click", ts=None, **extra) -> bytes:
     return json.dumps({"user_id": user, "item_id": item, "type": kind, "ts": ts or NOW - 60, **extra}).encode()
 
 
-async def test_valid_event_updates_user_sequences_and_queues_a_request(sr, monkeypatch):
-    monkeypatch.setattr(sr.pending, "send", sr.sent.pending)
+async def test_valid_event_updates_user_sequences_and_queues_a_request(sr):
     async with sr.app.agents["ingest"].test_context() as ingest:
         await ingest.put(event(item="i1", ts=NOW - 2, event_id="e1"), key=b"u1")
         await ingest.put(event(item="i2", kind="purchase", ts=NOW - 1, event_id="e2"), key=b"u1")
-    state = sr.user_sequences[b"u1"]
+    state = sr.user_state("u1")
     assert state["items"] == [["i1", "click", NOW - 2], ["i2", "purchase", NOW - 1]]
     assert state["eids"] == ["e1", "e2"] and state["n"] == 2
-    [first, second] = sr.sent.pending.values
+    [first, second] = sr.pending.take_nowait()
     assert isinstance(second, Request)
     assert second.user_id == "u1" and second.history == [("i1", "click"), ("i2", "purchase")]
     assert second.event_ts == NOW - 1
@@ -65,16 +65,15 @@ async def test_valid_event_updates_user_sequences_and_queues_a_request(sr, monke
     assert _metric(sr, 'streamrec_events_total{outcome="accepted"}') == 2
 
 
-async def test_duplicate_event_id_is_applied_once(sr, monkeypatch):
-    monkeypatch.setattr(sr.pending, "send", sr.sent.pending)
+async def test_duplicate_event_id_is_applied_once(sr):
     async with sr.app.agents["ingest"].test_context() as ingest:
         for _ in range(3):
             await ingest.put(event(event_id="same"), key=b"u1")
         await ingest.put(event(ts=NOW - 5), key=b"u1")  # derived id, replayed
         await ingest.put(event(ts=NOW - 5), key=b"u1")
-    state = sr.user_sequences[b"u1"]
+    state = sr.user_state("u1")
     assert state["n"] == 2 and len(state["items"]) == 2
-    assert len(sr.sent.pending.calls) == 2
+    assert len(sr.pending.take_nowait()) == 2
     assert _metric(sr, 'streamrec_events_total{outcome="duplicate"}') == 3
 
 
@@ -92,16 +91,15 @@ async def test_malformed_message_goes_to_the_dlq_with_its_reason(sr, raw, reason
     async with sr.app.agents["ingest"].test_context() as ingest:
         await ingest.put(raw, key=b"u1")
         await ingest.put(event(), key=b"u1")  # the agent goes on after bad input
-    [(key, letter)] = sr.sent.dlq.calls
+    [(key, value)] = sr.sent.dlq.calls
     assert key == b"u1"
-    assert isinstance(letter, DeadLetter)
-    assert letter.reason == reason and letter.error
-    assert letter.topic == sr.settings.topic_events and letter.partition == 0 and letter.offset == 0
+    letter = json.loads(value)  # what goes on the wire
+    assert letter["reason"] == reason and letter["error"]
+    assert letter["topic"] == sr.settings.topic_events and letter["partition"] == 0 and letter["offset"] == 0
     limit = sr.settings.max_message_bytes
-    assert base64.b64decode(letter.raw) == raw[:limit]
-    assert letter.raw_truncated == (len(raw) > limit)
-    assert json.loads(json.dumps(letter.asdict()))["reason"] == reason  # what goes on the wire
-    assert sr.user_sequences[b"u1"]["n"] == 1
+    assert base64.b64decode(letter["raw"]) == raw[:limit]
+    assert letter["raw_truncated"] == (len(raw) > limit)
+    assert sr.user_state("u1")["n"] == 1
     assert _metric(sr, f'streamrec_dlq_total{{reason="{reason}"}}') == 1
     assert _metric(sr, 'streamrec_events_total{outcome="rejected"}') == 1
 
@@ -110,7 +108,7 @@ async def test_message_keyed_by_another_user_is_republished_under_its_user(sr):
     async with sr.app.agents["ingest"].test_context() as ingest:
         await ingest.put(event(user="u2", ts=NOW - 3), key=b"not-u2")
         await ingest.put(event(user=7, ts=NOW - 3), key=None)
-    assert sr.user_sequences.get(b"u2") is None  # applied when the re-keyed copy arrives
+    assert sr.user_state("u2") is None  # applied when the re-keyed copy arrives
     [(key, value), (key7, _)] = sr.sent.events.calls
     assert key == b"u2" and key7 == b"7"
     copy = json.loads(value)
@@ -118,29 +116,26 @@ async def test_message_keyed_by_another_user_is_republished_under_its_user(sr):
     async with sr.app.agents["ingest"].test_context() as ingest:
         await ingest.put(value, key=key)
         await ingest.put(value, key=key)  # the copy dedupes like the original
-    assert sr.user_sequences[b"u2"]["n"] == 1
+    assert sr.user_state("u2")["n"] == 1
 
 
-async def test_recommend_agent_sends_one_record_per_user_excluding_seen_items(sr, monkeypatch):
-    monkeypatch.setattr(sr.pending, "send", sr.sent.pending)
+async def test_recommendations_one_record_per_user_excluding_seen_items(sr):
     async with sr.app.agents["ingest"].test_context() as ingest:
         for n in range(12):  # popularity: i0 (most events) .. i11
             for m in range(12 - n):
                 await ingest.put(event(user=f"p{n}-{m}", item=f"i{n}", ts=NOW - 100), key=f"p{n}-{m}".encode())
         await ingest.put(event(user="u1", item="i0", ts=NOW - 1), key=b"u1")
-    requests = [request for request in sr.sent.pending.values if request.user_id in ("u1", "p3-0")]
-    async with sr.app.agents["recommend"].test_context() as recommend:
-        for request in requests:
-            await recommend.put(request)
-    records = {key: value for key, value in sr.sent.recs.calls}
-    assert set(records) == {b"u1", b"p3-0"}
+    requests = [request for request in sr.pending.take_nowait() if request.user_id in ("u1", "p3-0")]
+    await emit_recommendations(sr, requests + requests[:1])  # a user twice in a batch: one record
+    records = {key: json.loads(value) for key, value in sr.sent.recs.calls}
+    assert len(sr.sent.recs.calls) == 2 and set(records) == {b"u1", b"p3-0"}
     rec = records[b"u1"]
-    assert isinstance(rec, Recommendation) and rec.source == "popular"
-    ids = [item.item_id for item in rec.items]
+    assert rec["source"] == "popular" and rec["user_id"] == "u1"
+    ids = [item["item_id"] for item in rec["items"]]
     assert len(ids) == sr.settings.top_k and "i0" not in ids  # seen items excluded
     assert ids == [f"i{n}" for n in range(1, 11)]
-    assert [item.item_id for item in records[b"p3-0"].items][:3] == ["i0", "i1", "i2"]
-    assert rec.event_ts == NOW - 1 and rec.model_version == 0
+    assert [item["item_id"] for item in records[b"p3-0"]["items"]][:3] == ["i0", "i1", "i2"]
+    assert rec["event_ts"] == NOW - 1 and rec["model_version"] == 0
     assert _metric(sr, 'streamrec_recommendations_total{source="popular"}') == 2
 
 
