@@ -62,10 +62,13 @@ def run_row(name: str, args) -> dict:
     minutes = args.main_minutes if budget == "main" else args.ablation_minutes
     ds = load_dataset(path, fmt)
     out_dir = os.path.join(args.workdir, name)
-    ecfg = EncoderConfig(**enc_kw)
+    overrides = {k: getattr(args, k) for k in ("dim", "n_layers", "n_heads", "dropout")
+                 if getattr(args, k) is not None}
+    ecfg = EncoderConfig(**{**enc_kw, **overrides})
     ocfg = ObjectiveConfig(weights=dict(weights), **extra)
     tcfg = TrainConfig(epochs=args.epochs, max_minutes=minutes, patience=args.patience,
-                       eval_every=args.eval_every, lr=args.lr, progress=False)
+                       eval_every=args.eval_every, lr=args.lr, batch_size=args.batch_size,
+                       device=args.device, progress=False)
     t0 = time.time()
     summary = pretrain(ds, ecfg, ocfg, tcfg, out_dir)
     ck = load_checkpoint(os.path.join(out_dir, "best.ckpt"))
@@ -127,11 +130,11 @@ def plot(rows: dict, path: str) -> None:
     for name, r in rows.items():
         ev = [h for h in r["history"] if "val_ndcg10" in h]
         ax[0 if r["format"] == "ml1m" else 1].plot([h["minutes"] for h in ev], [h["val_ndcg10"] for h in ev],
-                                                   label=name)
+                                                   label=f"{name} ({r['train'].get('device', '?')})")
     ax[0].set_title("ML-1M validation NDCG@10 (seen filtered)")
     ax[1].set_title("Taobao sample validation NDCG@10")
     for a in ax:
-        a.set_xlabel("training minutes (2 shared CPU cores)")
+        a.set_xlabel("training minutes (device in the legend)")
         a.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=80)
@@ -150,6 +153,12 @@ def main(argv=None) -> int:
     p.add_argument("--patience", type=int, default=15)
     p.add_argument("--eval-every", type=int, default=2)
     p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--dim", type=int, help="encoder width (default: the dataset's preset)")
+    p.add_argument("--n-layers", type=int, help="transformer blocks (default: the preset)")
+    p.add_argument("--n-heads", type=int, help="attention heads (default: the preset)")
+    p.add_argument("--dropout", type=float, help="dropout (default: the preset)")
+    p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
     p.add_argument("--workdir", default=os.path.join(ROOT, "runs", "model_quality"))
     p.add_argument("--json", default=os.path.join(ROOT, "bench", "results", "model_quality.json"))
