@@ -8,13 +8,14 @@ accepted event, and a Faust record costs ~10x more to construct and serialise (f
 from __future__ import annotations
 
 import base64
-import json
 from dataclasses import dataclass
 from typing import Optional
 
+import orjson
+
 
 def _dumps(obj: dict) -> bytes:
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
+    return orjson.dumps(obj)  # compact UTF-8 JSON
 
 
 @dataclass(frozen=True, slots=True)

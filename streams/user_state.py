@@ -17,8 +17,9 @@ here, the same bytes go to RocksDB and to the changelog (Faust's JSON serializer
 
 from __future__ import annotations
 
-import json
 from typing import Any
+
+import orjson
 
 from .events import Event
 
@@ -26,11 +27,11 @@ State = dict[str, Any]
 
 
 def encode(state: State) -> bytes:
-    return json.dumps(state, separators=(",", ":"), ensure_ascii=False).encode()
+    return orjson.dumps(state)
 
 
 def decode(raw: bytes | None) -> State | None:
-    return None if raw is None else json.loads(raw)
+    return None if raw is None else orjson.loads(raw)
 
 
 def empty_state() -> State:
