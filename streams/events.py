@@ -15,10 +15,17 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass
 
 EVENT_TYPES = ("click", "purchase")
 MAX_ID_LEN = 128
+# Deeper JSON is rejected as not_json before decoding: Python's decoder recurses, so without a
+# limit of our own the outcome (RecursionError, or an accepted event with a deep extra field)
+# would depend on how much stack the calling thread happens to have left.
+MAX_JSON_DEPTH = 64
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
+_BRACKET = re.compile(rb"[\[\]{}]")
 
 REASONS = (
     "too_large",  # over the message size limit
@@ -103,6 +110,18 @@ def _timestamp(obj: dict, *, default_ts: float, now: float, max_future_s: float)
     return ts
 
 
+def json_depth(raw: bytes) -> int:
+    """The deepest nesting of arrays/objects in ``raw`` (brackets inside strings ignored)."""
+    depth = deepest = 0
+    for bracket in _BRACKET.findall(_JSON_STRING.sub(b"", raw)):
+        if bracket in b"[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        else:
+            depth -= 1
+    return deepest
+
+
 def parse_event(
     raw: bytes | None,
     *,
@@ -120,6 +139,8 @@ def parse_event(
         raise InvalidEvent("not_json", "message has no value")
     if len(raw) > max_bytes:
         raise InvalidEvent("too_large", f"message is {len(raw)} bytes, limit {max_bytes}")
+    if raw.count(b"[") + raw.count(b"{") > MAX_JSON_DEPTH and json_depth(raw) > MAX_JSON_DEPTH:
+        raise InvalidEvent("not_json", f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
     try:
         obj = json.loads(raw)
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:

@@ -126,10 +126,6 @@ def generate(n: int, seed_value: int = 1234) -> list[bytes]:
     return out[:n]
 
 
-def _too_deep(raw: bytes) -> bool:
-    return raw.startswith(b"[" * 50) or raw.startswith(b'{"a":' * 50) or b"[" * 50 in raw
-
-
 def classify(raw: bytes, now: float) -> tuple[str | None, tuple[str, str] | None]:
     """(DLQ reason or None, (user_id, event_id) when valid) as parse_event decides."""
     try:
@@ -212,11 +208,6 @@ def run_fuzz(workdir: Path, n: int, *, seed_value: int = 1234, partitions: int =
             expected_dlq[reason] += 1
             bad_raw[raw[:MAX_BYTES]] += 1
             allowed.setdefault(raw[:MAX_BYTES], set()).add(reason)
-            if _too_deep(raw):
-                # Python's json gives up (RecursionError -> not_json) at a depth that depends on
-                # the stack already in use and the recursion limit, which differ between this
-                # process and the worker: deeply nested JSON may get either reason there.
-                allowed[raw[:MAX_BYTES]].update({"not_json", "not_object"})
         else:
             valid[ident] += 1
         kinds["oversize" if len(raw) > MAX_BYTES else "valid" if reason is None else "invalid"] += 1

@@ -7,10 +7,12 @@ from __future__ import annotations
 import json
 import math
 
+import pytest
+
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from streams.events import EVENT_TYPES, MAX_ID_LEN, REASONS, Event, InvalidEvent, parse_event
+from streams.events import EVENT_TYPES, MAX_ID_LEN, MAX_JSON_DEPTH, REASONS, Event, InvalidEvent, parse_event
 
 NOW = 1_700_000_000.0
 LIMIT = 4096
@@ -79,3 +81,22 @@ def test_deep_nesting(depth, opener):
         parse_event(raw, max_bytes=10_000_000, max_future_s=86_400, now=NOW)
     except InvalidEvent as err:
         assert err.reason in REASONS
+        # deterministic whatever the stack: too deep is not_json, shallow JSON is decoded
+        shallow = "not_object" if opener == "[" else "missing_field"
+        assert err.reason == ("not_json" if depth > MAX_JSON_DEPTH else shallow)
+    else:
+        raise AssertionError("nested JSON is never an event")
+
+
+@pytest.mark.parametrize("depth", [MAX_JSON_DEPTH - 1, MAX_JSON_DEPTH, MAX_JSON_DEPTH + 1, 5_000])
+def test_an_event_with_a_deep_extra_field_is_rejected_only_past_the_depth_limit(depth):
+    # the event object itself is one level
+    raw = b'{"user_id": "u", "item_id": "i", "type": "click", "x": ' + b"[" * (depth - 1) + b"]" * (depth - 1) + b"}"
+    strings = b'{"user_id": "u", "item_id": "i", "type": "click", "x": "' + b"[" * 5_000 + b'"}'
+    assert parse_event(strings, max_bytes=10_000_000, max_future_s=86_400, now=NOW).user_id == "u"
+    if depth > MAX_JSON_DEPTH:
+        with pytest.raises(InvalidEvent) as err:
+            parse_event(raw, max_bytes=10_000_000, max_future_s=86_400, now=NOW)
+        assert err.value.reason == "not_json" and "deeper" in err.value.error
+    else:
+        assert parse_event(raw, max_bytes=10_000_000, max_future_s=86_400, now=NOW).item_id == "i"
