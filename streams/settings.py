@@ -72,8 +72,8 @@ class Settings(BaseSettings):
         0.005, ge=0, le=1, description="How long the worker's producer waits to fill a batch (Faust "
         "producer_linger). Kafka's default 0 sends one produce request per record under load.",
     )
-    batch_size: int = Field(256, ge=1, le=100_000, description="Micro-batch size (stream.take).")
-    batch_window_s: float = Field(0.05, gt=0, le=60, description="Micro-batch max wait.")
+    batch_size: int = Field(256, ge=1, le=100_000, description="Users per recommendation micro-batch.")
+    batch_window_s: float = Field(0.05, gt=0, le=60, description="Longest wait to fill a micro-batch.")
     popularity_half_life_s: float = Field(
         3600.0, gt=0, description="Half-life of the decayed item popularity."
     )
