@@ -6,7 +6,8 @@
    the model (encode + FAISS top-k), not from the popularity fallback;
 2. ``--events`` valid events (keyed by user, unique event_ids) are produced as a backlog;
 3. ceiling: a plain kafka-python consumer loop (all partitions, manual assignment) reads the
-   backlog and only ``json.loads`` each value;
+   backlog and only ``json.loads`` each value; then a bare Faust agent does the same
+   (``bench/_faust_floor.py``): what Faust's own per-message machinery leaves of the ceiling;
 4. the worker (``--train false``) drains the same backlog: its events/s (accepted events, from
    /metrics/) is the highest rate it sustains; ratio = worker / ceiling;
 5. check: producer paced at ``--confirm-share`` × that rate for ``--confirm-s`` s, consumer lag
@@ -27,6 +28,7 @@ import json
 import os
 import platform
 import random
+import subprocess
 import sys
 import tempfile
 import threading
@@ -36,7 +38,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "integration"))
 
-from _procs import Worker, client_settings, histogram_quantile, start_broker  # noqa: E402
+from _procs import Worker, clean_env, client_settings, histogram_quantile, start_broker  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 HIST = "streamrec_event_to_recommendation_seconds"
@@ -92,6 +94,17 @@ def ceiling(settings, n: int) -> dict:
     finally:
         consumer.close()
     return {"messages": count, "seconds": round(took, 2), "events_per_s": round(count / took, 1) if took else None}
+
+
+def faust_floor(bootstrap: str, partitions: int, n: int) -> dict:
+    """A bare Faust agent (own consumer group, from the beginning) that only decodes each value."""
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "_faust_floor.py"), "--bootstrap", bootstrap,
+                           "--partitions", str(partitions), "--messages", str(n)],
+                          cwd=ROOT, env=clean_env(), capture_output=True, text=True, timeout=300)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    if not lines:
+        raise RuntimeError(f"faust floor run failed (rc {proc.returncode}): {proc.stderr[-2000:]}")
+    return json.loads(lines[-1])
 
 
 def publish_model(settings, store_dir: Path, items: int) -> int:
@@ -172,6 +185,8 @@ def main() -> int:
             log(f"backlog produced: {report['backlog_produce']}")
             report["ceiling_plain_consumer"] = ceiling(settings, args.events + 500)
             log(f"ceiling: {report['ceiling_plain_consumer']}")
+            report["faust_bare_agent"] = faust_floor(broker.bootstrap, args.partitions, args.events + 500)
+            log(f"bare Faust agent: {report['faust_bare_agent']}")
 
             # Worker drains the backlog (restarted on the same data dir: its offsets are committed).
             worker.start()
@@ -207,6 +222,9 @@ def main() -> int:
             }
             ceil_rate = report["ceiling_plain_consumer"]["events_per_s"]
             report["ratio_worker_to_ceiling"] = round(rate / ceil_rate, 4) if ceil_rate else None
+            floor_rate = report["faust_bare_agent"]["events_per_s"]
+            report["ratio_bare_faust_to_ceiling"] = round(floor_rate / ceil_rate, 4) if ceil_rate else None
+            report["ratio_worker_to_bare_faust"] = round(rate / floor_rate, 4) if floor_rate else None
             log(f"worker drain: {report['worker_drain']}, ratio {report['ratio_worker_to_ceiling']}")
             samples.append({"phase": "drain", "series": series})
 
@@ -276,9 +294,10 @@ def plot(report: dict, samples: list[dict], path: Path) -> None:
 
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.5))
     ax = axes[0]
-    names = ["plain consumer\n(decode only)", "worker\n(state + model rec)"]
-    values = [report["ceiling_plain_consumer"]["events_per_s"], report["worker_drain"]["events_per_s"]]
-    ax.bar(names, values, color=["grey", "tab:blue"])
+    names = ["plain consumer\n(decode only)", "bare Faust agent\n(decode only)", "worker\n(state + model rec)"]
+    values = [report["ceiling_plain_consumer"]["events_per_s"], report["faust_bare_agent"]["events_per_s"],
+              report["worker_drain"]["events_per_s"]]
+    ax.bar(names, values, color=["grey", "tab:orange", "tab:blue"])
     for i, v in enumerate(values):
         ax.text(i, v, f"{v:,.0f}/s", ha="center", va="bottom")
     ax.set_title(f"backlog drain, same run (ratio {report['ratio_worker_to_ceiling']:.1%})")
