@@ -349,3 +349,39 @@ def test_workers_share_partitions_and_lose_nothing_across_rebalances(cluster):
         consumer.close()
     assert set(got) == set(USERS), f"no recommendation records for {set(USERS) - set(got)}"
 
+
+def announce_model(settings, store_dir: Path, version: int) -> None:
+    """Save an (untrained) model as ``version`` and announce it on ``model-updates``, as the
+    trainer does (streams.trainer) and bench/throughput.py's publish_model."""
+    from model.recommender import Recommender
+    from streams.model_store import MODEL_KEY, ModelStore
+
+    rec = Recommender.fresh(item_ids=ITEMS)
+    rec.version = version
+    update = ModelStore(store_dir).save(rec)
+    producer = make_producer(settings)
+    try:
+        producer.send(settings.topic_model_updates, key=MODEL_KEY, value=update.to_bytes()).get(timeout=30)
+    finally:
+        producer.close()
+
+
+def test_every_worker_of_a_group_serves_the_model_version_announced(cluster):
+    """Issue 5: a version announced on ``model-updates`` is served by every worker of a two-worker
+    group (each reads the topic itself, with no consumer group), and so is the next one."""
+    new_worker, settings = cluster["new_worker"], cluster["settings"]
+    workers = [new_worker("w1"), new_worker("w2")]
+    wait_settled(workers)
+    assert [w.health()["model_version"] for w in workers] == [0, 0]  # no checkpoint: nothing served
+    store = cluster["tmp"] / "announced-models"
+    for version in (3, 4):
+        announce_model(settings, store, version)
+        healths = {}
+
+        def served():
+            healths.update({w.name: w.health() for w in workers})
+            return all((h or {}).get("model_version") == version for h in healths.values())
+
+        wait_for(served, 60, lambda: f"model version {version} on every worker: {healths}\n"
+                 + crash_report(workers))
+        assert all(h["index_version"] > 0 for h in healths.values())  # served with an index built for it
