@@ -99,6 +99,7 @@ def main() -> int:
         "started": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(started)),
         "worker_log_warnings": sum(1 for line in worker_log.splitlines() if "WARNING" in line),
         "worker_log_errors": sum(1 for line in worker_log.splitlines() if "ERROR" in line),
+        "worker_log_error_lines": [line[:500] for line in worker_log.splitlines() if "ERROR" in line][:20],
     })
     Path(args.out + ".json").write_text(json.dumps(report, indent=2))
     plot(result, report, Path(args.out + ".png"))
