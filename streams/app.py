@@ -20,6 +20,7 @@ from .pending import PendingRequests
 from .popularity import Popularity
 from .recovery import TableManager
 from .settings import Settings
+from .transport import transport_class
 
 
 def _credentials(settings: Settings) -> Any:
@@ -46,7 +47,7 @@ def _credentials(settings: Settings) -> Any:
 
 def faust_app(settings: Settings) -> faust.App:
     servers = [f"kafka://{server}" for server in settings.kafka_servers.split(",")]
-    return faust.App(
+    app = faust.App(
         settings.app_id,
         broker=servers,
         broker_credentials=_credentials(settings),
@@ -60,8 +61,8 @@ def faust_app(settings: Settings) -> faust.App:
         # the broker reports: Tansu (the embedded broker) reports too small an end (streams.recovery).
         TableManager=TableManager.for_settings(settings),
         recovery_consistency_check=settings.recovery_consistency_check,
-        # A dead letter carries up to max_message_bytes of the original, base64-encoded (4/3).
         producer_linger=settings.producer_linger_s,
+        # A dead letter carries up to max_message_bytes of the original, base64-encoded (4/3).
         producer_max_request_size=max(1_048_576, 2 * settings.max_message_bytes),
         # Tuned so a worker joins its group in ~3 s (Faust's defaults: ~30 s on first join).
         broker_session_timeout=settings.session_timeout_s,
@@ -76,6 +77,9 @@ def faust_app(settings: Settings) -> faust.App:
         web_port=settings.http_port,
         web_in_thread=False,
     )
+    # Faust hard-codes the consumer's fetch wait (1.5 s); see streams.transport.
+    app.transport = transport_class(settings.fetch_max_wait_ms)(app.conf.broker_consumer, app)
+    return app
 
 
 def rocksdb_options(settings: Settings) -> dict[str, int]:

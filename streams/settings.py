@@ -68,6 +68,10 @@ class Settings(BaseSettings):
         65_536, ge=64, le=16 * 1024 * 1024, description="Larger input messages go to the DLQ."
     )
     max_future_s: float = Field(86_400.0, ge=0, description="Reject events this far in the future.")
+    fetch_max_wait_ms: int = Field(
+        100, ge=1, le=60_000, description="Longest wait of the worker consumer's fetch for new records "
+        "(Faust hard-codes 1500; the embedded broker always waits it out when it has nothing new).",
+    )
     producer_linger_s: float = Field(
         0.005, ge=0, le=1, description="How long the worker's producer waits to fill a batch (Faust "
         "producer_linger). Kafka's default 0 sends one produce request per record under load.",
