@@ -38,7 +38,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "integration"))
 
-from _procs import Worker, clean_env, client_settings, histogram_quantile, start_broker  # noqa: E402
+from _procs import (Worker, announce_model, clean_env, client_settings, histogram_quantile,  # noqa: E402
+                    start_broker)
 
 RESULTS = ROOT / "bench" / "results"
 HIST = "streamrec_event_to_recommendation_seconds"
@@ -107,22 +108,6 @@ def faust_floor(bootstrap: str, partitions: int, n: int) -> dict:
     return json.loads(lines[-1])
 
 
-def publish_model(settings, store_dir: Path, items: int) -> int:
-    from model.recommender import Recommender
-    from streams.model_store import MODEL_KEY, ModelStore
-    from streams.produce import make_producer
-
-    rec = Recommender.fresh(item_ids=[f"sku-{i}" for i in range(items)])
-    rec.version = 1
-    update = ModelStore(store_dir).save(rec)
-    producer = make_producer(settings)
-    try:
-        producer.send(settings.topic_model_updates, key=MODEL_KEY, value=update.to_bytes()).get(timeout=30)
-    finally:
-        producer.close()
-    return update.version
-
-
 def accepted(metrics: dict) -> float:
     return metrics.get('streamrec_events_total{outcome="accepted"}', 0.0)
 
@@ -161,7 +146,7 @@ def main() -> int:
             settings = client_settings(broker.bootstrap, args.partitions)
             ensure_topics(settings)
             data_dir = tmp / "data"
-            publish_model(settings, data_dir / "models", args.items)
+            announce_model(settings, data_dir / "models", [f"sku-{i}" for i in range(args.items)], version=1)
             worker = Worker(broker.bootstrap, data_dir, app_id="tput", partitions=args.partitions,
                             log_path=tmp / "worker.log").start()
             worker.wait_ready()

@@ -119,7 +119,8 @@ def register(sr: StreamRec) -> None:
             await handle_event(sr, event)
 
     @app.task
-    async def recommend():
+    async def recommend_loop():
+        """Requests still queued when the worker stops get no record (their events are in state)."""
         while True:
             requests = await sr.pending.batch(s.batch_size, s.batch_window_s)
             try:

@@ -53,6 +53,25 @@ def client_settings(bootstrap: str, partitions: int, **more) -> Settings:
     return load_settings({"bootstrap_servers": bootstrap, "partitions": partitions, **more}, environ={})
 
 
+def announce_model(settings: Settings, store_dir: Path, item_ids, version: int) -> int:
+    """Save an untrained model over ``item_ids`` as ``version`` in the model store at ``store_dir``
+    and announce it on ``model-updates``, as the trainer does (streams.trainer). Serving an
+    untrained model costs what serving a trained one does."""
+    from model.recommender import Recommender
+    from streams.model_store import MODEL_KEY, ModelStore
+    from streams.produce import make_producer
+
+    rec = Recommender.fresh(item_ids=list(item_ids))
+    rec.version = version
+    update = ModelStore(store_dir).save(rec)
+    producer = make_producer(settings)
+    try:
+        producer.send(settings.topic_model_updates, key=MODEL_KEY, value=update.to_bytes()).get(timeout=30)
+    finally:
+        producer.close()
+    return update.version
+
+
 def get_json(url: str, timeout: float = 5.0):
     try:
         r = requests.get(url, timeout=timeout)

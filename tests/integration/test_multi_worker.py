@@ -29,6 +29,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from _procs import announce_model
 from conftest import free_port, wait_for
 from kafka import KafkaConsumer, TopicPartition
 
@@ -350,22 +351,6 @@ def test_workers_share_partitions_and_lose_nothing_across_rebalances(cluster):
     assert set(got) == set(USERS), f"no recommendation records for {set(USERS) - set(got)}"
 
 
-def announce_model(settings, store_dir: Path, version: int) -> None:
-    """Save an (untrained) model as ``version`` and announce it on ``model-updates``, as the
-    trainer does (streams.trainer) and bench/throughput.py's publish_model."""
-    from model.recommender import Recommender
-    from streams.model_store import MODEL_KEY, ModelStore
-
-    rec = Recommender.fresh(item_ids=ITEMS)
-    rec.version = version
-    update = ModelStore(store_dir).save(rec)
-    producer = make_producer(settings)
-    try:
-        producer.send(settings.topic_model_updates, key=MODEL_KEY, value=update.to_bytes()).get(timeout=30)
-    finally:
-        producer.close()
-
-
 def test_every_worker_of_a_group_serves_the_model_version_announced(cluster):
     """Issue 5: a version announced on ``model-updates`` is served by every worker of a two-worker
     group (each reads the topic itself, with no consumer group), and so is the next one."""
@@ -375,7 +360,7 @@ def test_every_worker_of_a_group_serves_the_model_version_announced(cluster):
     assert [w.health()["model_version"] for w in workers] == [0, 0]  # no checkpoint: nothing served
     store = cluster["tmp"] / "announced-models"
     for version in (3, 4):
-        announce_model(settings, store, version)
+        announce_model(settings, store, ITEMS, version)
         healths = {}
 
         def served():
