@@ -87,8 +87,8 @@ class Settings(BaseSettings):
     store: Literal["rocksdb", "memory"] = Field("rocksdb", description="Faust table store.")
     data_dir: Path = Field(Path("./var"), description="Table state (RocksDB) and model store.")
     rocksdb_write_buffer_mb: int = Field(
-        8, ge=1, le=1024, description="RocksDB memtable size per table partition (2 of them at most). "
-        "Faust's default, 3 x 64 MB per partition, let a worker's RSS grow past 1.4 GB in minutes.",
+        8, ge=1, le=1024, description="RocksDB memtable size per table partition (2 of them at most; "
+        "Faust's default: 3 x 64 MB).",
     )
     rocksdb_block_cache_mb: int = Field(
         32, ge=1, le=65_536, description="RocksDB read cache per table partition (Faust's default: 2 GB).",
