@@ -6,6 +6,9 @@ per item is kept for cold start.
 """
 from __future__ import annotations
 
+import numpy as np
+import torch
+
 PAD_ROW = 0
 
 
@@ -55,11 +58,23 @@ class ItemVocab:
         return str(item_id) in self._rows
 
     def to_state(self) -> dict:
-        """Plain python (lists/dicts of str/int) so checkpoints load with weights_only=True."""
-        return {"ids": self.ids(), "category": {int(r): c for r, c in self._category.items()}}
+        """Tensors and plain python, so checkpoints load with ``weights_only=True``. The ids are one
+        UTF-8 byte tensor plus their lengths: as a list of strings, torch's weights-only unpickler
+        (pure Python) spent ~0.4 s on 100k ids holding the GIL, which stalled serving threads."""
+        encoded = [item_id.encode("utf-8") for item_id in self.ids()]
+        blob = np.frombuffer(b"".join(encoded), dtype=np.uint8)
+        return {"ids_utf8": torch.from_numpy(blob.copy()),
+                "ids_len": torch.tensor([len(e) for e in encoded], dtype=torch.int32),
+                "category": {int(r): c for r, c in self._category.items()}}
 
     @classmethod
     def from_state(cls, state: dict) -> "ItemVocab":
-        v = cls(state["ids"])
+        if "ids" in state:  # checkpoints written before the ids were packed
+            ids = state["ids"]
+        else:
+            blob = state["ids_utf8"].numpy().tobytes()
+            ends = np.cumsum(state["ids_len"].numpy(), dtype=np.int64).tolist()
+            ids = [blob[a:b].decode("utf-8") for a, b in zip([0] + ends[:-1], ends)]
+        v = cls(ids)
         v._category = {int(r): str(c) for r, c in state.get("category", {}).items()}
         return v

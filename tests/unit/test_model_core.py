@@ -25,8 +25,20 @@ def test_vocab_rows_and_growth():
     assert v.add(7) == 4 and v.row("7") == 4    # integers become strings
     with pytest.raises(KeyError):
         v.item_id(0)                            # padding has no id
-    w = ItemVocab.from_state(json.loads(json.dumps(v.to_state())))  # plain python round trip
+    w = ItemVocab.from_state(v.to_state())
     assert w.ids() == v.ids() and w.category(3) == "cat1" and w.rows_in_category("cat1") == [3]
+
+
+def test_vocab_state_round_trips_through_a_weights_only_checkpoint(tmp_path):
+    ids = ["a", "ü-ß", "emoji-\U0001f600", "with\nnewline", "x" * 128, "7"]
+    v = ItemVocab(ids)
+    v.add("ü-ß", category="cat")
+    torch.save({"vocab": v.to_state()}, tmp_path / "v.pt")
+    w = ItemVocab.from_state(torch.load(tmp_path / "v.pt", weights_only=True)["vocab"])
+    assert w.ids() == ids and w.row("with\nnewline") == 4 and w.category(2) == "cat"
+    # the list form of checkpoints written before the ids were packed still loads
+    legacy = ItemVocab.from_state(json.loads(json.dumps({"ids": ids, "category": {"2": "cat"}})))
+    assert legacy.ids() == ids and legacy.category(2) == "cat"
 
 
 # ---- encoder ----------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from model.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from model.encoder import EncoderConfig
 from model.incremental import OnlineTrainer, ReplayBuffer
 from model.recommender import Recommender
+from model.vocab import ItemVocab
 
 torch.set_num_threads(1)  # tiny tensors: threads only add overhead on a shared machine
 
@@ -169,7 +170,7 @@ def test_commands_pretrain_evaluate_and_errors(tmp_path, capsys):
     assert main(["pretrain", "--data", str(data), "--format", "ml1m", "--out", str(tmp_path / "run2"), "--epochs", "1",
                  "--dim", "16", "--layers", "1", "--max-len", "12", "--quiet", "--resume", str(out / "last.ckpt")]) == 0
     ck = load_checkpoint(str(tmp_path / "run2" / "last.ckpt"))
-    assert ck["vocab"]["ids"][-1] == "99" and ck["step"] > load_checkpoint(str(out / "last.ckpt"))["step"]
+    assert ItemVocab.from_state(ck["vocab"]).ids()[-1] == "99" and ck["step"] > load_checkpoint(str(out / "last.ckpt"))["step"]
     capsys.readouterr()
     # resume refuses another architecture
     assert main(["pretrain", "--data", str(data), "--format", "ml1m", "--out", str(out), "--epochs", "1",
