@@ -15,12 +15,12 @@ from typing import Any
 import faust
 
 from .metrics import Metrics
-from .user_state import decode as decode_state
 from .pending import PendingRequests
 from .popularity import Popularity
 from .recovery import TableManager
 from .settings import Settings
 from .transport import transport_class
+from .user_state import decode as decode_state
 
 
 def _credentials(settings: Settings) -> Any:
