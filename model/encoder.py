@@ -84,6 +84,21 @@ class Block(nn.Module):
         x = x + self.drop(self.proj(y))
         return x + self.drop(self.ffn(self.ln2(x)))
 
+    def forward_last(self, x: torch.Tensor, attn_mask: torch.Tensor) -> torch.Tensor:
+        """``forward(x, attn_mask)[:, -1:]`` without computing the other positions' outputs:
+        keys and values for every position, the query, projection and feed-forward for the last
+        one only (serving needs nothing else). ``attn_mask`` (B, 1, 1, T) is the last query's row."""
+        B, T, C = x.shape
+        h = self.ln1(x)
+        w, b = self.qkv.weight, self.qkv.bias
+        q = F.linear(h[:, -1:], w[:C], b[:C])                                     # (B, 1, C)
+        k, v = F.linear(h, w[C:], b[C:]).split(C, dim=2)                          # (B, T, C) each
+        q = q.view(B, 1, self.n_heads, C // self.n_heads).transpose(1, 2)
+        k, v = (t.view(B, T, self.n_heads, C // self.n_heads).transpose(1, 2) for t in (k, v))
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
+        x = x[:, -1:] + self.proj(y.transpose(1, 2).reshape(B, 1, C))
+        return x + self.ffn(self.ln2(x))
+
 
 class SeqEncoder(nn.Module):
     def __init__(self, cfg: EncoderConfig):
@@ -131,18 +146,21 @@ class SeqEncoder(nn.Module):
         ``causal=False`` attends both ways (used only by the Cloze objective)."""
         if x is None:
             x = self.embed(items, types)
-        B, T = items.shape
-        keep = items != PAD                                                      # (B, T)
-        eye = torch.eye(T, dtype=torch.bool, device=items.device)
-        mask = keep[:, None, :].expand(B, T, T)
-        if causal:
-            mask = mask & torch.ones(T, T, dtype=torch.bool, device=items.device).tril()[None]
-        # attend to real items; a padding query attends to itself only (no NaN rows)
-        mask = mask | eye[None]                                                  # (B, T, T)
+        mask = self.attention_mask(items, causal)
         h = self.emb_drop(x)
         for block in self.blocks:
             h = block(h, mask[:, None])                                          # (B, 1, T, T)
         return self.ln_f(h)
+
+    @staticmethod
+    def attention_mask(items: torch.Tensor, causal: bool = True) -> torch.Tensor:
+        """(B, T, T) bool, True where query t may attend to key s: real items only (and, when
+        causal, not later ones); a padding query attends to itself only (no NaN rows)."""
+        B, T = items.shape
+        mask = (items != PAD)[:, None, :].expand(B, T, T)
+        if causal:
+            mask = mask & torch.ones(T, T, dtype=torch.bool, device=items.device).tril()[None]
+        return mask | torch.eye(T, dtype=torch.bool, device=items.device)[None]
 
     def logits(self, h: torch.Tensor) -> torch.Tensor:
         """Scores of hidden states (..., D) against every item row (..., N); padding row -inf."""
@@ -152,11 +170,17 @@ class SeqEncoder(nn.Module):
 
     # ---- serving-side API --------------------------------------------------------------------
     def encode_sequences(self, item_rows: torch.Tensor, types: torch.Tensor) -> torch.Tensor:
-        """User vectors (B, D): hidden state at the last (most recent) position."""
+        """User vectors (B, D): hidden state at the last (most recent) position; equal to
+        ``forward(item_rows, types)[:, -1]`` (no dropout: call it in eval mode), but the last
+        block computes that position only, about a third less work for two blocks."""
         T = item_rows.shape[1]
         if T > self.cfg.max_len:  # keep the most recent max_len events
             item_rows, types = item_rows[:, -self.cfg.max_len:], types[:, -self.cfg.max_len:]
-        return self.forward(item_rows, types)[:, -1, :]
+        mask = self.attention_mask(item_rows)[:, None]                          # (B, 1, T, T)
+        h = self.emb_drop(self.embed(item_rows, types))
+        for block in self.blocks[:-1]:
+            h = block(h, mask)
+        return self.ln_f(self.blocks[-1].forward_last(h, mask[:, :, -1:]))[:, -1]
 
     def item_vectors(self) -> torch.Tensor:
         """Item table (N, D), padding row 0 included (the caller drops it)."""

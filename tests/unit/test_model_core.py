@@ -73,6 +73,19 @@ def test_encoder_shapes_and_left_padding():
                                enc.encode_sequences(long[:, -8:], torch.ones(1, 8, dtype=torch.long)))
 
 
+def test_encode_sequences_equals_last_position_of_forward():
+    # serving computes only the last position in the last block: same vectors as the full pass
+    enc = small_encoder(n_layers=3, max_len=12).eval()
+    gen = torch.Generator().manual_seed(1)
+    items = torch.randint(1, 11, (6, 12), generator=gen)
+    items[0, :11] = 0                       # one real item
+    items[1, :5] = 0                        # left padding
+    types = torch.randint(1, 3, (6, 12), generator=gen) * (items != 0)
+    with torch.no_grad():
+        torch.testing.assert_close(enc.encode_sequences(items, types), enc(items, types)[:, -1],
+                                   atol=1e-5, rtol=1e-5)
+
+
 def test_encoder_grow_keeps_trained_rows():
     enc = small_encoder()
     before = enc.item_vectors().detach().clone()
