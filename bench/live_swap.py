@@ -57,7 +57,9 @@ def main() -> None:
     print(f"building {args.items} x {args.dim} models ...", flush=True)
     recs = []
     for version in (1, 2, 3):
-        rec = Recommender.fresh(EncoderConfig(dim=args.dim, n_layers=2, max_len=50), item_ids=items, seed=version)
+        # as from the trainer: each version's vocabulary extends the previous one's (new items)
+        grown = items + [f"new-in-v{v}-{j}" for v in range(2, version + 1) for j in range(500)]
+        rec = Recommender.fresh(EncoderConfig(dim=args.dim, n_layers=2, max_len=50), item_ids=grown, seed=version)
         rec.version = version
         recs.append(store.save(rec))
     live = LiveModel(settings, Metrics())

@@ -57,20 +57,34 @@ def _as_matrix(x, dim: int | None, what: str) -> np.ndarray:
 def _as_ids(ids, n: int) -> list[str]:
     if isinstance(ids, (str, bytes)):
         raise TypeError("ids must be a sequence of ids, not a single string")
-    out = [str(i) for i in ids]
+    out = list(map(str, ids))  # map, not a comprehension: no bytecode per id (see _label_map)
     if len(out) != n:
         raise ValueError(f"got {len(out)} ids for {n} vectors")
-    if any(not s for s in out):
+    if not all(out):
         raise ValueError("ids must be non-empty strings")
     return out
 
 
 def _last_occurrences(ids: list[str]) -> np.ndarray:
     """Positions of the last occurrence of each id (a batch with repeats: last write wins)."""
-    last = {s: i for i, s in enumerate(ids)}
+    last = dict(zip(ids, range(len(ids))))
     if len(last) == len(ids):
         return np.arange(len(ids))
     return np.fromiter(sorted(last.values()), dtype=np.int64)
+
+
+def _label_map(ids: list[str], base: "ItemIndex | None") -> dict[str, int]:
+    """id -> position of its last occurrence (a batch with repeats: last write wins).
+
+    With ``base`` (the index being replaced) whose ids start like ``ids``, its map is copied and
+    only the rest is added: building 100,000 entries holds the GIL for tens of milliseconds in
+    Python bytecode, and every thread that releases the GIL around a FAISS or torch call (a
+    serving thread, dozens of times per query) waits for it again meanwhile."""
+    label_of = base._prefix_label_map(ids) if base is not None else None
+    if label_of is None:
+        return dict(zip(ids, range(len(ids))))
+    label_of.update(zip(ids[len(label_of):], range(len(label_of), len(ids))))
+    return label_of
 
 
 class ItemIndex:
@@ -78,7 +92,8 @@ class ItemIndex:
 
     def __init__(self, *, faiss_index, kind: str, dim: int, version: int, params: IndexParams,
                  effort: int = 0, on_gpu: bool = False, gpu_res=None,
-                 ids: Sequence[str] = (), alive: np.ndarray | None = None, tuned_recall: float = 1.0):
+                 ids: Sequence[str] = (), alive: np.ndarray | None = None, tuned_recall: float = 1.0,
+                 label_of: dict[str, int] | None = None):
         self._index = faiss_index
         self.kind = kind
         self._dim = int(dim)
@@ -98,7 +113,9 @@ class ItemIndex:
         self._bitmap = np.zeros((cap + 7) // 8, dtype=np.uint8)
         alive = np.ones(n, dtype=bool) if alive is None else np.asarray(alive, dtype=bool)[:n]
         self._bitmap[: (n + 7) // 8] = np.packbits(alive, bitorder="little")
-        self._label_of: dict[str, int] = {self._ids[i]: i for i in np.flatnonzero(alive)}
+        if label_of is None:  # every alive label, or (from build) every label, unique ids
+            label_of = {self._ids[i]: i for i in np.flatnonzero(alive)}
+        self._label_of: dict[str, int] = label_of
         self._n_labels = n
 
     # ------------------------------------------------------------------ construction
@@ -107,7 +124,7 @@ class ItemIndex:
     def build(cls, ids: Sequence[str], vectors: np.ndarray, *, version: int = 0,
               exact_threshold: int = DEFAULT_EXACT_THRESHOLD, use_gpu: bool | None = None,
               params: IndexParams | None = None, dim: int | None = None, device: int = 0,
-              sample_queries: np.ndarray | None = None) -> "ItemIndex":
+              sample_queries: np.ndarray | None = None, base: "ItemIndex | None" = None) -> "ItemIndex":
         """Build an index over (ids, vectors (N, D) float32), inner-product scoring.
 
         Exact ``IndexFlatIP`` below ``exact_threshold`` items, else ``params.kind`` (default IVF,
@@ -115,16 +132,20 @@ class ItemIndex:
         ``faiss.get_num_gpus() > 0``. ``dim`` is needed only for an empty catalogue given as a
         plain empty list. Repeated ids: the last one wins. ``sample_queries`` (a few hundred real
         user vectors) make the nprobe/efSearch tuning exact for the real query distribution.
+        ``base``: the index this one will replace; the id map of the ids both start with is
+        copied from it (the same index, built with less work holding the GIL).
         """
         params = params or IndexParams()
         if dim is not None and np.asarray(vectors).size == 0:
             vectors = np.zeros((0, dim), np.float32)
         vectors = _as_matrix(vectors, dim, "vectors")
         ids = _as_ids(ids, len(vectors))
-        keep = _last_occurrences(ids)
-        if len(keep) != len(ids):
+        label_of = _label_map(ids, base)
+        if len(label_of) != len(ids):
+            keep = np.fromiter(sorted(label_of.values()), dtype=np.int64)
             ids = [ids[i] for i in keep]
             vectors = np.ascontiguousarray(vectors[keep])
+            label_of = dict(zip(ids, range(len(ids))))
         use_gpu = _resolve_gpu(use_gpu)
         kind = choose_kind_for(len(vectors), params, exact_threshold)
         if sample_queries is not None:
@@ -134,7 +155,26 @@ class ItemIndex:
         return cls(faiss_index=built["index"], kind=kind, dim=vectors.shape[1], version=version,
                    params=params, effort=built["effort"],
                    on_gpu=built["on_gpu"], gpu_res=built["gpu_res"], ids=ids,
-                   tuned_recall=built["tuned_recall"])
+                   tuned_recall=built["tuned_recall"], label_of=label_of)
+
+    def _prefix_label_map(self, ids: list[str]) -> dict[str, int] | None:
+        """The id map of the longest run of leading ``ids`` that this index holds at labels 0, 1, ...
+        in the same order; None when it has dead labels, when there is no such run, or when more
+        than half of its labels are not in it (the map is copied, then those are deleted)."""
+        with self._lock.read():
+            n = min(self._n_labels, len(ids))
+            if n == 0 or self._n_labels != len(self._label_of):
+                return None
+            theirs = np.empty(n, dtype=object)
+            theirs[:] = ids[:n]
+            differ = np.flatnonzero(self._ids[:n] != theirs)  # elementwise, in C
+            shared = int(differ[0]) if len(differ) else n
+            if shared == 0 or self._n_labels - shared > shared:
+                return None
+            label_of = self._label_of.copy()
+            for item_id in self._ids[shared:self._n_labels]:
+                del label_of[item_id]
+            return label_of
 
     # ------------------------------------------------------------------ properties
 

@@ -15,6 +15,8 @@ perturb the input embeddings).
 from __future__ import annotations
 
 import math
+import warnings
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 
 import torch
@@ -126,15 +128,16 @@ class SeqEncoder(nn.Module):
 
     # ---- training-side API -------------------------------------------------------------------
     def embed(self, items: torch.Tensor, types: torch.Tensor,
-              masked: torch.Tensor | None = None) -> torch.Tensor:
+              masked: torch.Tensor | None = None, item_vecs: torch.Tensor | None = None) -> torch.Tensor:
         """Input embeddings (B, T, D) of left-padded items/types (B, T); padding rows are zero.
-        ``masked`` (B, T) bool: positions whose item is replaced by the [MASK] embedding."""
+        ``masked`` (B, T) bool: positions whose item is replaced by the [MASK] embedding.
+        ``item_vecs``: ``item_emb(items)`` when the caller has looked them up already."""
         T = items.shape[1]
         if T > self.cfg.max_len:
             raise ValueError(f"sequence length {T} exceeds max_len {self.cfg.max_len}")
         # right-aligned positions: the most recent event always has position max_len - 1
         pos = torch.arange(self.cfg.max_len - T, self.cfg.max_len, device=items.device)
-        e = self.item_emb(items)
+        e = self.item_emb(items) if item_vecs is None else item_vecs
         if masked is not None:
             e = torch.where(masked.unsqueeze(-1), self.mask_emb.to(e.dtype), e)
         x = e * math.sqrt(self.cfg.dim) + self.pos_emb(pos)[None] + self.type_emb(types)
@@ -169,18 +172,51 @@ class SeqEncoder(nn.Module):
         return out
 
     # ---- serving-side API --------------------------------------------------------------------
-    def encode_sequences(self, item_rows: torch.Tensor, types: torch.Tensor) -> torch.Tensor:
+    def encode_sequences(self, item_rows: torch.Tensor, types: torch.Tensor,
+                         item_vecs: torch.Tensor | None = None) -> torch.Tensor:
         """User vectors (B, D): hidden state at the last (most recent) position; equal to
         ``forward(item_rows, types)[:, -1]`` (no dropout: call it in eval mode), but the last
         block computes that position only, about a third less work for two blocks."""
         T = item_rows.shape[1]
         if T > self.cfg.max_len:  # keep the most recent max_len events
             item_rows, types = item_rows[:, -self.cfg.max_len:], types[:, -self.cfg.max_len:]
+            item_vecs = None if item_vecs is None else item_vecs[:, -self.cfg.max_len:]
         mask = self.attention_mask(item_rows)[:, None]                          # (B, 1, T, T)
-        h = self.emb_drop(self.embed(item_rows, types))
+        h = self.emb_drop(self.embed(item_rows, types, item_vecs=item_vecs))
         for block in self.blocks[:-1]:
             h = block(h, mask)
         return self.ln_f(self.blocks[-1].forward_last(h, mask[:, :, -1:]))[:, -1]
+
+    @torch.no_grad()
+    def serving_encoder(self) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+        """``encode_sequences`` for inference, as one TorchScript call after the item lookup.
+
+        Why: every torch op called from Python releases the GIL and must take it back, and a
+        thread that wants it back while another thread runs Python waits up to the interpreter's
+        switch interval (5 ms). Eager encoding makes ~40 such calls; beside a busy event loop one
+        user took ~330 ms instead of 0.7 ms here, traced ~18 ms (and 0.35 ms alone).
+
+        The trace shares this encoder's weights (in-place updates and ``load_state_dict`` show),
+        runs in eval mode (no dropout), and leaves the item-table lookup outside, so ``grow``
+        keeps it valid (the trace holds on to the item table it was made with: memory, not
+        results). Sequences longer than ``max_len`` keep their most recent events."""
+        was_training = self.training
+        self.eval()
+        try:
+            with warnings.catch_warnings():  # shape checks that the trace fixes are handled in encode()
+                warnings.simplefilter("ignore", torch.jit.TracerWarning)
+                body = torch.jit.trace_module(_LastHidden(self), {"forward": _trace_example(self)},
+                                              check_trace=False)
+        finally:
+            self.train(was_training)
+        max_len = self.cfg.max_len
+
+        def encode(item_rows: torch.Tensor, types: torch.Tensor) -> torch.Tensor:
+            if item_rows.shape[1] > max_len:
+                item_rows, types = item_rows[:, -max_len:], types[:, -max_len:]
+            return body(self.item_emb(item_rows), item_rows, types)
+
+        return encode
 
     def item_vectors(self) -> torch.Tensor:
         """Item table (N, D), padding row 0 included (the caller drops it)."""
@@ -203,3 +239,22 @@ class SeqEncoder(nn.Module):
         emb.weight.copy_(torch.cat([old, new], 0))
         self.item_emb = emb
         self.cfg.n_items = emb.num_embeddings
+
+
+class _LastHidden(nn.Module):
+    """``encode_sequences`` from looked-up item vectors: what ``serving_encoder`` traces."""
+
+    def __init__(self, encoder: SeqEncoder):
+        super().__init__()
+        self.encoder = encoder
+
+    def forward(self, item_vecs: torch.Tensor, items: torch.Tensor, types: torch.Tensor) -> torch.Tensor:
+        return self.encoder.encode_sequences(items, types, item_vecs=item_vecs)
+
+
+def _trace_example(encoder: SeqEncoder) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Two sequences, one left-padded; T=2 so no size is a constant 1 in the trace."""
+    device = encoder.item_emb.weight.device
+    items = torch.tensor([[0, 1], [1, 1]], device=device).clamp(max=encoder.cfg.n_items - 1)
+    types = (items != PAD).long()
+    return encoder.item_emb(items).detach(), items, types

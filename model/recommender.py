@@ -24,7 +24,7 @@ import torch
 
 from model.checkpoint import load_checkpoint, save_checkpoint
 from model.data import pad_left
-from model.encoder import PAD, TYPE_IDS, EncoderConfig, SeqEncoder
+from model.encoder import TYPE_IDS, EncoderConfig, SeqEncoder
 from model.vocab import ItemVocab
 
 log = logging.getLogger(__name__)
@@ -42,6 +42,7 @@ class Recommender:
         self.popularity = np.concatenate([pop, np.zeros(max(0, len(vocab) - len(pop)))])[:len(vocab)]
         self.heads_state = heads_state
         self.lock = threading.RLock()
+        self._encode = None  # encoder.serving_encoder(), made by prepare_serving or first use
 
     # ---- construction ------------------------------------------------------------------------
     @classmethod
@@ -55,12 +56,14 @@ class Recommender:
 
     @classmethod
     def from_checkpoint(cls, path: str, expected: EncoderConfig | None = None,
-                        device: str | None = "cpu") -> "Recommender":
+                        device: str | None = "cpu", vocab_base: ItemVocab | None = None) -> "Recommender":
+        """``vocab_base``: the vocabulary being served, whose shared rows are reused
+        (``ItemVocab.from_state``)."""
         ck = load_checkpoint(path, expected=expected, map_location=device or "cpu")
         enc = SeqEncoder(EncoderConfig.from_dict(ck["config"]))
         enc.load_state_dict(ck["model"])
         pop = ck.get("popularity")
-        rec = cls(enc.to(device or "cpu"), ItemVocab.from_state(ck["vocab"]), ck["version"],
+        rec = cls(enc.to(device or "cpu"), ItemVocab.from_state(ck["vocab"], base=vocab_base), ck["version"],
                   pop.numpy() if pop is not None else None, ck.get("heads"))
         rec.step, rec.best_val = ck["step"], ck["best_val"]
         return rec
@@ -108,23 +111,28 @@ class Recommender:
         with self.lock:
             return np.array([any(self.vocab.row(i) is not None for i, _ in h) for h in histories], dtype=bool)
 
+    def prepare_serving(self) -> None:
+        """Trace the encoder for ``user_vectors`` now (~30 ms of Python) rather than in the first
+        query: a worker calls it in the thread that loads a version, before serving it."""
+        with self.lock:
+            if self._encode is None:
+                self._encode = self.encoder.serving_encoder()
+
     @torch.no_grad()
     def user_vectors(self, histories, batch_size: int = 256) -> np.ndarray:
         """float32 (B, D); zero rows for histories without a known item (see ``known``)."""
         with self.lock:
+            self.prepare_serving()
             D = self.encoder.cfg.dim
             out = np.zeros((len(histories), D), dtype=np.float32)
             conv = [self.to_rows(h) for h in histories]
             idx = [b for b, (r, _) in enumerate(conv) if len(r)]
-            was_training = self.encoder.training
-            self.encoder.eval()
             for s in range(0, len(idx), batch_size):
                 part = idx[s:s + batch_size]
                 it = torch.from_numpy(pad_left([conv[b][0] for b in part], self.encoder.cfg.max_len))
                 ty = torch.from_numpy(pad_left([conv[b][1] for b in part], self.encoder.cfg.max_len))
-                u = self.encoder.encode_sequences(it.to(self.device), ty.to(self.device))
+                u = self._encode(it.to(self.device), ty.to(self.device))
                 out[part] = u.float().cpu().numpy()
-            self.encoder.train(was_training)
             return out
 
     def item_matrix(self) -> tuple[list[str], np.ndarray]:
@@ -188,13 +196,16 @@ class Recommender:
             W = self.encoder.item_vectors()
             n_known = len(self.vocab)
             new_ids = [i for i in dict.fromkeys(item_ids) if i not in self.vocab]
-            inits = []
+            inits, popular = [], None
             for iid in new_ids:
                 rows = [r for r in (self.vocab.row(c) for c in (co.get(iid) or ())) if r is not None]
                 if not rows and cat.get(iid) is not None:
                     rows = self.vocab.rows_in_category(cat[iid])
                 if not rows and n_known > 1:
-                    rows = (np.argsort(-self.popularity[1:n_known], kind="stable")[:100] + 1).tolist()
+                    if popular is None:  # once per call: items without co-items often come in bulk
+                        popular = W[_top_rows(self.popularity[:n_known], 100)].mean(0)
+                    inits.append(popular)
+                    continue
                 inits.append(W[rows].mean(0) if rows else torch.zeros(W.shape[1], device=W.device))
             for iid in new_ids:
                 self.vocab.add(iid, cat.get(iid))
@@ -206,6 +217,19 @@ class Recommender:
                 self.popularity = np.concatenate([self.popularity, np.zeros(len(new_ids))])
             W = self.encoder.item_vectors().detach()
             return W[[self.vocab.row(i) for i in item_ids]].float().cpu().numpy()
+
+
+def _top_rows(popularity: np.ndarray, n: int) -> list[int]:
+    """The ``n`` most popular rows (row 0, padding, excluded), most popular first; ties by row."""
+    scores = -popularity[1:]
+    if len(scores) > n:
+        part = np.argpartition(scores, n - 1)[:n]
+        cut = scores[part].max()  # rows tied with the n-th are all candidates, then the lowest rows win
+        part = np.flatnonzero(scores <= cut)
+    else:
+        part = np.arange(len(scores))
+    order = part[np.lexsort((part, scores[part]))][:n]
+    return (order + 1).tolist()
 
 
 def grow_to(encoder: SeqEncoder, n_rows: int, init: torch.Tensor | None = None) -> None:

@@ -17,6 +17,9 @@ class ItemVocab:
         self._ids: list[str | None] = [None]  # row -> id; row 0 = padding
         self._rows: dict[str, int] = {}
         self._category: dict[int, str] = {}
+        self._packed: tuple[np.ndarray, np.ndarray] | None = None  # (utf8, lengths) it was loaded from
+        self._by_category: dict[str, list[int]] | None = None  # category -> rows, once asked for
+        self.reused_rows = 0  # rows taken from ``base`` by ``from_state`` (1..reused_rows)
         for item_id in item_ids or ():
             self.add(item_id)
 
@@ -29,8 +32,18 @@ class ItemVocab:
             self._ids.append(key)
             self._rows[key] = row
         if category is not None:
-            self._category[row] = str(category)
+            self._set_category(row, str(category))
         return row
+
+    def _set_category(self, row: int, category: str) -> None:
+        old = self._category.get(row)
+        if old == category:
+            return
+        self._category[row] = category
+        if self._by_category is not None:
+            if old is not None:
+                self._by_category[old].remove(row)
+            self._by_category.setdefault(category, []).append(row)
 
     def row(self, item_id) -> int | None:
         return self._rows.get(str(item_id))
@@ -44,12 +57,16 @@ class ItemVocab:
         return self._category.get(row)
 
     def rows_in_category(self, category) -> list[int]:
-        c = str(category)
-        return [r for r, cat in self._category.items() if cat == c]
+        if self._by_category is None:  # built on first use, then kept up to date by add()
+            self._by_category = {}
+            for r, cat in self._category.items():
+                self._by_category.setdefault(cat, []).append(r)
+        return list(self._by_category.get(str(category), ()))
 
-    def ids(self) -> list[str]:
-        """Item ids in row order, padding excluded (so ``ids()[i]`` is row ``i + 1``)."""
-        return list(self._ids[1:])
+    def ids(self, after_row: int = 0) -> list[str]:
+        """Item ids of the rows after ``after_row`` in row order, padding excluded (so ``ids()[i]``
+        is row ``i + 1``)."""
+        return self._ids[after_row + 1:]
 
     def __len__(self) -> int:
         return len(self._ids)  # padding included
@@ -68,13 +85,41 @@ class ItemVocab:
                 "category": {int(r): c for r, c in self._category.items()}}
 
     @classmethod
-    def from_state(cls, state: dict) -> "ItemVocab":
+    def from_state(cls, state: dict, base: "ItemVocab | None" = None) -> "ItemVocab":
+        """The vocabulary saved by ``to_state``. With ``base`` (the vocabulary of the version being
+        served), the rows both share are taken from ``base`` instead of being decoded again: a
+        new version's vocabulary extends the previous one, and decoding 100,000 ids in Python
+        holds the GIL long enough to stall serving threads (``reused_rows`` says how many)."""
         if "ids" in state:  # checkpoints written before the ids were packed
-            ids = state["ids"]
+            v = cls(state["ids"])
         else:
-            blob = state["ids_utf8"].numpy().tobytes()
-            ends = np.cumsum(state["ids_len"].numpy(), dtype=np.int64).tolist()
-            ids = [blob[a:b].decode("utf-8") for a, b in zip([0] + ends[:-1], ends)]
-        v = cls(ids)
+            blob, lens = state["ids_utf8"].numpy(), state["ids_len"].numpy()
+            v = cls()
+            shared = base._shared_prefix(blob, lens) if base is not None else 0
+            if shared:
+                v._ids = base._ids[:shared + 1]
+                v._rows = base._rows.copy()
+                for item_id in base._ids[shared + 1:]:
+                    del v._rows[item_id]
+                v.reused_rows = shared
+            ends = np.cumsum(lens, dtype=np.int64).tolist()
+            starts = [0] + ends[:-1]
+            data = blob.tobytes()
+            for a, b in zip(starts[shared:], ends[shared:]):
+                v.add(data[a:b].decode("utf-8"))
+            v._packed = (blob, lens)
         v._category = {int(r): str(c) for r, c in state.get("category", {}).items()}
         return v
+
+    def _shared_prefix(self, blob: np.ndarray, lens: np.ndarray) -> int:
+        """Rows 1..n that hold the same ids here and in the packed vocabulary (blob, lens): all of
+        this vocabulary's packed rows or of theirs when one is a prefix of the other, else 0.
+        0 as well when more than half of this vocabulary would have to be dropped."""
+        if self._packed is None:
+            return 0
+        mine, my_lens = self._packed
+        n = min(len(my_lens), len(lens))
+        n_bytes = int(my_lens[:n].sum(dtype=np.int64))
+        if not (np.array_equal(my_lens[:n], lens[:n]) and np.array_equal(mine[:n_bytes], blob[:n_bytes])):
+            return 0
+        return n if len(self) - 1 - n <= n else 0

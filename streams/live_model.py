@@ -99,17 +99,20 @@ class LiveModel:
         from model.recommender import Recommender
 
         started = time.perf_counter()
+        previous = self.served
         try:
             path = verify(update)
-            rec = Recommender.from_checkpoint(str(path))
+            rec = Recommender.from_checkpoint(
+                str(path), vocab_base=previous.recommender.vocab if previous else None)
+            rec.prepare_serving()
         except Exception as exc:  # a bad checkpoint must never take serving down
             log.error("refusing model version %d: %s; still serving version %d",
                       update.version, exc, self.model_version)
             return False
         self._index_builds += 1
         ids, vectors = rec.item_matrix()
-        index = ItemIndex.build(ids, vectors, version=self._index_builds)
-        previous = self.served
+        index = ItemIndex.build(ids, vectors, version=self._index_builds,
+                                base=previous.index if previous else None)
         self.served = Served(rec, index, update)
         if previous is not None:
             self._carry_new_items(previous)
@@ -155,7 +158,8 @@ class LiveModel:
     def _carry_new_items(self, previous: Served) -> None:
         """Items the old pair had gained in the stream but the new version lacks: cold-start them."""
         new_vocab = self.served.recommender.vocab
-        missing = [i for i in previous.recommender.vocab.ids() if i not in new_vocab]
+        # rows 1..reused_rows are the same in both (ItemVocab.from_state was given the old one)
+        missing = [i for i in previous.recommender.vocab.ids(new_vocab.reused_rows) if i not in new_vocab]
         if missing:
             vectors = self.served.recommender.add_items(missing)
             self.served.index.add(missing, vectors)

@@ -182,3 +182,24 @@ def test_concurrent_adds_and_searches_on_one_index(data):
         t.join()
     assert not errors, errors
     assert len(index) == NB + 40
+
+
+def test_build_with_base_reuses_its_id_map_and_answers_the_same(data):
+    ids, xb, xq = data
+    base = ItemIndex.build(ids[:8000], xb[:8000], version=1)
+    base.add(["stream-a", "stream-b"], xb[8000:8002])      # gained in the stream, not in the next version
+    nxt_ids = ids[:9000] + ["i5"]                          # a repeat: the last occurrence wins
+    nxt_vecs = np.concatenate([xb[:9000], xb[9500:9501]])
+    fresh = ItemIndex.build(nxt_ids, nxt_vecs, version=2)
+    reused = ItemIndex.build(nxt_ids, nxt_vecs, version=2, base=base)
+    assert base._prefix_label_map(nxt_ids) is not None    # the id map was taken from base
+    assert len(reused) == len(fresh) == 9000 and "stream-a" not in reused and "i8999" in reused
+    assert reused.search(xq, 10, exclude=[{"i1"}] * len(xq)) == fresh.search(xq, 10, exclude=[{"i1"}] * len(xq))
+    assert [h[0] for h in reused.search(xb[9500], 1)[0]] == ["i5"]
+    assert "stream-a" in base and len(base) == 8002       # base itself is unchanged
+    # a base with a retired item, or with other ids first, is not reused (same answers anyway)
+    base.retire(["i3"])
+    assert base._prefix_label_map(nxt_ids) is None
+    other = ItemIndex.build(list(reversed(ids[:8000])), xb[:8000])
+    assert other._prefix_label_map(nxt_ids) is None
+    assert ItemIndex.build(nxt_ids, nxt_vecs, base=other).search(xq, 10) == fresh.search(xq, 10)

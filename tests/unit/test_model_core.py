@@ -41,6 +41,23 @@ def test_vocab_state_round_trips_through_a_weights_only_checkpoint(tmp_path):
     assert legacy.ids() == ids and legacy.category(2) == "cat"
 
 
+def test_vocab_from_state_reuses_the_rows_it_shares_with_the_served_vocabulary():
+    v1 = ItemVocab(["a", "b", "c"])
+    served = ItemVocab.from_state(v1.to_state())
+    served.add("seen-in-stream")                # a cold-start row the next version lacks
+    v2 = ItemVocab(["a", "b", "c", "d", "ü"])    # the next version: v1 plus what the trainer saw
+    new = ItemVocab.from_state(v2.to_state(), base=served)
+    assert new.reused_rows == 3 and new.ids() == ["a", "b", "c", "d", "ü"]
+    assert new.row("seen-in-stream") is None and new.row("ü") == 5 and new.ids()[0] is served.ids()[0]
+    assert served.ids() == ["a", "b", "c", "seen-in-stream"] and served.row("d") is None
+    # a rollback to a shorter vocabulary reuses its rows too
+    back = ItemVocab.from_state(v1.to_state(), base=new)
+    assert back.reused_rows == 3 and back.ids() == ["a", "b", "c"] and back.row("d") is None
+    # vocabularies that differ early are decoded from scratch
+    other = ItemVocab.from_state(ItemVocab(["a", "x", "c", "d"]).to_state(), base=new)
+    assert other.reused_rows == 0 and other.ids() == ["a", "x", "c", "d"] and other.row("x") == 2
+
+
 # ---- encoder ----------------------------------------------------------------------------------
 def small_encoder(n_items=11, **kw):
     torch.manual_seed(0)
@@ -84,6 +101,33 @@ def test_encode_sequences_equals_last_position_of_forward():
     with torch.no_grad():
         torch.testing.assert_close(enc.encode_sequences(items, types), enc(items, types)[:, -1],
                                    atol=1e-5, rtol=1e-5)
+
+
+def test_serving_encoder_matches_encode_sequences_through_growth_and_training():
+    enc = small_encoder(n_layers=2, max_len=12)
+    encode = enc.serving_encoder()
+    assert enc.training                                   # the trace leaves the mode as it was
+    enc.eval()
+    gen = torch.Generator().manual_seed(2)
+
+    def check(B, T, high=11):
+        items = torch.randint(1, high, (B, T), generator=gen)
+        items[0, : T - 1] = 0                             # one left-padded row
+        types = torch.randint(1, 3, (B, T), generator=gen) * (items != 0)
+        with torch.no_grad():
+            torch.testing.assert_close(encode(items, types), enc.encode_sequences(items, types),
+                                       atol=1e-5, rtol=1e-5)
+
+    for B, T in ((1, 1), (1, 5), (7, 3), (64, 12), (3, 20)):  # T=20 > max_len: most recent 12
+        check(B, T)
+    enc.grow(5)                                           # new rows: the lookup stays outside the trace
+    check(4, 9, high=16)
+    opt = torch.optim.Adam(enc.parameters(), lr=0.1)      # in-place updates show in the trace
+    enc.train()
+    enc(torch.tensor([[1, 2, 3]]), torch.ones(1, 3, dtype=torch.long)).sum().backward()
+    opt.step()
+    enc.eval()
+    check(5, 6, high=16)
 
 
 def test_encoder_grow_keeps_trained_rows():
