@@ -298,8 +298,9 @@ class ItemIndex:
         for row in exclude:
             if isinstance(row, (str, bytes)):
                 raise TypeError("each exclude row must be a collection of ids, not a string")
-            labels = [self._label_of[s] for s in map(str, row) if s in self._label_of]
-            out.append(np.unique(np.asarray(labels, dtype=np.int64)) if labels else empty)
+            label_of = self._label_of
+            labels = {label_of[s] for s in map(str, row) if s in label_of}
+            out.append(np.fromiter(labels, dtype=np.int64, count=len(labels)) if labels else empty)
         return out
 
     def _search_locked(self, q: np.ndarray, k: int, excl: list[np.ndarray], n_alive: int) -> list[list[Hit]]:
@@ -319,20 +320,43 @@ class ItemIndex:
         out: list[list[Hit]] = [[] for _ in range(B)]
         if kk > 0:
             scores, labels = self._raw_search(q, kk, self.effort, sel_rows[0] if sel_rows else None)
-            for i in range(B):
-                out[i] = self._collect(scores[i], labels[i], excl[i], k)
+            out = self._collect_rows(scores, labels, excl, k)
         short = [i for i in range(B) if len(out[i]) < want[i]]
         for i in short:
             out[i] = self._search_row_until_full(q[i:i + 1], k, excl[i], want[i], kk)
         return out
 
-    def _collect(self, scores: np.ndarray, labels: np.ndarray, excl: np.ndarray, k: int) -> list[Hit]:
+    def _collect_rows(self, scores: np.ndarray, labels: np.ndarray, excl: list[np.ndarray],
+                      k: int) -> list[list[Hit]]:
+        """``_collect`` for every row of a batch at once (array operations over the whole
+        (B, kk) result instead of a few per row: serving calls this with a few hundred rows)."""
+        B = len(labels)
+        ok = self._usable(labels)
+        if any(len(e) for e in excl):
+            # (row, label) pairs as one integer each, so one isin covers every row's exclusions
+            n = max(self._n_labels, 1)
+            codes = np.repeat(np.arange(B, dtype=np.int64) * n, [len(e) for e in excl]) + np.concatenate(excl)
+            found = np.where(ok, np.arange(B, dtype=np.int64)[:, None] * n + labels, -1)
+            ok &= ~np.isin(found, codes)
+        keep = ok & (np.cumsum(ok, axis=1) <= k)
+        ids = self._ids[labels[keep]].tolist()
+        hits = list(zip(ids, scores[keep].tolist()))
+        ends = np.cumsum(keep.sum(axis=1)).tolist()
+        return [hits[a:b] for a, b in zip([0] + ends[:-1], ends)]
+
+    def _usable(self, labels: np.ndarray) -> np.ndarray:
+        """Labels that are real results and alive (the GPU and a holder of dead labels can return
+        retired ones)."""
         ok = labels >= 0
         if self.on_gpu or self._n_labels != len(self._label_of):
-            alive = np.zeros(len(labels), dtype=bool)
+            alive = np.zeros(labels.shape, dtype=bool)
             lab = labels[ok]
             alive[ok] = (self._bitmap[lab >> 3] >> (lab & 7).astype(np.uint8)) & 1 == 1
             ok = alive
+        return ok
+
+    def _collect(self, scores: np.ndarray, labels: np.ndarray, excl: np.ndarray, k: int) -> list[Hit]:
+        ok = self._usable(labels)
         if len(excl):
             ok &= ~np.isin(labels, excl)
         lab = labels[ok][:k]

@@ -118,22 +118,28 @@ class Recommender:
             if self._encode is None:
                 self._encode = self.encoder.serving_encoder()
 
-    @torch.no_grad()
     def user_vectors(self, histories, batch_size: int = 256) -> np.ndarray:
         """float32 (B, D); zero rows for histories without a known item (see ``known``)."""
+        return self.user_vectors_and_known(histories, batch_size)[0]
+
+    @torch.no_grad()
+    def user_vectors_and_known(self, histories, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
+        """``(user_vectors(histories), known(histories))`` with one pass over the histories."""
         with self.lock:
             self.prepare_serving()
             D = self.encoder.cfg.dim
             out = np.zeros((len(histories), D), dtype=np.float32)
             conv = [self.to_rows(h) for h in histories]
             idx = [b for b, (r, _) in enumerate(conv) if len(r)]
+            known = np.zeros(len(histories), dtype=bool)
+            known[idx] = True
             for s in range(0, len(idx), batch_size):
                 part = idx[s:s + batch_size]
                 it = torch.from_numpy(pad_left([conv[b][0] for b in part], self.encoder.cfg.max_len))
                 ty = torch.from_numpy(pad_left([conv[b][1] for b in part], self.encoder.cfg.max_len))
                 u = self._encode(it.to(self.device), ty.to(self.device))
                 out[part] = u.float().cpu().numpy()
-            return out
+            return out, known
 
     def item_matrix(self) -> tuple[list[str], np.ndarray]:
         """(item ids in row order, float32 (N, D)); row i of the matrix is ``ids[i]``."""

@@ -2,7 +2,8 @@
 
 - ``ingest`` (topic ``events``, one event at a time so every table write lands in the changelog
   partition of its own event): decode + validate (bad input -> ``events.dlq``), apply the event
-  to the user's state once (dedupe by ``event_id``), update popularity, queue the user.
+  to the user's state once (dedupe by ``event_id``; written with ``streams.direct_writes``),
+  update popularity, queue the user.
 - ``recommend`` (a task reading :class:`streams.pending.PendingRequests` in micro-batches): one
   record per user of the batch (its latest event), computed in a worker thread, sent to
   ``recommendations``.
@@ -17,6 +18,7 @@ import time
 from typing import Any
 
 from .app import StreamRec
+from .direct_writes import PERSIST_INTERVAL_S, send_now
 from .events import Event, InvalidEvent, parse_event
 from .popularity import merge_top
 from .records import DeadLetter
@@ -53,7 +55,7 @@ async def handle_event(sr: StreamRec, event: Any) -> None:
     if new_state is None:
         metrics.events.labels("duplicate").inc()
         return
-    sr.user_sequences[key] = encode(new_state)
+    await sr.state_writer.put(msg.partition, key, encode(new_state))  # = user_sequences[key] = ...
     _count_popularity(sr, msg.partition, ev)
     sr.model.note_item(ev.item_id, [item for item, _, _ in new_state["items"][:-1]])
     metrics.events.labels("accepted").inc()
@@ -97,8 +99,9 @@ async def emit_recommendations(sr: StreamRec, requests: list[Request]) -> None:
     metrics = sr.metrics
     records = await recommend_batch(sr, requests)
     sources: dict[str, int] = {}
+    topic = sr.settings.topic_recommendations  # sent with send_now: see streams/direct_writes.py
     for record in records:
-        await sr.recs_topic.send(key=record.user_id.encode(), value=record.to_bytes())
+        await send_now(sr.app, topic, record.user_id.encode(), record.to_bytes(), what="a recommendation")
         sources[record.source] = sources.get(record.source, 0) + 1
     for source, n in sources.items():
         metrics.recommendations.labels(source).inc(n)
@@ -175,11 +178,17 @@ def register(sr: StreamRec) -> None:
         if staleness is not None:
             metrics.staleness.set(staleness)
 
+    @app.timer(PERSIST_INTERVAL_S)
+    async def persist_changelog_offsets():
+        held = {tp.partition for tp in app.consumer.assignment() if tp.topic == s.topic_events}
+        sr.state_writer.persist_offsets(held)
+
     @app.on_partitions_revoked.connect
     async def drop_revoked_popularity(app, revoked, **kwargs):
-        for tp in revoked:
-            if tp.topic == s.topic_events:
-                sr.popularity.pop(tp.partition, None)
+        gone = {tp.partition for tp in revoked if tp.topic == s.topic_events}
+        for partition in gone:
+            sr.popularity.pop(partition, None)
+        sr.state_writer.forget(gone)
 
 
 def _publisher(sr: StreamRec):

@@ -14,6 +14,7 @@ from typing import Any
 
 import faust
 
+from .direct_writes import TableWriter
 from .metrics import Metrics
 from .pending import PendingRequests
 from .popularity import Popularity
@@ -115,11 +116,10 @@ class StreamRec:
         self.model = LiveModel(s, self.metrics)
         self.events_topic = app.topic(s.topic_events, key_serializer="raw", value_serializer="raw",
                                       partitions=s.partitions)
-        # Records (streams.records) are sent as the JSON bytes they encode themselves.
+        # Records (streams.records) are sent as the JSON bytes they encode themselves; those of
+        # `recommendations` with streams.direct_writes.send_now, the rare dead letters here.
         self.dlq_topic = app.topic(s.topic_dlq, key_serializer="raw", value_serializer="raw",
                                    partitions=s.partitions)
-        self.recs_topic = app.topic(s.topic_recommendations, key_serializer="raw", value_serializer="raw",
-                                    partitions=s.partitions)
         # Accepted events waiting for their recommendation (a few batches: then ingestion waits).
         self.pending = PendingRequests(maxsize=4 * s.batch_size)
         # Keys are raw bytes, values JSON. key_type=bytes makes the key serializer "raw": a Table's
@@ -132,6 +132,8 @@ class StreamRec:
         # One entry per partition of `events` ("p3"): that partition's decayed popularity.
         self.item_popularity = app.Table("item_popularity", default=None, partitions=s.partitions,
                                          key_type=bytes, options=rocksdb_options(s))
+        # user_sequences is written once per accepted event: through TableWriter, not table[key] = ...
+        self.state_writer = TableWriter(app, self.user_sequences)
 
     def user_state(self, user_id: str | bytes) -> dict | None:
         key = user_id.encode() if isinstance(user_id, str) else user_id

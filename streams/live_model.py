@@ -81,15 +81,14 @@ class LiveModel:
         answers: list[list[tuple[str, float]] | None] = [None] * len(histories)
         if served is None:
             return answers
-        rec = served.recommender
-        known = np.flatnonzero(rec.known(histories))
+        vectors, known = served.recommender.user_vectors_and_known(histories)
+        known = np.flatnonzero(known)
         if len(known) == 0:
             return answers
-        vectors = rec.user_vectors([histories[i] for i in known])
         seen = [{item for item, _ in histories[i]} for i in known]
-        hits = served.index.search(vectors, k, exclude=seen)
-        for row, found in zip(known, hits):
-            answers[row] = [(hit[0], float(hit[1])) for hit in found] or None
+        hits = served.index.search(vectors[known], k, exclude=seen)
+        for row, found in zip(known.tolist(), hits):
+            answers[row] = found or None  # (item_id, score as a Python float) pairs
         return answers
 
     # --- new versions --------------------------------------------------------------------------

@@ -54,7 +54,7 @@ def recommend(requests: Sequence[Request], popular: Sequence[tuple[str, float]],
     records = []
     for request, answer in zip(requests, answers):
         if answer:
-            items = [ScoredItem(item_id=i, score=round(float(s), 6)) for i, s in answer]
+            items = [ScoredItem(i, round(float(s), 6)) for i, s in answer]
             source = "model"
         else:
             items, source = popular_for(request.history, popular, k), "popular"

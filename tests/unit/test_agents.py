@@ -1,9 +1,11 @@
 """The Faust agents (streams/agents.py) without a broker: ``agent.test_context()`` with
-``store="memory://"``; the topics' ``send`` are replaced by recorders, so nothing reaches Kafka.
-Requests queued for recommendation are read back from ``sr.pending``."""
+``store="memory://"``; the topics' ``send`` and ``streams.direct_writes.send_now`` are replaced by
+recorders, so nothing reaches Kafka. Requests queued for recommendation are read back from
+``sr.pending``."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import time
@@ -11,7 +13,9 @@ from types import SimpleNamespace
 
 import pytest
 
+import streams.agents
 import streams.app
+import streams.direct_writes
 from streams.agents import emit_recommendations
 from streams.serving import Request
 
@@ -32,13 +36,33 @@ class Sent:
         return [value for _, value in self.calls]
 
 
+class SentNow:
+    """Records ``send_now`` calls by topic; each is "delivered" at the next offset of its partition."""
+
+    def __init__(self) -> None:
+        self.by_topic: dict[str, Sent] = {}
+        self.offsets: dict[tuple[str, int | None], int] = {}
+
+    async def __call__(self, app, topic, key, value, partition=None, what=""):
+        self.by_topic.setdefault(topic, Sent()).calls.append((key, value))
+        offset = self.offsets[topic, partition] = self.offsets.get((topic, partition), -1) + 1
+        delivered = asyncio.get_running_loop().create_future()
+        delivered.set_result(SimpleNamespace(topic=topic, partition=partition, offset=offset))
+        return delivered
+
+    def __getitem__(self, topic: str) -> Sent:
+        return self.by_topic.setdefault(topic, Sent())
+
+
 @pytest.fixture
 def sr(make_settings, monkeypatch):
     app = streams.app.create(make_settings(partitions=1, http_port=1))
-    sent = SimpleNamespace(dlq=Sent(), events=Sent(), recs=Sent())
+    now = SentNow()
+    sent = SimpleNamespace(dlq=Sent(), events=Sent(), recs=now[app.settings.topic_recommendations], now=now)
     monkeypatch.setattr(app.dlq_topic, "send", sent.dlq)
     monkeypatch.setattr(app.events_topic, "send", sent.events)
-    monkeypatch.setattr(app.recs_topic, "send", sent.recs)
+    monkeypatch.setattr(streams.direct_writes, "send_now", now)
+    monkeypatch.setattr(streams.agents, "send_now", now)
     app.sent = sent
     yield app
     app.model.close()
@@ -63,6 +87,27 @@ async def test_valid_event_updates_user_sequences_and_queues_a_request(sr):
     assert sr.sent.dlq.calls == [] and sr.sent.events.calls == []
     assert sr.popularity_for(0).top(1)[0][0] in ("i1", "i2")
     assert _metric(sr, 'streamrec_events_total{outcome="accepted"}') == 2
+
+
+async def test_user_state_writes_reach_the_changelog_and_offsets_are_persisted(sr, monkeypatch):
+    persisted = {}
+    monkeypatch.setattr(sr.user_sequences.data, "set_persisted_offset",
+                        lambda tp, offset: persisted.__setitem__((tp.topic, tp.partition), offset))
+    changelog = sr.state_writer.topic
+    async with sr.app.agents["ingest"].test_context() as ingest:
+        await ingest.put(event(item="i1", ts=NOW - 2, event_id="e1"), key=b"u1")
+        await ingest.put(event(item="i2", ts=NOW - 1, event_id="e2"), key=b"u1")
+    # the changelog gets what the table holds, in order: a restore replays to the same state
+    assert [key for key, _ in sr.sent.now[changelog].calls] == [b"u1", b"u1"]
+    assert sr.sent.now[changelog].calls[-1][1] == sr.user_sequences.data[b"u1"]
+    sr.state_writer.persist_offsets({1})          # not a partition of this worker: nothing
+    assert persisted == {}
+    sr.state_writer.persist_offsets({0})
+    assert persisted == {(changelog, 0): 1}
+    sr.state_writer.forget({0})                   # revoked: no longer persisted here
+    persisted.clear()
+    sr.state_writer.persist_offsets({0})
+    assert persisted == {}
 
 
 async def test_duplicate_event_id_is_applied_once(sr):

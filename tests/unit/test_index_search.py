@@ -94,6 +94,20 @@ def test_retired_never_returned_and_k_kept(data):
                 assert not {s for s, _ in row} & retired
 
 
+def test_batch_answers_equal_one_query_at_a_time_with_exclusions_and_retired_items(data):
+    # the batch path filters all rows at once; one query puts its exclusions in the selector
+    ids, xb, xq, truth = data
+    index = ItemIndex.build(ids, xb, params=IndexParams(kind="flat"))
+    index.retire([ids[j] for j in truth[:5, 0]])
+    rng = np.random.default_rng(3)
+    exclude = [{ids[j] for j in truth[i, 1:1 + i % 7]} | {ids[j] for j in rng.integers(0, NB, i % 4)}
+               for i in range(40)]
+    exclude[3] = set()
+    batch = index.search(xq[:40], K, exclude=exclude)
+    for i in range(40):
+        assert batch[i] == index.search(xq[i:i + 1], K, exclude=[exclude[i]])[0]
+
+
 def test_filters_when_catalogue_is_nearly_exhausted():
     xb = clustered_items(500, D, seed=3)
     ids = [f"i{i}" for i in range(500)]
