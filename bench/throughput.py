@@ -108,6 +108,26 @@ def faust_floor(bootstrap: str, partitions: int, n: int) -> dict:
     return json.loads(lines[-1])
 
 
+def check_state(worker, sent: list[tuple[bytes, bytes]]) -> dict:
+    """Every user's event count in the worker's state (GET /users/{id}/) against what was sent
+    (all valid, unique event ids): events lost or applied twice show here."""
+    from collections import Counter
+
+    from _procs import get_json
+
+    expected = Counter(key.decode() for key, _ in sent)
+    wrong = {}
+    for user, n in expected.items():
+        status, body = get_json(f"{worker.base}/users/{user}/", timeout=5)
+        got = body.get("n") if status == 200 and isinstance(body, dict) else None
+        if got != n:
+            wrong[user] = (n, got)
+    return {"users": len(expected), "users_with_wrong_count": len(wrong),
+            "events_missing": sum(n - (got or 0) for n, got in wrong.values() if (got or 0) < n),
+            "events_extra": sum((got or 0) - n for n, got in wrong.values() if (got or 0) > n),
+            "examples": dict(list(wrong.items())[:5])}
+
+
 def accepted(metrics: dict) -> float:
     return metrics.get('streamrec_events_total{outcome="accepted"}', 0.0)
 
@@ -191,6 +211,9 @@ def main() -> int:
                                m.get('streamrec_recommendations_total{source="popular"}', 0.0)))
                 if a - base >= args.events:
                     break
+                if len(series) > 20 and series[-1][1] == series[-21][1] and series[-1][2] == 0:
+                    log(f"drain stopped at {a - base:.0f} of {args.events} events (lag 0 for 10 s)")
+                    break
                 time.sleep(0.5)
             done = [s for s in series if s[1] > 0]
             # Rate between 5 % and 95 % of the backlog (start-up and tail excluded).
@@ -211,6 +234,9 @@ def main() -> int:
             report["ratio_bare_faust_to_ceiling"] = round(floor_rate / ceil_rate, 4) if ceil_rate else None
             report["ratio_worker_to_bare_faust"] = round(rate / floor_rate, 4) if floor_rate else None
             log(f"worker drain: {report['worker_drain']}, ratio {report['ratio_worker_to_ceiling']}")
+            report["state_check_after_drain"] = check_state(
+                worker, make_backlog(500, args.users, args.items, 1, "warm") + backlog)
+            log(f"state check: {report['state_check_after_drain']}")
             samples.append({"phase": "drain", "series": series})
 
             def paced(phase: str, r: float, seconds: float, tag: str) -> dict:

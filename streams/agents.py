@@ -18,7 +18,7 @@ import time
 from typing import Any
 
 from .app import StreamRec
-from .direct_writes import PERSIST_INTERVAL_S, send_now
+from .direct_writes import send_now
 from .events import Event, InvalidEvent, parse_event
 from .popularity import merge_top
 from .records import DeadLetter
@@ -178,17 +178,11 @@ def register(sr: StreamRec) -> None:
         if staleness is not None:
             metrics.staleness.set(staleness)
 
-    @app.timer(PERSIST_INTERVAL_S)
-    async def persist_changelog_offsets():
-        held = {tp.partition for tp in app.consumer.assignment() if tp.topic == s.topic_events}
-        sr.state_writer.persist_offsets(held)
-
     @app.on_partitions_revoked.connect
     async def drop_revoked_popularity(app, revoked, **kwargs):
-        gone = {tp.partition for tp in revoked if tp.topic == s.topic_events}
-        for partition in gone:
-            sr.popularity.pop(partition, None)
-        sr.state_writer.forget(gone)
+        for tp in revoked:
+            if tp.topic == s.topic_events:
+                sr.popularity.pop(tp.partition, None)
 
 
 def _publisher(sr: StreamRec):
