@@ -46,6 +46,8 @@ def main() -> None:
     parser.add_argument("--items", type=int, default=100_000)
     parser.add_argument("--dim", type=int, default=64)
     parser.add_argument("--seconds", type=float, default=20.0, help="per phase (steady, swapping)")
+    parser.add_argument("--new-per-version", type=int, default=500,
+                        help="items each version adds to the previous one's vocabulary (0: all equal)")
     parser.add_argument("--json", default=str(HERE / "results" / "live_swap.json"))
     parser.add_argument("--png", default=str(HERE / "results" / "live_swap.png"))
     args = parser.parse_args()
@@ -58,7 +60,7 @@ def main() -> None:
     recs = []
     for version in (1, 2, 3):
         # as from the trainer: each version's vocabulary extends the previous one's (new items)
-        grown = items + [f"new-in-v{v}-{j}" for v in range(2, version + 1) for j in range(500)]
+        grown = items + [f"new-in-v{v}-{j}" for v in range(2, version + 1) for j in range(args.new_per_version)]
         rec = Recommender.fresh(EncoderConfig(dim=args.dim, n_layers=2, max_len=50), item_ids=grown, seed=version)
         rec.version = version
         recs.append(store.save(rec))
@@ -123,7 +125,7 @@ def main() -> None:
 
     result = {
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, torch threads {__import__('torch').get_num_threads()}",
-        "items": args.items, "dim": args.dim,
+        "items": args.items, "dim": args.dim, "new_per_version": args.new_per_version,
         "load_build_swap_s": load_times, "swaps_during_serving": len(swaps),
         "swap_s_mean": statistics.fmean(swaps) if swaps else None,
         "steady": quantiles(steady), "during_swaps": quantiles(during),
