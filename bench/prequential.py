@@ -7,6 +7,15 @@ and prints a markdown table. The pretraining checkpoints go to ``--workdir`` (no
 
     nice -n 10 python bench/prequential.py                      # both datasets
     nice -n 10 python bench/prequential.py --datasets taobao
+
+Tuning the online settings without scoring on the tuned stretch (ML-1M): reuse one pretrained
+checkpoint, tune ``--lr``/``--steps`` on the first events after the prefix, then replay the
+events after them with ``--skip-events`` (those only seed histories and counts):
+
+    python bench/prequential.py --datasets ml1m --checkpoint CKPT --ml1m-max-events 10000 --lr 3e-3 --steps 4 \
+        --results /tmp/tune --name-suffix _lr3e-3_s4
+    python bench/prequential.py --datasets ml1m --checkpoint CKPT --skip-events 10000 --lr 3e-3 --steps 4 \
+        --name-suffix _tuned
 """
 from __future__ import annotations
 
@@ -35,6 +44,11 @@ def main(argv=None) -> int:
     p.add_argument("--taobao", default=os.path.join(DATA, "taobao-userbehavior-sample",
                                                     "flink_ecommerce-time-slice", "UserBehavior.csv.gz"))
     p.add_argument("--ml1m-max-events", type=int, default=30_000)
+    p.add_argument("--skip-events", type=int, default=0,
+                   help="events after the pretraining prefix that are context only, not replayed "
+                        "(e.g. a stretch used to tune --lr/--steps)")
+    p.add_argument("--checkpoint", default=None, help="pretrained checkpoint to reuse (no pretraining)")
+    p.add_argument("--name-suffix", default="", help="appended to the result file names")
     p.add_argument("--ml1m-fraction", type=float, default=0.7)
     p.add_argument("--taobao-fraction", type=float, default=0.5)
     p.add_argument("--pretrain-minutes", type=float, default=4.0)
@@ -61,9 +75,10 @@ def main(argv=None) -> int:
                                  progress=not args.quiet)
         if name == "ml1m":
             spec = RunSpec(args.ml1m, "ml1m", args.workdir, pretrain_fraction=args.ml1m_fraction,
-                           max_events=args.ml1m_max_events, pretrain_minutes=args.pretrain_minutes,
+                           max_events=args.ml1m_max_events, skip_events=args.skip_events,
+                           checkpoint=args.checkpoint, pretrain_minutes=args.pretrain_minutes,
                            encoder=dict(dim=64, n_layers=2, n_heads=1, max_len=50, dropout=0.2),
-                           preq=preq, name="prequential_ml1m")
+                           preq=preq, name="prequential_ml1m" + args.name_suffix)
         elif name == "taobao":
             spec = RunSpec(args.taobao, "taobao", args.workdir, pretrain_fraction=args.taobao_fraction,
                            pretrain_minutes=args.pretrain_minutes,

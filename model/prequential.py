@@ -240,9 +240,11 @@ def _popularity_hits(counts: np.ndarray, seen_gids, target_gids, k: int):
 
 
 def run_prequential(events: list[Event], pretrained: Recommender, prefix: list[Event] = (),
-                    cfg: PrequentialConfig | None = None) -> dict:
+                    cfg: PrequentialConfig | None = None, context: list[Event] = ()) -> dict:
     """Replay ``events`` prequentially; ``prefix`` (the pretraining part) seeds the user
-    histories, the popularity counts and (optionally) the online replay buffer.
+    histories, the popularity counts and (optionally) the online replay buffer; ``context``
+    (events between the prefix and the replay, e.g. a stretch held out for tuning) seeds the
+    histories and counts only: neither model learns from it.
 
     Returns a JSON-able dict: HR@k per predictor under the primary protocol (``hr``), under both
     protocols, over warm users only, per time window, and counts (events, cold events,
@@ -254,7 +256,7 @@ def run_prequential(events: list[Event], pretrained: Recommender, prefix: list[E
     t_start = time.time()
     # global item ids in order of first appearance (indexing only: no statistics)
     gid_of: dict[str, int] = {}
-    for e in list(prefix) + list(events):
+    for e in list(prefix) + list(context) + list(events):
         if e.item not in gid_of:
             gid_of[e.item] = len(gid_of)
     n_global = len(gid_of)
@@ -291,6 +293,9 @@ def run_prequential(events: list[Event], pretrained: Recommender, prefix: list[E
             r = online_rec.to_rows(hist[u][-(max_len + 1):])
             if len(r[0]) >= 2:
                 trainer.replay.add(r)
+    for e in context:
+        remember(e)
+        counts[gid_of[e.item]] += 1
 
     n = len(events)
     hit = {p: {"exclude_seen": np.zeros(n, bool), "allow_repeats": np.zeros(n, bool)} for p in PREDICTORS}
@@ -424,6 +429,7 @@ class RunSpec:
     checkpoint: str | None = None
     pretrain_fraction: float = 0.7
     max_events: int | None = None
+    skip_events: int = 0  # after the prefix, before the replay: context only (see run_prequential)
     pretrain_minutes: float = 3.0
     pretrain_epochs: int = 30
     encoder: dict = field(default_factory=lambda: dict(dim=64, n_layers=2, n_heads=1, max_len=50, dropout=0.2))
@@ -440,9 +446,11 @@ def run(spec: RunSpec) -> dict:
     os.makedirs(spec.out_dir, exist_ok=True)
     t0 = time.time()
     events = load_events(spec.data, spec.fmt)
-    prefix, rest = split_events(events, spec.pretrain_fraction, spec.max_events)
-    log.info("%s: %d events, %d in the pretraining prefix, %d replayed", spec.data, len(events),
-             len(prefix), len(rest))
+    prefix, rest = split_events(events, spec.pretrain_fraction,
+                                spec.skip_events + spec.max_events if spec.max_events else None)
+    context, rest = rest[:spec.skip_events], rest[spec.skip_events:]
+    log.info("%s: %d events, %d in the pretraining prefix, %d skipped, %d replayed", spec.data,
+             len(events), len(prefix), len(context), len(rest))
     if spec.checkpoint:
         rec = Recommender.from_checkpoint(spec.checkpoint)
         pre_info = {"checkpoint": spec.checkpoint}
@@ -459,8 +467,9 @@ def run(spec: RunSpec) -> dict:
                                  tcfg)
         pre_info = {"pretrain_minutes": (time.time() - tp) / 60, "pretrain_best_val_ndcg10": rec.best_val,
                     "encoder": spec.encoder, "pretrain_negatives": spec.pretrain_negatives}
-    res = run_prequential(rest, rec, prefix, spec.preq)
+    res = run_prequential(rest, rec, prefix, spec.preq, context)
     res.update({"data": spec.data, "format": spec.fmt, "pretrain_fraction": spec.pretrain_fraction,
+                "skipped_events": len(context),
                 "stream_events": len(events), "pretrain": pre_info,
                 "wall_minutes": (time.time() - t0) / 60})
     with open(os.path.join(spec.out_dir, f"{spec.name}.json"), "w") as f:

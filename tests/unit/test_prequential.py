@@ -113,6 +113,22 @@ def test_repeats_counted_only_when_allowed():
     assert res["hr_allow_repeats_warm"]["online"] == 1.0
 
 
+def test_context_seeds_counts_and_histories_but_is_not_replayed():
+    """Events between the pretraining prefix and the replay (a held-out stretch) count for
+    popularity and histories, are not scored, and no model learns from them."""
+    items = [f"i{j}" for j in range(11)] + ["y"]
+    rec = Recommender.fresh(CFG, items, seed=0)
+    prefix = [Event(f"w{j}", f"i{j}", "click", float(j)) for j in range(11)]  # eleven items counted once
+    context = [Event(f"c{k}", "y", "click", 20.0 + k) for k in range(5)]       # y, counted five times
+    stream = [Event(f"v{k}", "y", "click", 40.0 + k) for k in range(8)]        # cold users buy y
+    cfg = PrequentialConfig(chunk=8, progress=False)
+    with_context = run_prequential(stream, rec, prefix, cfg, context)
+    without = run_prequential(stream, rec, prefix, cfg)
+    assert with_context["events"] == without["events"] == 8
+    assert with_context["hr_allow_repeats"]["popularity"] == 1.0   # y is the most popular item
+    assert without["hr_allow_repeats"]["popularity"] == 0.0        # y was never counted
+
+
 def test_run_writes_json_and_png(tmp_path):
     rng = random.Random(2)
     data = tmp_path / "ml.txt"
