@@ -151,9 +151,8 @@ class Recommender:
         """Exact top-k by brute force (reference for the FAISS path and for small catalogues).
         Each answer is ``{"source": "model"|"popular", "items": [(item_id, score), ...]}``."""
         with self.lock:
-            U = self.user_vectors(histories)
+            U, known = self.user_vectors_and_known(histories)
             ids, W = self.item_matrix()
-            known = self.known(histories)
             out = []
             for b, h in enumerate(histories):
                 seen = {i for i, _ in h} if exclude_seen else set()

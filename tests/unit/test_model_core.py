@@ -27,6 +27,9 @@ def test_vocab_rows_and_growth():
         v.item_id(0)                            # padding has no id
     w = ItemVocab.from_state(v.to_state())
     assert w.ids() == v.ids() and w.category(3) == "cat1" and w.rows_in_category("cat1") == [3]
+    w.add("c", category="cat2")                 # a new category moves the row
+    w.add("d", category="cat1")
+    assert w.rows_in_category("cat1") == [5] and w.rows_in_category("cat2") == [3]
 
 
 def test_vocab_state_round_trips_through_a_weights_only_checkpoint(tmp_path):
