@@ -193,13 +193,14 @@ class SeqEncoder(nn.Module):
 
         Why: every torch op called from Python releases the GIL and must take it back, and a
         thread that wants it back while another thread runs Python waits up to the interpreter's
-        switch interval (5 ms). Eager encoding makes ~40 such calls; beside a busy event loop one
-        user took ~330 ms instead of 0.7 ms here, traced ~18 ms (and 0.35 ms alone).
+        switch interval (5 ms). Eager encoding makes ~40 such calls (``bench/encode_gil.py``
+        measures both ways, alone and beside a thread running Python).
 
         The trace shares this encoder's weights (in-place updates and ``load_state_dict`` show),
         runs in eval mode (no dropout), and leaves the item-table lookup outside, so ``grow``
         keeps it valid (the trace holds on to the item table it was made with: memory, not
-        results). Sequences longer than ``max_len`` keep their most recent events."""
+        results). It is bound to the device the encoder is on now: trace again after moving it.
+        Sequences longer than ``max_len`` keep their most recent events."""
         was_training = self.training
         self.eval()
         try:

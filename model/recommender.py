@@ -42,7 +42,9 @@ class Recommender:
         self.popularity = np.concatenate([pop, np.zeros(max(0, len(vocab) - len(pop)))])[:len(vocab)]
         self.heads_state = heads_state
         self.lock = threading.RLock()
-        self._encode = None  # encoder.serving_encoder(), made by prepare_serving or first use
+        # encoder.serving_encoder() and the device it was traced on (device constants are baked
+        # into a trace, and OnlineTrainer moves the encoder to CUDA): made by prepare_serving
+        self._encode: tuple[torch.device, object] | None = None
 
     # ---- construction ------------------------------------------------------------------------
     @classmethod
@@ -115,8 +117,8 @@ class Recommender:
         """Trace the encoder for ``user_vectors`` now (~30 ms of Python) rather than in the first
         query: a worker calls it in the thread that loads a version, before serving it."""
         with self.lock:
-            if self._encode is None:
-                self._encode = self.encoder.serving_encoder()
+            if self._encode is None or self._encode[0] != self.device:
+                self._encode = (self.device, self.encoder.serving_encoder())
 
     def user_vectors(self, histories, batch_size: int = 256) -> np.ndarray:
         """float32 (B, D); zero rows for histories without a known item (see ``known``)."""
@@ -137,7 +139,7 @@ class Recommender:
                 part = idx[s:s + batch_size]
                 it = torch.from_numpy(pad_left([conv[b][0] for b in part], self.encoder.cfg.max_len))
                 ty = torch.from_numpy(pad_left([conv[b][1] for b in part], self.encoder.cfg.max_len))
-                u = self._encode(it.to(self.device), ty.to(self.device))
+                u = self._encode[1](it.to(self.device), ty.to(self.device))
                 out[part] = u.float().cpu().numpy()
             return out, known
 

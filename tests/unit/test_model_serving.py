@@ -69,6 +69,17 @@ def test_checkpoint_corrupted_or_foreign(tmp_path):
 
 
 # ---- recommender ------------------------------------------------------------------------------
+def test_serving_trace_is_made_again_when_the_encoder_is_on_another_device():
+    rec = fresh()
+    history = [[("i1", "click"), ("i3", "purchase")]]
+    first = rec.user_vectors(history)
+    traced_for = rec._encode
+    assert traced_for[0] == rec.device
+    rec._encode = (torch.device("meta"), None)       # as if traced before OnlineTrainer moved it
+    np.testing.assert_allclose(rec.user_vectors(history), first, atol=1e-6)
+    assert rec._encode[0] == rec.device and rec._encode[1] is not traced_for[1]
+
+
 def test_user_vectors_and_item_matrix_shapes():
     rec = fresh()
     U = rec.user_vectors([[("i1", "click"), ("i3", "purchase")], [("unknown", "click")], []])
