@@ -29,7 +29,7 @@ from model.encoder import TYPE_IDS, EncoderConfig, SeqEncoder
 from model.checkpoint import load_checkpoint
 from model.evaluate import evaluate_model
 from model.objectives import ObjectiveConfig, PurchaseHeads
-from model.pretrain import TrainConfig, pretrain
+from model.pretrain import LR_SCHEDULES, WINDOWS, TrainConfig, pretrain
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -68,7 +68,8 @@ def run_row(name: str, args) -> dict:
     ocfg = ObjectiveConfig(weights=dict(weights), **extra)
     tcfg = TrainConfig(epochs=args.epochs, max_minutes=minutes, patience=args.patience,
                        eval_every=args.eval_every, lr=args.lr, batch_size=args.batch_size,
-                       device=args.device, progress=False)
+                       device=args.device, progress=False, lr_schedule=args.lr_schedule,
+                       windows=args.windows)
     t0 = time.time()
     summary = pretrain(ds, ecfg, ocfg, tcfg, out_dir)
     ck = load_checkpoint(os.path.join(out_dir, "best.ckpt"))
@@ -154,6 +155,10 @@ def main(argv=None) -> int:
     p.add_argument("--eval-every", type=int, default=2)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--lr-schedule", default="constant", choices=LR_SCHEDULES,
+                   help="cosine: decay the learning rate to 1%% of --lr at the end of the time budget")
+    p.add_argument("--windows", default="last", choices=WINDOWS,
+                   help="all: also train on history older than max_len (last: the most recent window only)")
     p.add_argument("--dim", type=int, help="encoder width (default: the dataset's preset)")
     p.add_argument("--n-layers", type=int, help="transformer blocks (default: the preset)")
     p.add_argument("--n-heads", type=int, help="attention heads (default: the preset)")

@@ -38,6 +38,10 @@ def register(subparsers) -> None:
     p.add_argument("--ffn-mult", type=int, default=4)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--lr-schedule", default="constant", choices=["constant", "cosine"],
+                   help="cosine: decay the learning rate to 1%% of --lr by the end (--epochs or --max-minutes)")
+    p.add_argument("--windows", default="last", choices=["last", "all"],
+                   help="all: also train on history older than --max-len (last: the most recent window only)")
     p.add_argument("--objectives", default="next",
                    help="comma list of next,masked,contrastive,adversarial,purchase")
     p.add_argument("--weights", default=None, help="comma list of weights aligned with --objectives (default 1 each)")
@@ -144,7 +148,8 @@ def _pretrain(args) -> int:
         raise UsageError(str(e)) from None
     tcfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, max_minutes=args.max_minutes,
                        patience=args.patience, eval_every=args.eval_every, seed=args.seed,
-                       device=args.device, progress=not args.quiet)
+                       device=args.device, progress=not args.quiet, lr_schedule=args.lr_schedule,
+                       windows=args.windows)
     summary = pretrain(ds, ecfg, ocfg, tcfg, args.out, resume=args.resume)
     summary.pop("history")
     print(json.dumps(summary))

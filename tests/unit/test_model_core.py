@@ -242,3 +242,38 @@ def test_pad_left_truncates_to_most_recent():
     assert out.tolist() == [[2, 3], [0, 4]]
     ds = build_dataset({"u": [("x", "click"), ("y", "purchase")]})
     assert ds.types[0].tolist() == [1, 2]
+
+
+# ---- pretraining windows and learning-rate schedule --------------------------------------------
+def test_training_windows_cover_every_target_once():
+    from model.pretrain import iter_batches, training_windows
+    assert list(training_windows([1, 5], 3)) == [(1, 1, 5)]                 # 1 event: nothing to learn
+    assert list(training_windows([9], 3, all_windows=True)) == [(0, 5, 9), (0, 2, 6), (0, 0, 3)]
+    rng = np.random.default_rng(0)
+    items = [np.arange(1, n + 1) * 10 + k for k, n in enumerate([1, 2, 7, 23, 40])]
+    types = [np.ones(len(s), dtype=np.int64) for s in items]
+    for all_windows, expected in ((False, {t for s in items[1:] for t in s[-5:][1:]}),
+                                  (True, {t for s in items for t in s[1:]})):
+        seen = []
+        for b in iter_batches(items, types, 4, 3, rng, all_windows):
+            real = b.targets[b.targets != 0].tolist()
+            seen += real
+            # a target follows its input: the same sequence, one step later
+            assert ((b.targets - b.items)[b.targets != 0] == 10).all()
+        assert sorted(seen) == sorted(expected), all_windows                  # each target exactly once
+
+
+def test_cosine_schedule_and_progress():
+    from model.pretrain import TrainConfig, progress
+    t = TrainConfig(lr=1e-3, lr_schedule="cosine", min_lr_ratio=0.01, epochs=10, max_minutes=2.0)
+    assert t.lr_at(0.0) == pytest.approx(1e-3)
+    assert t.lr_at(0.5) == pytest.approx(0.5 * (1e-3 + 1e-5))
+    assert t.lr_at(1.0) == pytest.approx(1e-5) == t.lr_at(3.0)
+    assert TrainConfig(lr=1e-3).lr_at(0.9) == 1e-3                           # constant is the default
+    assert progress(t, epochs_done=5, seconds=30) == 0.5                     # epochs further than time
+    assert progress(t, epochs_done=1, seconds=90) == 0.75                    # time further than epochs
+    assert progress(TrainConfig(epochs=4), epochs_done=1, seconds=1e6) == 0.25  # no time budget
+    with pytest.raises(ValueError, match="lr_schedule"):
+        TrainConfig(lr_schedule="step")
+    with pytest.raises(ValueError, match="windows"):
+        TrainConfig(windows="random")

@@ -1,4 +1,5 @@
 """Checkpoints, the Recommender facade, cold start, the online trainer and the commands."""
+import json
 import os
 
 import numpy as np
@@ -169,8 +170,11 @@ def test_commands_pretrain_evaluate_and_errors(tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["pretrain", "--data", str(data), "--format", "ml1m", "--out", str(out), "--epochs", "2",
                  "--dim", "16", "--layers", "1", "--max-len", "12", "--quiet",
-                 "--objectives", "next,masked", "--weights", "1,0.5"]) == 0
+                 "--objectives", "next,masked", "--weights", "1,0.5", "--lr-schedule", "cosine", "--windows", "all"]) == 0
     assert {"best.ckpt", "last.ckpt", "curve.png", "history.json"} <= set(os.listdir(out))
+    with open(out / "history.json") as f:
+        lrs = [h["lr"] for h in json.load(f)["history"]]
+    assert 1e-3 >= lrs[0] > lrs[1]                                      # the cosine schedule decays
     capsys.readouterr()
     assert main(["evaluate", "--checkpoint", str(out / "best.ckpt"), "--data", str(data), "--format", "ml1m"]) == 0
     text = capsys.readouterr().out
