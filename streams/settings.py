@@ -93,6 +93,11 @@ class Settings(BaseSettings):
     rocksdb_block_cache_mb: int = Field(
         32, ge=1, le=65_536, description="RocksDB read cache per table partition (Faust's default: 2 GB).",
     )
+    malloc_mmap_threshold_kb: int = Field(
+        128, ge=0, le=32_768, description="glibc malloc: blocks of at least this size get their own mmap "
+        "and go back to the OS when freed (0 = glibc's rising default, under which the worker's heap "
+        "fragments and its RSS grows; streams/memory.py).",
+    )
     recovery_consistency_check: bool = Field(
         True, description="Faust's check, in table recovery, that a persisted changelog offset is not "
         "past the changelog's end (else the worker stops with ConsistencyError: the broker lost records "

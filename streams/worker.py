@@ -6,6 +6,7 @@ import logging
 import shutil
 
 from .broker import EmbeddedBroker
+from .memory import set_mmap_threshold
 from .settings import Settings
 from .topics import ensure_topics
 
@@ -39,6 +40,8 @@ def run_worker(settings: Settings) -> int:
 
     from .app import create
 
+    if set_mmap_threshold(settings.malloc_mmap_threshold_kb):
+        log.info("malloc: blocks of %d KiB and more are mmapped", settings.malloc_mmap_threshold_kb)
     broker = None
     if settings.embedded:
         broker = EmbeddedBroker(settings.broker_port).start()

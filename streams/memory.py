@@ -1,0 +1,37 @@
+"""glibc malloc tuning for the worker process.
+
+Why: glibc serves an allocation of at least the "mmap threshold" (128 KiB at start) with its own
+``mmap``, returned to the OS on ``free``. But the threshold rises to the size of the largest such
+block freed (up to 32 MiB), and from then on those blocks come from the heap. The worker frees
+large buffers all the time (fetched record batches, serving batches' tensors) between small
+long-lived objects, so its heap fragments and the RSS grows with freed memory that glibc keeps:
+316 -> 882 MiB in 166 s at 800 events/s, when ``malloc_trim`` shows ~420 MiB is in use. Fixing
+the threshold (``mallopt(M_MMAP_THRESHOLD)``, which also stops it from rising) kept the same run
+at 397 MiB (BENCHMARKS.md, "Worker memory").
+"""
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import logging
+
+log = logging.getLogger(__name__)
+
+M_MMAP_THRESHOLD = -3  # glibc <malloc.h>
+
+
+def set_mmap_threshold(kib: int) -> bool:
+    """Serve allocations of at least ``kib`` KiB with mmap from now on (glibc only; ``kib`` 0 or
+    another C library: nothing changes). Returns whether the setting took effect."""
+    if kib <= 0:
+        return False
+    try:
+        mallopt = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt
+    except (OSError, AttributeError):
+        log.info("malloc tuning skipped: this C library has no mallopt")
+        return False
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    if mallopt(M_MMAP_THRESHOLD, kib * 1024) != 1:
+        log.warning("mallopt(M_MMAP_THRESHOLD, %d KiB) was refused; glibc's default stays", kib)
+        return False
+    return True
