@@ -28,6 +28,7 @@ import json
 import os
 import platform
 import random
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -143,6 +144,8 @@ def main() -> int:
     ap.add_argument("--soak-s", type=float, default=180)
     ap.add_argument("--soak-rate", type=float, default=0.0,
                     help="events/s of the soak (default: half the measured drain rate)")
+    ap.add_argument("--worker-args", default="",
+                    help="more `streamrec worker` flags, e.g. \"--malloc-mmap-threshold-kb 0\"")
     ap.add_argument("--out", default=str(RESULTS / "throughput"))
     args = ap.parse_args()
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -168,7 +171,7 @@ def main() -> int:
             data_dir = tmp / "data"
             announce_model(settings, data_dir / "models", [f"sku-{i}" for i in range(args.items)], version=1)
             worker = Worker(broker.bootstrap, data_dir, app_id="tput", partitions=args.partitions,
-                            log_path=tmp / "worker.log").start()
+                            log_path=tmp / "worker.log", extra=shlex.split(args.worker_args)).start()
             worker.wait_ready()
             deadline = time.monotonic() + 60
             while (worker.health() or {}).get("model_version", 0) < 1 and time.monotonic() < deadline:
