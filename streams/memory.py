@@ -4,10 +4,11 @@ Why: glibc serves an allocation of at least the "mmap threshold" (128 KiB at sta
 ``mmap``, returned to the OS on ``free``. But the threshold rises to the size of the largest such
 block freed (up to 32 MiB), and from then on those blocks come from the heap. The worker frees
 large buffers all the time (fetched record batches, serving batches' tensors) between small
-long-lived objects, so its heap fragments and the RSS grows with freed memory that glibc keeps:
-316 -> 882 MiB in 166 s at 800 events/s, when ``malloc_trim`` shows ~420 MiB is in use. Fixing
-the threshold (``mallopt(M_MMAP_THRESHOLD)``, which also stops it from rising) kept the same run
-at 397 MiB (BENCHMARKS.md, "Worker memory").
+long-lived objects, so its heap fragments and the RSS grows with freed memory that glibc keeps
+(``malloc_trim`` gave most of it back in a probe). Fixing the threshold
+(``mallopt(M_MMAP_THRESHOLD)``, which also stops it from rising) keeps those blocks out of the
+heap: in ``bench/throughput.py``'s soak, 737 -> 1,314 MiB with glibc's default against
+360 -> 435 MiB with 128 KiB (BENCHMARKS.md, "Worker memory").
 """
 from __future__ import annotations
 
