@@ -14,6 +14,7 @@ import sys
 
 from model.checkpoint import CheckpointError
 from model.data import FORMATS, DataError
+from model.pretrain import LR_SCHEDULES, WINDOWS
 
 log = logging.getLogger(__name__)
 
@@ -38,9 +39,9 @@ def register(subparsers) -> None:
     p.add_argument("--ffn-mult", type=int, default=4)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--lr-schedule", default="constant", choices=["constant", "cosine"],
+    p.add_argument("--lr-schedule", default="constant", choices=LR_SCHEDULES,
                    help="cosine: decay the learning rate to 1%% of --lr by the end (--epochs or --max-minutes)")
-    p.add_argument("--windows", default="last", choices=["last", "all"],
+    p.add_argument("--windows", default="last", choices=WINDOWS,
                    help="all: also train on history older than --max-len (last: the most recent window only)")
     p.add_argument("--objectives", default="next",
                    help="comma list of next,masked,contrastive,adversarial,purchase")
