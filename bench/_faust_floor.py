@@ -11,6 +11,7 @@ import argparse
 import json
 import os
 import sys
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -32,7 +33,7 @@ def main() -> None:
     import faust
 
     app = faust.App(f"faust-floor-{uuid.uuid4().hex[:8]}", broker=f"kafka://{args.bootstrap}",
-                    store="memory://", web_enabled=False, autodiscover=False,
+                    store="memory://", datadir=tempfile.mkdtemp(prefix="faust-floor-"), web_enabled=False, autodiscover=False,
                     consumer_auto_offset_reset="earliest", topic_partitions=args.partitions,
                     broker_session_timeout=6, broker_rebalance_timeout=4, broker_heartbeat_interval=1)
     topic = app.topic(args.topic, key_serializer="raw", value_serializer="raw", partitions=args.partitions)

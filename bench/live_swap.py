@@ -18,6 +18,7 @@ import json
 import os
 import platform
 import statistics
+import sys
 import tempfile
 import threading
 import time
@@ -48,12 +49,16 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20.0, help="per phase (steady, swapping)")
     parser.add_argument("--new-per-version", type=int, default=500,
                         help="items each version adds to the previous one's vocabulary (0: all equal)")
+    parser.add_argument("--gil-switch-interval-ms", type=float, default=None,
+                        help="Python's switch interval (default: the worker's setting, as run_worker sets it)")
     parser.add_argument("--json", default=str(HERE / "results" / "live_swap.json"))
     parser.add_argument("--png", default=str(HERE / "results" / "live_swap.png"))
     args = parser.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="live-swap-"))
     settings = load_settings({"data_dir": tmp, "store": "memory"}, environ={})
+    switch_ms = args.gil_switch_interval_ms or settings.gil_switch_interval_ms
+    sys.setswitchinterval(switch_ms / 1000)  # what streams.worker.run_worker does
     store = ModelStore(tmp / "models", keep=3)
     items = [f"item-{n}" for n in range(args.items)]
     print(f"building {args.items} x {args.dim} models ...", flush=True)
@@ -126,6 +131,7 @@ def main() -> None:
     result = {
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, torch threads {__import__('torch').get_num_threads()}",
         "items": args.items, "dim": args.dim, "new_per_version": args.new_per_version,
+        "gil_switch_interval_ms": switch_ms,
         "load_build_swap_s": load_times, "swaps_during_serving": len(swaps),
         "swap_s_mean": statistics.fmean(swaps) if swaps else None,
         "steady": quantiles(steady), "during_swaps": quantiles(during),

@@ -106,6 +106,7 @@ class StreamRec:
         default_factory=lambda: ThreadPoolExecutor(max_workers=1, thread_name_prefix="streamrec-serve"))
     popularity: dict[int, Popularity] = field(default_factory=dict)  # by partition of `events`
     popularity_flushed: dict[int, float] = field(default_factory=dict)  # partition -> monotonic time
+    popular_cache: tuple[float, int, list] = (float("-inf"), 0, [])  # popular_now's (monotonic time, n, top n)
     model: Any = None  # streams.live_model.LiveModel (built in __post_init__)
     trainer: Any = None  # streams.trainer.StreamTrainer while this worker leads the group
 

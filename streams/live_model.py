@@ -23,6 +23,7 @@ from typing import Sequence
 
 import numpy as np
 
+from .memory import freeze_long_lived
 from .metrics import Metrics
 from .model_store import ModelUpdate, verify
 from .serving import History
@@ -115,6 +116,8 @@ class LiveModel:
         self.served = Served(rec, index, update)
         if previous is not None:
             self._carry_new_items(previous)
+        del previous
+        freeze_long_lived()  # the new version's objects live until the next swap
         took = time.perf_counter() - started
         self.metrics.swap_seconds.observe(took)
         self.metrics.model_version.set(update.version)

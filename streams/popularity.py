@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import heapq
 import math
+from operator import itemgetter
 from typing import Iterable
 
 _LN2 = math.log(2.0)
+_SCORE = itemgetter(1)
 
 
 class Popularity:
@@ -30,7 +32,7 @@ class Popularity:
         old = self.log_scores.get(item_id)
         self.log_scores[item_id] = x if old is None else max(old, x) + math.log1p(math.exp(-abs(old - x)))
         if len(self.log_scores) > self.capacity + self.capacity // 4:
-            keep = heapq.nlargest(self.capacity, self.log_scores.items(), key=lambda kv: kv[1])
+            keep = heapq.nlargest(self.capacity, self.log_scores.items(), key=_SCORE)
             self.log_scores = dict(keep)
 
     def score(self, log_score: float, now: float) -> float:
@@ -39,7 +41,7 @@ class Popularity:
 
     def top(self, n: int) -> list[tuple[str, float]]:
         """The n most popular (item_id, log_score), best first."""
-        return heapq.nlargest(n, self.log_scores.items(), key=lambda kv: kv[1])
+        return heapq.nlargest(n, self.log_scores.items(), key=_SCORE)
 
     def __len__(self) -> int:
         return len(self.log_scores)
@@ -53,4 +55,4 @@ def merge_top(trackers: Iterable[Popularity], n: int) -> list[tuple[str, float]]
             old = merged.get(item)
             merged[item] = log_score if old is None else max(old, log_score) + math.log1p(
                 math.exp(-abs(old - log_score)))
-    return heapq.nlargest(n, merged.items(), key=lambda kv: kv[1])
+    return heapq.nlargest(n, merged.items(), key=_SCORE)

@@ -77,7 +77,10 @@ class Settings(BaseSettings):
         "producer_linger). Kafka's default 0 sends one produce request per record under load.",
     )
     batch_size: int = Field(256, ge=1, le=100_000, description="Users per recommendation micro-batch.")
-    batch_window_s: float = Field(0.05, gt=0, le=60, description="Longest wait to fill a micro-batch.")
+    batch_window_s: float = Field(
+        0.0, ge=0, le=60, description="Longest wait to fill a micro-batch (0: a batch is what has queued "
+        "up, and what arrives while it is served makes the next one).",
+    )
     popularity_half_life_s: float = Field(
         3600.0, gt=0, description="Half-life of the decayed item popularity."
     )
@@ -92,6 +95,11 @@ class Settings(BaseSettings):
     )
     rocksdb_block_cache_mb: int = Field(
         32, ge=1, le=65_536, description="RocksDB read cache per table partition (Faust's default: 2 GB).",
+    )
+    gil_switch_interval_ms: float = Field(
+        0.5, gt=0, le=100, description="Python's thread switch interval in the worker (Python's default: "
+        "5 ms). Serving waits up to this long for the GIL each time a torch or FAISS call returns while "
+        "the event loop runs.",
     )
     malloc_mmap_threshold_kb: int = Field(
         128, ge=0, le=32_768, description="glibc malloc: blocks of at least this size get their own mmap "

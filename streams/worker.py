@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import logging
 import shutil
+import sys
 
 from .broker import EmbeddedBroker
-from .memory import set_mmap_threshold
+from .memory import freeze_long_lived, set_mmap_threshold
 from .settings import Settings
 from .topics import ensure_topics
 
@@ -42,6 +43,7 @@ def run_worker(settings: Settings) -> int:
 
     if set_mmap_threshold(settings.malloc_mmap_threshold_kb):
         log.info("malloc: blocks of %d KiB and more are mmapped", settings.malloc_mmap_threshold_kb)
+    sys.setswitchinterval(settings.gil_switch_interval_ms / 1000)
     broker = None
     if settings.embedded:
         broker = EmbeddedBroker(settings.broker_port).start()
@@ -54,6 +56,7 @@ def run_worker(settings: Settings) -> int:
         # Faust's terminal spinner sets the root logger to DEBUG (to spin on every record), so
         # every logger.debug() in faust and aiokafka builds a LogRecord: ~5 % of the event loop.
         worker.spinner = None
+        freeze_long_lived()  # imports, the app and its tables: alive for good
         try:
             worker.execute_from_commandline()  # blocks; stops on SIGINT/SIGTERM
         except SystemExit as exc:

@@ -16,7 +16,7 @@ import pytest
 import streams.agents
 import streams.app
 import streams.direct_writes
-from streams.agents import emit_recommendations
+from streams.agents import emit_recommendations, popular_now, table_entries
 from streams.serving import Request
 
 NOW = time.time()
@@ -177,8 +177,39 @@ async def test_recommendations_one_record_per_user_excluding_seen_items(sr):
     assert _metric(sr, 'streamrec_recommendations_total{source="popular"}') == 2
 
 
+async def test_popularity_ranking_is_reused_for_popular_refresh_s_then_redone(sr):
+    async with sr.app.agents["ingest"].test_context() as ingest:
+        await ingest.put(event(user="a", item="i1"), key=b"a")
+    assert [item for item, _ in popular_now(sr, 5)] == ["i1"]
+    async with sr.app.agents["ingest"].test_context() as ingest:
+        for n in range(3):
+            await ingest.put(event(user=f"b{n}", item="i2"), key=f"b{n}".encode())
+    assert [item for item, _ in popular_now(sr, 5)] == ["i1"]  # ranked less than a second ago
+    assert [item for item, _ in popular_now(sr, 8)] == ["i2", "i1"]  # more than was ranked: ranked again
+    ranked_at, n, ranked = sr.popular_cache
+    sr.popular_cache = (ranked_at - streams.agents.POPULAR_REFRESH_S, n, ranked)
+    async with sr.app.agents["ingest"].test_context() as ingest:
+        for n in range(5):
+            await ingest.put(event(user=f"c{n}", item="i3"), key=f"c{n}".encode())
+    assert [item for item, _ in popular_now(sr, 5)] == ["i3", "i2", "i1"]  # the old ranking expired
+
+
 def _metric(sr, name: str) -> float:
     for line in sr.metrics.exposition().decode().splitlines():
         if line.startswith(name + " "):
             return float(line.split()[-1])
     return 0.0
+
+
+def test_table_entries_of_a_rocksdb_store_is_rocksdb_s_estimate(tmp_path):
+    import rocksdict
+
+    dbs = [rocksdict.Rdict(str(tmp_path / f"p{n}")) for n in range(2)]
+    for n, db in enumerate(dbs):
+        for k in range(100 * (n + 1)):
+            db[b"user-%d" % k] = b"{}"
+    store = SimpleNamespace(_dbs_for_actives=lambda: iter(dbs))  # the one part of faust's Store used
+    assert table_entries(SimpleNamespace(data=store)) == 300
+    assert table_entries(SimpleNamespace(data={b"a": 1, b"b": 2})) == 2  # memory store: len()
+    for db in dbs:
+        db.close()

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gc
 import threading
+import weakref
 from pathlib import Path
 
 import pytest
@@ -44,6 +46,18 @@ def test_serves_a_verified_version_with_seen_items_excluded(live, store):
     assert unknown is None  # no known item: the caller serves popularity
     assert len(answer) == 5 and not {"i1", "i2"} & {item for item, _ in answer}
     assert live.model_version == 1 and live.index_version >= 1
+
+
+def test_a_replaced_version_is_freed_although_its_objects_were_frozen(live, store):
+    """load() takes the served version's objects out of the garbage collector's reach
+    (streams.memory.freeze_long_lived); the version it replaces must still be freed, by reference
+    counting alone, as soon as nothing serves it."""
+    assert live.load(store.save(make_rec(1)))
+    old_model, old_index = weakref.ref(live.served.recommender), weakref.ref(live.served.index)
+    assert gc.get_freeze_count() > 0
+    assert live.load(store.save(make_rec(2, seed=1)))
+    assert live.model_version == 2
+    assert old_model() is None and old_index() is None
 
 
 def test_corrupted_checkpoint_is_refused_and_previous_version_keeps_serving(live, store, caplog):

@@ -79,7 +79,8 @@ def test_unknown_override_is_an_error_naming_it():
     ("LOG_LEVEL", "verbose"),
     ("BOOTSTRAP_SERVERS", "localhost"),
     ("BOOTSTRAP_SERVERS", "host:port"),
-    ("BATCH_WINDOW_S", "0"),
+    ("BATCH_WINDOW_S", "-0.1"),
+    ("GIL_SWITCH_INTERVAL_MS", "0"),
     ("SECURITY_PROTOCOL", "TLS"),
     ("APP_ID", ""),
 ])
