@@ -1,7 +1,8 @@
 """Faust agents: thin ``async for`` loops that call plain functions.
 
 - ``ingest`` (topic ``events``, one event at a time so every table write lands in the changelog
-  partition of its own event): decode + validate (bad input -> ``events.dlq``), apply the event
+  partition of its own event): decode + validate (bad input -> ``events.dlq``, once per source
+  offset even across crashes: ``streams.dead_letters``), apply the event
   to the user's state once (dedupe by ``event_id``; written with ``streams.direct_writes``),
   update popularity, queue the user.
 - ``recommend`` (a task reading :class:`streams.pending.PendingRequests` in micro-batches): one
@@ -15,6 +16,7 @@ import asyncio
 import json
 import logging
 import time
+from functools import partial
 from typing import Any
 
 from .app import StreamRec
@@ -28,6 +30,7 @@ from .user_state import apply_event, encode, history
 log = logging.getLogger(__name__)
 
 POPULARITY_FLUSH_S = 5.0  # at most one popularity changelog write per partition per 5 s
+DEAD_LETTER_MARK = b"p%d"  # key of a partition's mark in the dead_letters table
 POPULAR_REFRESH_S = 1.0  # the popularity fallback's ranking is at most this old
 
 
@@ -35,15 +38,14 @@ async def handle_event(sr: StreamRec, event: Any) -> None:
     """Process one message of ``events`` (``event`` is a Faust event with ``.message``)."""
     s, metrics, msg = sr.settings, sr.metrics, event.message
     now = time.time()
+    mark = sr.dead_letter_marks.to_persist(msg.partition)
+    if mark is not None:
+        await sr.dead_letter_writer.put(msg.partition, DEAD_LETTER_MARK % msg.partition, mark)
     try:
         ev = parse_event(msg.value, max_bytes=s.max_message_bytes, max_future_s=s.max_future_s,
                          now=now, default_ts=msg.timestamp or now)
     except InvalidEvent as err:
-        await sr.dlq_topic.send(key=msg.key, value=DeadLetter.of(
-            err.reason, err.error, msg.value, msg.topic, msg.partition, msg.offset,
-            max_raw_bytes=s.max_message_bytes).to_bytes())
-        metrics.dlq.labels(err.reason).inc()
-        metrics.events.labels("rejected").inc()
+        await dead_letter(sr, msg, err)
         return
     key = ev.user_id.encode()
     if msg.key != key:
@@ -61,6 +63,29 @@ async def handle_event(sr: StreamRec, event: Any) -> None:
     sr.model.note_item(ev.item_id, [item for item, _, _ in new_state["items"][:-1]])
     metrics.events.labels("accepted").inc()
     await sr.pending.put(Request(ev.user_id, history(new_state), ev.ts, now, msg.timestamp))
+
+
+async def dead_letter(sr: StreamRec, msg: Any, err: InvalidEvent) -> None:
+    """Send a malformed message to the DLQ with its reason, unless it was sent there before (a
+    message read again after a crash: streams/dead_letters.py)."""
+    marks, partition, metrics = sr.dead_letter_marks, msg.partition, sr.metrics
+    if not marks.known(partition):
+        marks.load(partition, sr.dead_letters.get(DEAD_LETTER_MARK % partition))
+    if marks.written(partition, msg.offset):
+        metrics.events.labels("duplicate").inc()
+        return
+    record = DeadLetter.of(err.reason, err.error, msg.value, msg.topic, partition, msg.offset,
+                           max_raw_bytes=sr.settings.max_message_bytes)
+    sent = await send_now(sr.app, sr.settings.topic_dlq, msg.key, record.to_bytes(), what="a dead letter")
+    marks.sent(partition, msg.offset)
+    sent.add_done_callback(partial(_dead_letter_delivered, marks, partition, msg.offset))
+    metrics.dlq.labels(err.reason).inc()
+    metrics.events.labels("rejected").inc()
+
+
+def _dead_letter_delivered(marks, partition: int, offset: int, sent: asyncio.Future) -> None:
+    if not sent.cancelled() and sent.exception() is None:
+        marks.delivered(partition, offset)
 
 
 def _count_popularity(sr: StreamRec, partition: int, ev: Event) -> None:
@@ -203,6 +228,7 @@ def register(sr: StreamRec) -> None:
         for tp in revoked:
             if tp.topic == s.topic_events:
                 sr.popularity.pop(tp.partition, None)
+                sr.dead_letter_marks.forget(tp.partition)
 
 
 def _publisher(sr: StreamRec):

@@ -17,6 +17,7 @@ import faust
 from .direct_writes import TableWriter
 from .metrics import Metrics
 from .pending import PendingRequests
+from .dead_letters import DeadLetterMarks
 from .popularity import Popularity
 from .recovery import TableManager
 from .settings import Settings
@@ -106,6 +107,7 @@ class StreamRec:
         default_factory=lambda: ThreadPoolExecutor(max_workers=1, thread_name_prefix="streamrec-serve"))
     popularity: dict[int, Popularity] = field(default_factory=dict)  # by partition of `events`
     popularity_flushed: dict[int, float] = field(default_factory=dict)  # partition -> monotonic time
+    dead_letter_marks: DeadLetterMarks = field(default_factory=DeadLetterMarks)
     popular_cache: tuple[float, int, list] = (float("-inf"), 0, [])  # popular_now's (monotonic time, n, top n)
     model: Any = None  # streams.live_model.LiveModel (built in __post_init__)
     trainer: Any = None  # streams.trainer.StreamTrainer while this worker leads the group
@@ -117,10 +119,6 @@ class StreamRec:
         self.model = LiveModel(s, self.metrics)
         self.events_topic = app.topic(s.topic_events, key_serializer="raw", value_serializer="raw",
                                       partitions=s.partitions)
-        # Records (streams.records) are sent as the JSON bytes they encode themselves; those of
-        # `recommendations` with streams.direct_writes.send_now, the rare dead letters here.
-        self.dlq_topic = app.topic(s.topic_dlq, key_serializer="raw", value_serializer="raw",
-                                   partitions=s.partitions)
         # Accepted events waiting for their recommendation (a few batches: then ingestion waits).
         self.pending = PendingRequests(maxsize=4 * s.batch_size)
         # Keys are raw bytes, values JSON. key_type=bytes makes the key serializer "raw": a Table's
@@ -133,8 +131,12 @@ class StreamRec:
         # One entry per partition of `events` ("p3"): that partition's decayed popularity.
         self.item_popularity = app.Table("item_popularity", default=None, partitions=s.partitions,
                                          key_type=bytes, options=rocksdb_options(s))
+        # One entry per partition of `events` ("p3"): the dead-letter mark (streams.dead_letters).
+        self.dead_letters = app.Table("dead_letters", default=None, partitions=s.partitions,
+                                      key_type=bytes, value_type=bytes, options=rocksdb_options(s))
         # user_sequences is written once per accepted event: through TableWriter, not table[key] = ...
         self.state_writer = TableWriter(app, self.user_sequences)
+        self.dead_letter_writer = TableWriter(app, self.dead_letters)
 
     def user_state(self, user_id: str | bytes) -> dict | None:
         key = user_id.encode() if isinstance(user_id, str) else user_id

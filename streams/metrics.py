@@ -17,7 +17,7 @@ TASK_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300
 class Metrics:
     def __init__(self) -> None:
         r = self.registry = CollectorRegistry()
-        self.events = Counter("streamrec_events_total", "Input messages by outcome.", ["outcome"], registry=r)
+        self.events = Counter("streamrec_events_total", "Input messages by outcome (duplicate: applied or dead-lettered before).", ["outcome"], registry=r)
         self.dlq = Counter("streamrec_dlq_total", "Messages sent to the dead-letter topic.", ["reason"],
                            registry=r)
         self.latency = Histogram("streamrec_event_to_recommendation_seconds",

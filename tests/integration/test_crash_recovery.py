@@ -30,5 +30,9 @@ def test_sigkill_twice_nothing_lost_nothing_twice(tmp_path):
     assert report["kills"] == 2
     assert report["malformed"] > 20 and len(report["dlq_expected_by_reason"]) >= 6
     assert not check(result), report
+    # Dead letters re-read after a kill are skipped (streams/dead_letters.py); one can still be
+    # written twice if the kill lands in the milliseconds between its acknowledgement and the
+    # mark's write (before the marks: 11 duplicates in this scenario).
+    assert report["dlq_duplicate_records"] <= report["kills"], report
     for restart in report["restarts"]:
         assert restart["ready_s"] is not None and restart["first_recommendation_s"] is not None, report

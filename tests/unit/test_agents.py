@@ -17,6 +17,7 @@ import streams.agents
 import streams.app
 import streams.direct_writes
 from streams.agents import emit_recommendations, popular_now, table_entries
+from streams.dead_letters import DeadLetterMarks
 from streams.serving import Request
 
 NOW = time.time()
@@ -58,8 +59,8 @@ class SentNow:
 def sr(make_settings, monkeypatch):
     app = streams.app.create(make_settings(partitions=1, http_port=1))
     now = SentNow()
-    sent = SimpleNamespace(dlq=Sent(), events=Sent(), recs=now[app.settings.topic_recommendations], now=now)
-    monkeypatch.setattr(app.dlq_topic, "send", sent.dlq)
+    sent = SimpleNamespace(dlq=now[app.settings.topic_dlq], events=Sent(), recs=now[app.settings.topic_recommendations],
+                           now=now)
     monkeypatch.setattr(app.events_topic, "send", sent.events)
     monkeypatch.setattr(streams.direct_writes, "send_now", now)
     monkeypatch.setattr(streams.agents, "send_now", now)
@@ -175,6 +176,30 @@ async def test_recommendations_one_record_per_user_excluding_seen_items(sr):
     assert [item["item_id"] for item in records[b"p3-0"]["items"]][:3] == ["i0", "i1", "i2"]
     assert rec["event_ts"] == NOW - 1 and rec["model_version"] == 0
     assert _metric(sr, 'streamrec_recommendations_total{source="popular"}') == 2
+
+
+async def test_malformed_message_read_again_is_not_dead_lettered_twice(sr):
+    changelog = sr.dead_letters.changelog_topic.get_topic_name()
+    async with sr.app.agents["ingest"].test_context() as ingest:
+        await ingest.put(b"not json", key=b"u1")  # offset 0
+        await ingest.put(b"{", key=b"u2")  # 1
+        await ingest.put(event(event_id="e1"), key=b"u1")  # 2
+        # the mark is written by the next message of the partition after an acknowledgement
+        assert sr.sent.now[changelog].calls == [(b"p0", b"0"), (b"p0", b"1")]
+        ingest.sent_offset = 0  # a crash before the offsets were committed: read again
+        await ingest.put(b"not json", key=b"u1")
+        await ingest.put(b"{", key=b"u2")
+        await ingest.put(event(event_id="e1"), key=b"u1")
+        sr.dead_letter_marks = DeadLetterMarks()  # a new process: the mark comes from the table
+        ingest.sent_offset = 1
+        await ingest.put(b"{", key=b"u2")
+        await ingest.put(event(event_id="e1"), key=b"u1")
+        await ingest.put(b"[1]", key=b"u3")  # 3: new
+    assert [key for key, _ in sr.sent.dlq.calls] == [b"u1", b"u2", b"u3"]
+    assert [json.loads(value)["offset"] for _, value in sr.sent.dlq.calls] == [0, 1, 3]
+    assert sr.user_state("u1")["n"] == 1
+    assert _metric(sr, 'streamrec_events_total{outcome="rejected"}') == 3
+    assert _metric(sr, 'streamrec_events_total{outcome="duplicate"}') == 3 + 2  # 3 malformed, 2 e1
 
 
 async def test_popularity_ranking_is_reused_for_popular_refresh_s_then_redone(sr):

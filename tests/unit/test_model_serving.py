@@ -140,7 +140,6 @@ def test_online_update_lowers_loss_and_grows_vocab():
         last = trainer.update(seqs)
     assert last < 0.7 * first
     assert trainer.version == 16 and rec.version == 16
-    old = rec.item_matrix()[1]
     trainer.update([[("i1", "click"), ("brand-new", "purchase"), ("i2", "click")]])
     ids, M = rec.item_matrix()
     assert "brand-new" in ids and M.shape[0] == 11
