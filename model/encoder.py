@@ -235,9 +235,9 @@ class SeqEncoder(nn.Module):
             nn.init.normal_(new, std=0.02)
         else:
             new.copy_(init)
-        emb = nn.Embedding(old.shape[0] + n_new_rows, self.cfg.dim, padding_idx=PAD,
-                           device=old.device, dtype=old.dtype)
-        emb.weight.copy_(torch.cat([old, new], 0))
+        # from_pretrained takes the grown table as it is: nn.Embedding(n, dim) would first fill all
+        # n rows with random values (half the cost of growing a 100k-item table) to overwrite them.
+        emb = nn.Embedding.from_pretrained(torch.cat([old, new], 0), freeze=False, padding_idx=PAD)
         self.item_emb = emb
         self.cfg.n_items = emb.num_embeddings
 
