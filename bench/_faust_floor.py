@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -32,8 +33,9 @@ def main() -> None:
     use_fast_event_loop()
     import faust
 
+    datadir = tempfile.mkdtemp(prefix="faust-floor-")
     app = faust.App(f"faust-floor-{uuid.uuid4().hex[:8]}", broker=f"kafka://{args.bootstrap}",
-                    store="memory://", datadir=tempfile.mkdtemp(prefix="faust-floor-"), web_enabled=False, autodiscover=False,
+                    store="memory://", datadir=datadir, web_enabled=False, autodiscover=False,
                     consumer_auto_offset_reset="earliest", topic_partitions=args.partitions,
                     broker_session_timeout=6, broker_rebalance_timeout=4, broker_heartbeat_interval=1)
     topic = app.topic(args.topic, key_serializer="raw", value_serializer="raw", partitions=args.partitions)
@@ -50,6 +52,7 @@ def main() -> None:
                 took = time.monotonic() - state["first"]
                 print(json.dumps({"messages": state["n"], "seconds": round(took, 2),
                                   "events_per_s": round(state["n"] / took, 1)}), file=sys.__stdout__, flush=True)
+                shutil.rmtree(datadir, ignore_errors=True)
                 os._exit(0)
 
     worker = faust.Worker(app, loglevel="WARNING", quiet=True)
