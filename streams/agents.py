@@ -103,10 +103,12 @@ def popular_now(sr: StreamRec, n: int) -> list[tuple[str, float]]:
     """(item_id, decayed count as of the latest event) of the worker's partitions, best first.
 
     Ranked at most every POPULAR_REFRESH_S: ranking every partition's items for each micro-batch
-    took 3-4 % of the event loop of a worker draining a backlog (py-spy, bench/throughput.py)."""
+    took 3-4 % of the event loop of a worker draining a backlog (py-spy, bench/throughput.py).
+    A ranking shorter than ``n`` (fewer items counted yet: cheap to rank) is never reused, so a
+    new worker's first rankings, made from a handful of items, do not stand for a second."""
     now = time.monotonic()
     ranked_at, ranked_n, ranked = sr.popular_cache
-    if now - ranked_at < POPULAR_REFRESH_S and n <= ranked_n:
+    if now - ranked_at < POPULAR_REFRESH_S and n <= ranked_n and len(ranked) >= n:
         return ranked[:n]
     trackers = list(sr.popularity.values())
     if not trackers:

@@ -203,20 +203,31 @@ async def test_malformed_message_read_again_is_not_dead_lettered_twice(sr):
 
 
 async def test_popularity_ranking_is_reused_for_popular_refresh_s_then_redone(sr):
-    async with sr.app.agents["ingest"].test_context() as ingest:
-        await ingest.put(event(user="a", item="i1"), key=b"a")
-    assert [item for item, _ in popular_now(sr, 5)] == ["i1"]
-    async with sr.app.agents["ingest"].test_context() as ingest:
-        for n in range(3):
-            await ingest.put(event(user=f"b{n}", item="i2"), key=f"b{n}".encode())
-    assert [item for item, _ in popular_now(sr, 5)] == ["i1"]  # ranked less than a second ago
-    assert [item for item, _ in popular_now(sr, 8)] == ["i2", "i1"]  # more than was ranked: ranked again
+    async def clicks(item, n):
+        async with sr.app.agents["ingest"].test_context() as ingest:
+            for m in range(n):
+                await ingest.put(event(user=f"{item}-{m}", item=item), key=f"{item}-{m}".encode())
+
+    for n in range(6):
+        await clicks(f"i{n}", 6 - n)  # i0 (6 events) .. i5 (1)
+    assert [item for item, _ in popular_now(sr, 3)] == ["i0", "i1", "i2"]
+    await clicks("hit", 10)
+    assert [item for item, _ in popular_now(sr, 3)] == ["i0", "i1", "i2"]  # ranked less than a second ago
+    assert [item for item, _ in popular_now(sr, 4)][0] == "hit"  # more than was ranked: ranked again
     ranked_at, n, ranked = sr.popular_cache
     sr.popular_cache = (ranked_at - streams.agents.POPULAR_REFRESH_S, n, ranked)
+    await clicks("hotter", 12)
+    assert [item for item, _ in popular_now(sr, 3)] == ["hotter", "hit", "i0"]  # the old ranking expired
+
+
+async def test_a_ranking_shorter_than_asked_is_not_reused(sr):
     async with sr.app.agents["ingest"].test_context() as ingest:
-        for n in range(5):
-            await ingest.put(event(user=f"c{n}", item="i3"), key=f"c{n}".encode())
-    assert [item for item, _ in popular_now(sr, 5)] == ["i3", "i2", "i1"]  # the old ranking expired
+        await ingest.put(event(user="a", item="first"), key=b"a")
+        assert [item for item, _ in popular_now(sr, 10)] == ["first"]
+        await ingest.put(event(user="b", item="second"), key=b"b")
+        await ingest.put(event(user="c", item="second"), key=b"c")
+    # a user who saw "first" must still get something: the ranking of one item is not kept
+    assert [item for item, _ in popular_now(sr, 10)] == ["second", "first"]
 
 
 def _metric(sr, name: str) -> float:
