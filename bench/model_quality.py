@@ -69,7 +69,7 @@ def run_row(name: str, args) -> dict:
     tcfg = TrainConfig(epochs=args.epochs, max_minutes=minutes, patience=args.patience,
                        eval_every=args.eval_every, lr=args.lr, batch_size=args.batch_size,
                        device=args.device, progress=False, lr_schedule=args.lr_schedule,
-                       windows=args.windows)
+                       windows=args.windows, ema_decay=args.ema_decay)
     t0 = time.time()
     summary = pretrain(ds, ecfg, ocfg, tcfg, out_dir)
     ck = load_checkpoint(os.path.join(out_dir, "best.ckpt"))
@@ -159,6 +159,8 @@ def main(argv=None) -> int:
                    help="cosine: decay the learning rate to 1%% of --lr at the end of the time budget")
     p.add_argument("--windows", default="last", choices=WINDOWS,
                    help="all: also train on history older than max_len (last: the most recent window only)")
+    p.add_argument("--ema-decay", type=float, default=0.0,
+                   help="select a moving average of the weights (0 = the trained weights)")
     p.add_argument("--dim", type=int, help="encoder width (default: the dataset's preset)")
     p.add_argument("--n-layers", type=int, help="transformer blocks (default: the preset)")
     p.add_argument("--n-heads", type=int, help="attention heads (default: the preset)")

@@ -43,6 +43,9 @@ def register(subparsers) -> None:
                    help="cosine: decay the learning rate to 1%% of --lr by the end (--epochs or --max-minutes)")
     p.add_argument("--windows", default="last", choices=WINDOWS,
                    help="all: also train on history older than --max-len (last: the most recent window only)")
+    p.add_argument("--ema-decay", type=float, default=0.0,
+                   help="validate and keep as best.ckpt a moving average of the weights, e.g. 0.995 per step "
+                        "(0 = off: the trained weights)")
     p.add_argument("--objectives", default="next",
                    help="comma list of next,masked,contrastive,adversarial,purchase")
     p.add_argument("--weights", default=None, help="comma list of weights aligned with --objectives (default 1 each)")
@@ -147,10 +150,13 @@ def _pretrain(args) -> int:
         ocfg = ObjectiveConfig(weights=weights, n_negatives=args.negatives)
     except ValueError as e:
         raise UsageError(str(e)) from None
-    tcfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, max_minutes=args.max_minutes,
-                       patience=args.patience, eval_every=args.eval_every, seed=args.seed,
-                       device=args.device, progress=not args.quiet, lr_schedule=args.lr_schedule,
-                       windows=args.windows)
+    try:
+        tcfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                           max_minutes=args.max_minutes, patience=args.patience, eval_every=args.eval_every,
+                           seed=args.seed, device=args.device, progress=not args.quiet,
+                           lr_schedule=args.lr_schedule, windows=args.windows, ema_decay=args.ema_decay)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
     summary = pretrain(ds, ecfg, ocfg, tcfg, args.out, resume=args.resume)
     summary.pop("history")
     print(json.dumps(summary))

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from model.averaging import WeightAverage
 from model.checkpoint import load_checkpoint, save_checkpoint
 from model.data import SeqDataset, loo_train, pad_left
 from model.encoder import EncoderConfig, SeqEncoder
@@ -44,12 +45,15 @@ class TrainConfig:
     lr_schedule: str = "constant"     # "cosine": decay to lr * min_lr_ratio at the end of training
     min_lr_ratio: float = 0.01
     windows: str = "last"             # "all": also train on history older than max_len (see iter_batches)
+    ema_decay: float = 0.0            # > 0: validate and select a moving average of the weights (averaging.py)
 
     def __post_init__(self):
         if self.lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, not {self.lr_schedule!r}")
         if self.windows not in WINDOWS:
             raise ValueError(f"windows must be one of {WINDOWS}, not {self.windows!r}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"ema_decay must be in [0, 1), not {self.ema_decay}")
 
     def lr_at(self, progress: float) -> float:
         """Learning rate at ``progress`` in [0, 1] of the training run (epochs or time budget)."""
@@ -147,6 +151,12 @@ def pretrain(ds: SeqDataset, ecfg: EncoderConfig, ocfg: ObjectiveConfig, tcfg: T
             opt.load_state_dict(ck["optimizer"])
         step, best_val, version = ck["step"], ck["best_val"], ck["version"]
         log.info("resumed from %s at step %d (best val %.4f)", resume, step, best_val)
+    nets = torch.nn.ModuleDict({"enc": enc, **({"heads": heads} if heads is not None else {})})
+    average = WeightAverage(nets, tcfg.ema_decay) if tcfg.ema_decay else None
+    if average is not None and resume and ck.get("average") and n_ck == ecfg.n_items:
+        average.load_state_dict(ck["average"])
+    # what is validated and saved as best: the averaged weights when averaging, else the trained ones
+    sel = average.module if average is not None else nets
 
     train_items, train_types = loo_train(ds)
     pop = popularity(ds)
@@ -171,6 +181,8 @@ def pretrain(ds: SeqDataset, ecfg: EncoderConfig, ocfg: ObjectiveConfig, tcfg: T
             parts["total"].backward()
             torch.nn.utils.clip_grad_norm_(params, 5.0)
             opt.step()
+            if average is not None:
+                average.update()
             step += 1
             losses.append({k: v.item() for k, v in parts.items()})
             bar.set_postfix(loss=f"{losses[-1]['total']:.3f}")
@@ -178,15 +190,18 @@ def pretrain(ds: SeqDataset, ecfg: EncoderConfig, ocfg: ObjectiveConfig, tcfg: T
                **{f"loss_{k}": float(np.mean([l[k] for l in losses])) for k in losses[0]}}
         out_of_time = tcfg.max_minutes and (time.time() - t0) / 60 >= tcfg.max_minutes
         if epoch % tcfg.eval_every == 0 or epoch == tcfg.epochs or out_of_time:
-            val = evaluate_model(enc, ds, "valid", with_popularity=False)["model"]
+            val = evaluate_model(sel["enc"], ds, "valid", with_popularity=False)["model"]
             score = val[SELECT_METRIC[0]][SELECT_METRIC[1]]
             rec.update({"val_ndcg10": score, "val_hr10": val[SELECT_METRIC[0]]["HR@10"]})
+            if average is not None:   # the trained weights too, to see what the average adds
+                raw = evaluate_model(enc, ds, "valid", with_popularity=False)["model"][SELECT_METRIC[0]]
+                rec.update({"val_ndcg10_raw": raw[SELECT_METRIC[1]], "val_hr10_raw": raw["HR@10"]})
             if score > best_val:
                 best_val, bad_evals = score, 0
                 version += 1
                 save_checkpoint(os.path.join(out_dir, "best.ckpt"),
-                                make_ckpt(enc, heads, opt, ocfg, ds.vocab, step, best_val, version, pop,
-                                          {**meta, "epoch": epoch}))
+                                make_ckpt(sel["enc"], sel["heads"] if heads is not None else None, opt, ocfg,
+                                          ds.vocab, step, best_val, version, pop, {**meta, "epoch": epoch}))
             else:
                 bad_evals += 1
         history.append(rec)
@@ -198,9 +213,11 @@ def pretrain(ds: SeqDataset, ecfg: EncoderConfig, ocfg: ObjectiveConfig, tcfg: T
             stop_reason = "time budget"
             break
     minutes = (time.time() - t0) / 60
-    save_checkpoint(os.path.join(out_dir, "last.ckpt"),
-                    make_ckpt(enc, heads, opt, ocfg, ds.vocab, step, best_val, version, pop,
-                              {**meta, "epoch": history[-1]["epoch"]}))
+    last = make_ckpt(enc, heads, opt, ocfg, ds.vocab, step, best_val, version, pop,
+                     {**meta, "epoch": history[-1]["epoch"]})
+    if average is not None:
+        last["average"] = average.state_dict()
+    save_checkpoint(os.path.join(out_dir, "last.ckpt"), last)
     summary = {"best_val_ndcg10": best_val, "epochs": history[-1]["epoch"], "steps": step,
                "train_minutes": minutes, "stop_reason": stop_reason, "device": str(device)}
     with open(os.path.join(out_dir, "history.json"), "w") as f:
@@ -230,6 +247,9 @@ def plot_history(history: list[dict], path: str, title: str = "training curve") 
     ev = [h for h in history if "val_ndcg10" in h]
     ax[1].plot([h["epoch"] for h in ev], [h["val_ndcg10"] for h in ev], label="val NDCG@10")
     ax[1].plot([h["epoch"] for h in ev], [h["val_hr10"] for h in ev], label="val HR@10")
+    if any("val_ndcg10_raw" in h for h in ev):
+        ax[1].plot([h["epoch"] for h in ev], [h["val_ndcg10_raw"] for h in ev], ":",
+                   label="val NDCG@10, trained weights (not averaged)")
     ax[1].set_xlabel("epoch"), ax[1].legend()
     fig.suptitle(title)
     fig.tight_layout()

@@ -196,7 +196,34 @@ def test_commands_pretrain_evaluate_and_errors(tmp_path, capsys):
         (["pretrain", "--data", str(data), "--format", "ml1m", "--out", str(out), "--objectives", "magic"],
          "unknown objectives"),
         (["evaluate", "--checkpoint", str(tmp_path / "x.ckpt"), "--data", str(data), "--format", "ml1m"], "not found"),
+        (["pretrain", "--data", str(data), "--format", "ml1m", "--out", str(out), "--ema-decay", "1"], "ema_decay"),
     ]:
         assert main(argv) == 2
         err = capsys.readouterr().err.strip()
         assert msg in err and "Traceback" not in err and len(err.splitlines()) == 1
+
+
+def test_pretrain_with_weight_average_selects_and_saves_the_average(tmp_path):
+    """--ema-decay: validation scores the averaged weights (the trained ones beside them), best.ckpt
+    holds the average, last.ckpt the trained weights plus the average, and a resume continues both."""
+    from model.commands import main
+    lines = [f"{u} {(u + k) % 15 + 1}" for u in range(30) for k in range(12)]
+    data = tmp_path / "d.txt"
+    data.write_text("\n".join(lines) + "\n")
+    args = ["pretrain", "--data", str(data), "--format", "ml1m", "--dim", "16", "--layers", "1",
+            "--max-len", "12", "--quiet", "--ema-decay", "0.9"]
+    assert main(args + ["--out", str(tmp_path / "run"), "--epochs", "3"]) == 0
+    with open(tmp_path / "run" / "history.json") as f:
+        history = json.load(f)["history"]
+    assert all({"val_ndcg10", "val_ndcg10_raw"} <= set(h) for h in history)
+    best, last = (load_checkpoint(str(tmp_path / "run" / n)) for n in ("best.ckpt", "last.ckpt"))
+    assert last["average"]["updates"] == last["step"] > 0
+    if best["step"] == last["step"]:       # the last epoch was the best: best.ckpt is the average
+        for name, w in best["model"].items():
+            torch.testing.assert_close(w, last["average"]["module"]["enc." + name])
+    assert any(not torch.equal(w, last["average"]["module"]["enc." + name])   # the average is not a copy
+               for name, w in last["model"].items())
+    assert main(args + ["--out", str(tmp_path / "run2"), "--epochs", "1",
+                        "--resume", str(tmp_path / "run" / "last.ckpt")]) == 0
+    again = load_checkpoint(str(tmp_path / "run2" / "last.ckpt"))
+    assert again["average"]["updates"] == again["step"] > last["step"]
