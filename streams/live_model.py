@@ -113,9 +113,11 @@ class LiveModel:
         ids, vectors = rec.item_matrix()
         index = ItemIndex.build(ids, vectors, version=self._index_builds,
                                 base=previous.index if previous else None)
-        self.served = Served(rec, index, update)
         if previous is not None:
-            self._carry_new_items(previous)
+            # before the pair is served: adding items takes the recommender's lock, which serving
+            # would wait for (tens of ms for a grown 100k-item table)
+            self._carry_new_items(previous, rec, index)
+        self.served = Served(rec, index, update)
         del previous
         freeze_long_lived()  # the new version's objects live until the next swap
         took = time.perf_counter() - started
@@ -157,14 +159,16 @@ class LiveModel:
     def add_new_items_async(self):
         return self._swap.submit(self.add_new_items)
 
-    def _carry_new_items(self, previous: Served) -> None:
-        """Items the old pair had gained in the stream but the new version lacks: cold-start them."""
-        new_vocab = self.served.recommender.vocab
+    @staticmethod
+    def _carry_new_items(previous: Served, rec, index) -> None:
+        """Items the old pair had gained in the stream but the new version (``rec``, ``index``, not
+        served yet) lacks: cold-start them. The swap thread is the only one that adds items, so
+        none can reach the old pair after this."""
+        new_vocab = rec.vocab
         # rows 1..reused_rows are the same in both (ItemVocab.from_state was given the old one)
         missing = [i for i in previous.recommender.vocab.ids(new_vocab.reused_rows) if i not in new_vocab]
         if missing:
-            vectors = self.served.recommender.add_items(missing)
-            self.served.index.add(missing, vectors)
+            index.add(missing, rec.add_items(missing))
 
     # --- model-updates watcher -----------------------------------------------------------------
     def start_watching(self) -> None:

@@ -118,8 +118,19 @@ def test_new_items_survive_a_swap_to_a_version_that_lacks_them(live, store):
     assert live.load(store.save(make_rec(1)))
     live.note_item("late", ["i1"])
     live.add_new_items()
+    carry = LiveModel._carry_new_items
+    served_then = []
+
+    def watched(previous, rec, index):
+        served_then.append(live.served)
+        carry(previous, rec, index)
+
+    live._carry_new_items = watched
     assert live.load(store.save(make_rec(2)))
     assert "late" in live.served.index
+    # carried into the new pair before it was served (adding items takes the recommender's lock,
+    # which serving would wait for), not added to it while serving read it
+    assert served_then[0].update.version == 1 and live.model_version == 2
 
 
 def test_rollback_record_swaps_back_to_an_older_version(live, store):
