@@ -73,8 +73,7 @@ def run_row(name: str, args) -> dict:
     t0 = time.time()
     summary = pretrain(ds, ecfg, ocfg, tcfg, out_dir)
     ck = load_checkpoint(os.path.join(out_dir, "best.ckpt"))
-    enc = SeqEncoder(EncoderConfig.from_dict(ck["config"]))
-    enc.load_state_dict(ck["model"])
+    enc = SeqEncoder.from_state(EncoderConfig.from_dict(ck["config"]), ck["model"])
     result = {"row": name, "data": path, "format": fmt, "objectives": weights, "encoder": ck["config"],
               "budget_minutes": minutes, "train": {k: v for k, v in summary.items() if k != "history"},
               "history": summary["history"], "best_epoch": ck["meta"]["epoch"]}

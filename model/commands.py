@@ -182,8 +182,7 @@ def _evaluate(args) -> int:
     from model.vocab import ItemVocab
 
     ck = load_checkpoint(args.checkpoint)
-    enc = SeqEncoder(EncoderConfig.from_dict(ck["config"]))
-    enc.load_state_dict(ck["model"])
+    enc = SeqEncoder.from_state(EncoderConfig.from_dict(ck["config"]), ck["model"])
     ds = load_dataset(args.data, args.format, vocab=ItemVocab.from_state(ck["vocab"]))
     res = evaluate_model(enc, ds, args.split)
     res["checkpoint"] = args.checkpoint

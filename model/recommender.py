@@ -62,8 +62,7 @@ class Recommender:
         """``vocab_base``: the vocabulary being served, whose shared rows are reused
         (``ItemVocab.from_state``)."""
         ck = load_checkpoint(path, expected=expected, map_location=device or "cpu")
-        enc = SeqEncoder(EncoderConfig.from_dict(ck["config"]))
-        enc.load_state_dict(ck["model"])
+        enc = SeqEncoder.from_state(EncoderConfig.from_dict(ck["config"]), ck["model"])
         pop = ck.get("popularity")
         rec = cls(enc.to(device or "cpu"), ItemVocab.from_state(ck["vocab"], base=vocab_base), ck["version"],
                   pop.numpy() if pop is not None else None, ck.get("heads"))

@@ -144,6 +144,21 @@ def test_encoder_grow_keeps_trained_rows():
     torch.testing.assert_close(W[11:].detach(), init)
 
 
+def test_encoder_from_state_holds_the_state_and_refuses_an_incomplete_one():
+    enc = small_encoder()
+    state = {k: v.clone() for k, v in enc.state_dict().items()}
+    again = SeqEncoder.from_state(enc.cfg, state)
+    for name, value in again.state_dict().items():
+        assert value.device.type == "cpu" and torch.equal(value, enc.state_dict()[name])
+    assert all(p.requires_grad for p in again.parameters())
+    x = torch.tensor([[0, 3, 4], [5, 6, 7]])
+    enc.eval(), again.eval()
+    torch.testing.assert_close(again.encode_sequences(x, (x > 0).long()), enc.encode_sequences(x, (x > 0).long()))
+    del state["ln_f.weight"]
+    with pytest.raises(RuntimeError, match="ln_f.weight"):
+        SeqEncoder.from_state(enc.cfg, state)
+
+
 def test_planted_rule_is_learned():
     """next item = a fixed permutation of the current one: HR@1 must be near 1 after brief training."""
     from model.objectives import Batch, ObjectiveConfig, compute_losses
