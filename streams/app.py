@@ -109,14 +109,15 @@ class StreamRec:
     popularity_flushed: dict[int, float] = field(default_factory=dict)  # partition -> monotonic time
     dead_letter_marks: DeadLetterMarks = field(default_factory=DeadLetterMarks)
     popular_cache: tuple[float, int, list] = (float("-inf"), 0, [])  # popular_now's (monotonic time, n, top n)
-    model: Any = None  # streams.live_model.LiveModel (built in __post_init__)
+    model: Any = None  # LiveModel, or ServingPair with serving_processes (built in __post_init__)
     trainer: Any = None  # streams.trainer.StreamTrainer while this worker leads the group
 
     def __post_init__(self) -> None:
         from .live_model import LiveModel
+        from .serving_process import ServingPair
 
         s, app = self.settings, self.app
-        self.model = LiveModel(s, self.metrics)
+        self.model = (ServingPair if s.serving_processes else LiveModel)(s, self.metrics)
         self.events_topic = app.topic(s.topic_events, key_serializer="raw", value_serializer="raw",
                                       partitions=s.partitions)
         # Accepted events waiting for their recommendation (a few batches: then ingestion waits).

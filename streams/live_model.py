@@ -63,6 +63,7 @@ class LiveModel:
         self._watcher: threading.Thread | None = None
         self._stop = threading.Event()
         self.latest_update: ModelUpdate | None = None  # the record in force on model-updates
+        self.last_refusal: str | None = None  # why the last refused version was refused
         self.caught_up = threading.Event()  # set once the watcher has read model-updates to its end
 
     # --- what serving reads --------------------------------------------------------------------
@@ -106,6 +107,7 @@ class LiveModel:
                 str(path), vocab_base=previous.recommender.vocab if previous else None)
             rec.prepare_serving()
         except Exception as exc:  # a bad checkpoint must never take serving down
+            self.last_refusal = f"{type(exc).__name__}: {exc}"
             log.error("refusing model version %d: %s; still serving version %d",
                       update.version, exc, self.model_version)
             return False
@@ -143,18 +145,22 @@ class LiveModel:
 
     def add_new_items(self) -> int:
         """Give the remembered new items cold-start vectors and add them to the index (swap thread)."""
+        return len(self.add_noted_items())
+
+    def add_noted_items(self) -> list[str]:
+        """``add_new_items``, returning the ids it added."""
         served = self.served
         with self._new_lock:
             pending, self._new_items = self._new_items, {}
         if served is None or not pending:
-            return 0
+            return []
         ids = list(pending)
         vectors = served.recommender.add_items(ids, co_items={i: pending[i][1] for i in ids})
         served.index.add(ids, vectors)
         now = time.time()
         for item in ids:
             self.metrics.freshness.observe(now - pending[item][0])
-        return len(ids)
+        return ids
 
     def add_new_items_async(self):
         return self._swap.submit(self.add_new_items)

@@ -123,6 +123,10 @@ class Settings(BaseSettings):
         description="Intra-op CPU threads of torch in a worker. 1 by default: small serving batches "
         "run ~100x slower when torch's thread pool competes with the event loop for the cores.",
     )
+    serving_processes: bool = Field(
+        False, description="Serve from two child processes (blue/green: one loads a new version while "
+        "the other serves; streams/serving_process.py) instead of a thread of the worker process.",
+    )
     train: bool = Field(True, description="Run the continuous trainer on the group leader.")
     model_keep_versions: int = Field(5, ge=1, le=1000, description="Model versions kept in the store.")
     publish_interval_s: float = Field(15.0, gt=0, description="Seconds between published model versions.")

@@ -44,7 +44,7 @@ def run_worker(settings: Settings) -> int:
     if set_mmap_threshold(settings.malloc_mmap_threshold_kb):
         log.info("malloc: blocks of %d KiB and more are mmapped", settings.malloc_mmap_threshold_kb)
     sys.setswitchinterval(settings.gil_switch_interval_ms / 1000)
-    broker = None
+    broker = sr = None
     if settings.embedded:
         broker = EmbeddedBroker(settings.broker_port).start()
         reset_state_for_new_cluster(settings)
@@ -63,5 +63,7 @@ def run_worker(settings: Settings) -> int:
             return int(exc.code or 0)
         return 0
     finally:
+        if sr is not None:
+            sr.model.close()  # stops the serving processes, if any
         if broker is not None:
             broker.stop()

@@ -1,6 +1,7 @@
 """The live model in the stream, on the embedded broker: versions are trained, published and
 served while events flow; an item first seen in the stream becomes recommendable before the next
-version; a checkpoint whose checksum does not match is refused and serving goes on."""
+version; a checkpoint whose checksum does not match is refused and serving goes on. Each test runs
+with serving in the worker's thread and in its serving processes (streams/serving_process.py)."""
 
 from __future__ import annotations
 
@@ -18,11 +19,13 @@ pytestmark = pytest.mark.integration
 ITEMS = [f"item-{n}" for n in range(1000)]  # more than any user sees: answers are never empty
 
 
-@pytest.fixture(scope="module")
-def live(worker_factory, kafka_producer):
-    """One worker that trains on the stream and publishes a version every 2 s."""
-    [worker] = worker_factory.start(1, train=True, publish_interval_s=2)
-    return {"base": worker.base, "settings": worker.settings, "producer": kafka_producer, "worker": worker}
+@pytest.fixture(scope="module", params=[False, True], ids=["serving-thread", "serving-processes"])
+def live(request, worker_factory, kafka_producer):
+    """One worker that trains on the stream and publishes a version every 2 s; it serves from a
+    thread of its own, then (second run of these tests) from two child processes."""
+    [worker] = worker_factory.start(1, train=True, publish_interval_s=2, serving_processes=request.param)
+    return {"base": worker.base, "settings": worker.settings, "producer": kafka_producer, "worker": worker,
+            "processes": request.param}
 
 
 def served_version(base: str) -> int:
@@ -75,6 +78,8 @@ def test_versions_are_trained_published_and_served_while_events_flow(live):
             sources |= {json.loads(r.value)["source"] for r in records}
     consumer.close()
     assert "model" in sources  # records on the topic come from the model too
+    # and they came from where the settings say (the serving pair logs which child serves)
+    assert ("from streamrec-serving-" in live["worker"].log()) == live["processes"]
 
 
 def test_item_first_seen_in_stream_is_recommendable_before_the_next_version(live):

@@ -1,0 +1,266 @@
+"""Serving from two child processes, a blue/green pair (setting ``serving_processes``).
+
+Why: in one process, encoding and searching share the GIL with the event loop (ingestion) and
+with model swaps. A swap (checksum, load, trace, index build: ~0.15-0.4 s of mostly Python on
+the 2-core box) made single-user queries 4-5x slower at p99 while it ran
+(``bench/live_swap.py``), however the swap was split up; and the serving thread's Python took
+event-loop time from ingestion. A child process has a GIL of its own.
+
+How:
+- each child (``child_main``) holds a :class:`LiveModel` without a watcher and answers one
+  request at a time on a pipe: ``recommend``, ``load``, ``add_items``;
+- the parent, :class:`ServingPair`, is the worker's ``sr.model``. It keeps LiveModel's
+  model-updates watcher and swap thread, and sends queries to the *active* child. A new version
+  is loaded by the *standby* child; once it is ready the two change roles, and the new standby
+  then loads the same version (so a query never waits for a load: what it waits for is the
+  other process's share of the CPU);
+- items first seen in the stream are forwarded to both children once (every 0.5 s, the
+  worker's new-item timer); a child gives them cold-start vectors and adds them to its index,
+  and carries them over to the versions it loads later;
+- a child that dies is started again and brought to the version in force; while no child has
+  a version, the caller serves popularity (the model answers None), as before a first version.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import signal
+import threading
+import time
+from typing import Sequence
+
+from .live_model import LiveModel
+from .metrics import Metrics
+from .model_store import ModelUpdate
+from .serving import History
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+
+START_TIMEOUT_S = 120.0  # a child's first answer waits for its imports (torch, faiss)
+
+
+class ChildGone(RuntimeError):
+    """The child process exited or its pipe broke."""
+
+
+class ChildError(RuntimeError):
+    """The child raised while handling a request (it keeps running)."""
+
+
+def child_main(conn, settings: Settings) -> None:
+    """A serving child: one LiveModel, one request at a time, until the pipe closes."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C stops the worker; its exit closes our pipe
+    logging.basicConfig(level=settings.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s [serving child]: %(message)s")
+    live = LiveModel(settings, Metrics())  # its metrics stay here: the parent keeps the worker's
+    handlers = {
+        "recommend": live.recommend,
+        "load": lambda update: (live.load(update), live.model_version, live.index_version, live.last_refusal),
+        "add_items": lambda items: _add_items(live, items),
+        "versions": lambda: (live.model_version, live.index_version),
+    }
+    while True:
+        try:
+            op, args = conn.recv()
+        except (EOFError, OSError):  # the worker is gone
+            break
+        if op == "stop":
+            break
+        try:
+            reply = ("ok", handlers[op](*args))
+        except Exception as exc:  # reported to the parent; the child goes on serving
+            reply = ("error", f"{op}: {type(exc).__name__}: {exc}")
+        try:
+            conn.send(reply)
+        except (EOFError, OSError):
+            break
+    live.close()
+
+
+def _add_items(live: LiveModel, items: list[tuple[str, list[str]]]) -> tuple[list[str], int]:
+    """The ids the served model lacked (now added) and the index version."""
+    for item_id, co_items in items:
+        live.note_item(item_id, co_items)  # ignored when the served model knows the item
+    return live.add_noted_items(), live.index_version
+
+
+class _Child:
+    """The parent's handle on one child: a process and a pipe, used by one thread at a time."""
+
+    def __init__(self, ctx, settings: Settings, name: str) -> None:
+        self.name = name
+        self.loaded: tuple[int, str] | None = None  # (version, sha256) it serves
+        self.model_version = self.index_version = 0
+        self._lock = threading.Lock()
+        self._first_answer = True
+        self.conn, theirs = ctx.Pipe()
+        self.proc = ctx.Process(target=child_main, args=(theirs, settings), name=name, daemon=True)
+        self.proc.start()
+        theirs.close()
+
+    def call(self, op: str, *args, timeout: float | None = None):
+        with self._lock:
+            if timeout is None and self._first_answer:
+                timeout = START_TIMEOUT_S
+            try:
+                self.conn.send((op, args))
+                if timeout is not None and not self.conn.poll(timeout):
+                    raise ChildGone(f"{self.name} did not answer {op} within {timeout:.0f} s")
+                status, value = self.conn.recv()
+            except (EOFError, OSError) as exc:
+                raise ChildGone(f"{self.name} exited (code {self.proc.exitcode}): {exc!r}") from None
+            self._first_answer = False
+        if status == "error":
+            raise ChildError(value)
+        return value
+
+    def alive(self) -> bool:
+        return self.proc.is_alive()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        try:
+            with self._lock:
+                self.conn.send(("stop", ()))
+        except (EOFError, OSError):
+            pass
+        self.proc.join(timeout)
+        if self.proc.is_alive():
+            self.proc.kill()
+            self.proc.join(timeout)
+        self.conn.close()
+
+
+class ServingPair(LiveModel):
+    """:class:`LiveModel`'s interface, served by two child processes (module docstring)."""
+
+    def __init__(self, settings: Settings, metrics: Metrics) -> None:
+        super().__init__(settings, metrics)
+        self._ctx = multiprocessing.get_context("spawn")
+        self._children = [self._start_child(n) for n in range(2)]
+        self._active: _Child | None = None
+        self._in_force: ModelUpdate | None = None  # the version the active child serves
+        self._forwarded: set[str] = set()  # items already handed to the children
+
+    def _start_child(self, n: int) -> _Child:
+        return _Child(self._ctx, self.settings, f"streamrec-serving-{n}")
+
+    # --- what serving reads --------------------------------------------------------------------
+    @property
+    def model_version(self) -> int:
+        active = self._active
+        return active.model_version if active else 0
+
+    @property
+    def index_version(self) -> int:
+        active = self._active
+        return active.index_version if active else 0
+
+    def recommend(self, histories: Sequence[History], k: int) -> list[list[tuple[str, float]] | None]:
+        active = self._active
+        if active is None:
+            return [None] * len(histories)
+        try:
+            return active.call("recommend", list(histories), k)
+        except ChildGone as exc:
+            log.error("serving child failed: %s; popularity until it is replaced", exc)
+            if self._active is active:
+                self._active = None
+                if self._in_force is not None:
+                    self.load_async(self._in_force)  # the swap thread restarts it and reloads
+            return [None] * len(histories)
+
+    def staleness(self) -> float | None:
+        update = self._in_force
+        return None if update is None else max(0.0, time.time() - update.created_ts)
+
+    # --- new versions (the swap thread) --------------------------------------------------------
+    def load(self, update: ModelUpdate) -> bool:
+        """Load ``update`` into the standby child, make it the active one, then bring the other
+        child to the same version. False (and the active child untouched) if it is refused."""
+        started = time.perf_counter()
+        standby = self._standby(prefer=(update.version, update.sha256))
+        try:
+            self._load_into(standby, update)
+        except (ChildGone, ChildError, _Refused) as exc:
+            log.error("refusing model version %d: %s; still serving version %d",
+                      update.version, exc, self.model_version)
+            return False
+        self._active, self._in_force = standby, update
+        took = time.perf_counter() - started
+        self.metrics.swap_seconds.observe(took)
+        self.metrics.model_version.set(update.version)
+        self.metrics.index_version.set(standby.index_version)
+        log.info("serving model version %d (index v%d) from %s after %.2f s%s", update.version,
+                 standby.index_version, standby.name, took, " [rollback]" if update.rollback else "")
+        other = self._standby()
+        try:
+            self._load_into(other, update)
+        except (ChildGone, ChildError, _Refused) as exc:  # loaded again before it serves
+            log.warning("%s did not load model version %d: %s", other.name, update.version, exc)
+        return True
+
+    def _load_into(self, child: _Child, update: ModelUpdate) -> None:
+        key = (update.version, update.sha256)
+        if child.loaded == key:
+            return
+        ok, child.model_version, child.index_version, why = child.call("load", update)
+        if not ok:
+            raise _Refused(why)
+        child.loaded = key
+
+    def _standby(self, prefer: tuple[int, str] | None = None) -> _Child:
+        """A child that is not active (one that has ``prefer`` loaded if there is one: after the
+        active child died), started again if it has exited."""
+        others = [n for n, c in enumerate(self._children) if c is not self._active]
+        ready = [n for n in others if self._children[n].loaded == prefer and self._children[n].alive()]
+        n = (ready or others)[0]
+        child = self._children[n]
+        if not child.alive():
+            log.warning("%s exited (code %s); starting it again", child.name, child.proc.exitcode)
+            child.stop(timeout=1.0)
+            child = self._children[n] = self._start_child(n)
+        return child
+
+    # --- items first seen in the stream --------------------------------------------------------
+    def note_item(self, item_id: str, co_items: list[str]) -> None:
+        """On the event loop: remember an item not yet handed to the children."""
+        if item_id in self._forwarded or self._active is None:
+            return
+        with self._new_lock:
+            if item_id not in self._new_items:
+                self._new_items[item_id] = (time.time(), co_items[-20:])
+
+    def add_new_items(self) -> int:
+        """Hand the remembered items to both children, the active one first (swap thread)."""
+        with self._new_lock:
+            pending, self._new_items = self._new_items, {}
+        active = self._active
+        if active is None or not pending:
+            return 0
+        items = [(item, co) for item, (_, co) in pending.items()]
+        added: list[str] = []
+        for child in [active] + [c for c in self._children if c is not active]:
+            try:
+                ids, child.index_version = child.call("add_items", items)
+            except (ChildGone, ChildError) as exc:
+                log.warning("%s did not take %d new items: %s", child.name, len(items), exc)
+                continue
+            if child is active:
+                added, now = ids, time.time()
+                for item in ids:
+                    self.metrics.freshness.observe(now - pending[item][0])
+        # Forwarded once: a child started again later gets them back from the next model version
+        # (the trainer's vocabulary holds the stream's items).
+        self._forwarded.update(pending)
+        return len(added)
+
+    def close(self) -> None:
+        super().close()
+        for child in self._children:
+            child.stop()
+
+
+class _Refused(RuntimeError):
+    pass

@@ -1,0 +1,112 @@
+"""Serving from two child processes (streams/serving_process.py): the same answers as in-process
+serving, versions swapped by the standby child, bad checkpoints refused, new items, a child that
+dies. Real child processes (spawned: a few seconds each to import torch)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from model.encoder import EncoderConfig
+from model.recommender import Recommender
+from streams.live_model import LiveModel
+from streams.metrics import Metrics
+from streams.model_store import ModelStore
+from streams.serving_process import ServingPair
+from streams.settings import load_settings
+
+ITEMS = [f"i{n}" for n in range(60)]
+HISTORIES = [[("i1", "click"), ("i2", "purchase")], [("i7", "click")], [("never-seen", "click")]]
+
+
+def make_rec(version: int, seed: int) -> Recommender:
+    rec = Recommender.fresh(EncoderConfig(dim=16, n_layers=1, max_len=10), item_ids=ITEMS, seed=seed)
+    rec.version = version
+    return rec
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("pair")
+    settings = load_settings({"data_dir": tmp, "store": "memory"}, environ={})
+    model = ServingPair(settings, Metrics())
+    yield model
+    model.close()
+    assert not any(child.alive() for child in model._children)
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory) -> ModelStore:
+    return ModelStore(tmp_path_factory.mktemp("models"), keep=10)
+
+
+def wait_for(predicate, timeout: float = 60.0):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def test_answers_as_in_process_serving_and_swaps_through_the_standby(pair, store, tmp_path):
+    assert pair.recommend(HISTORIES, 5) == [None] * 3  # nothing served yet: popularity
+    first = store.save(make_rec(1, seed=0))
+    assert pair.load(first)
+    assert pair.model_version == 1 and pair.index_version >= 1
+    in_process = LiveModel(load_settings({"data_dir": tmp_path, "store": "memory"}, environ={}), Metrics())
+    assert in_process.load(first)
+    answers = pair.recommend(HISTORIES, 5)
+    assert answers[2] is None and answers[0] and not {"i1", "i2"} & {item for item, _ in answers[0]}
+    for got, expected in zip(answers, in_process.recommend(HISTORIES, 5)):
+        assert (got is None and expected is None) or [i for i, _ in got] == [i for i, _ in expected]
+    in_process.close()
+    # a new version: the standby child loads it and becomes the active one; then both hold it
+    serving_before = pair._active
+    assert pair.load(store.save(make_rec(2, seed=1)))
+    assert pair.model_version == 2 and pair._active is not serving_before
+    assert all(child.model_version == 2 for child in pair._children)
+    assert pair.staleness() is not None
+
+
+def test_a_corrupted_checkpoint_is_refused_and_the_version_in_force_keeps_serving(pair, store, caplog):
+    good = store.save(make_rec(3, seed=2))
+    assert pair.load(good)
+    bad = store.save(make_rec(4, seed=3))
+    with open(bad.path, "r+b") as f:
+        f.seek(100)
+        f.write(b"corrupted")
+    active = pair._active
+    assert not pair.load(bad)
+    assert "refusing model version 4: ModelStoreError: checkpoint" in caplog.text and "sha256" in caplog.text
+    assert pair.model_version == 3 and pair._active is active
+    assert pair.recommend(HISTORIES[:1], 5)[0]
+
+
+def test_an_item_first_seen_in_the_stream_becomes_recommendable(pair, store):
+    assert pair.load(store.save(make_rec(5, seed=4)))
+    assert pair.recommend([[("fresh-item", "click")]], 5) == [None]  # unknown to the model
+    pair.note_item("fresh-item", ["i1", "i2"])
+    pair.note_item("i3", [])  # known to the model: nothing to add
+    assert pair.add_new_items() == 1
+    assert pair.recommend([[("fresh-item", "click")]], 5)[0]
+    # both children have it, and they carry it over to the next version
+    assert pair.load(store.save(make_rec(6, seed=5)))
+    assert pair.recommend([[("fresh-item", "click")]], 5)[0]
+
+
+def test_a_dead_child_is_replaced_and_the_other_serves_meanwhile(pair, store):
+    assert pair.load(store.save(make_rec(7, seed=6)))
+    dead = pair._active
+    os.kill(dead.proc.pid, signal.SIGKILL)
+    dead.proc.join(10)
+    assert pair.recommend(HISTORIES[:1], 5) == [None]  # this batch: popularity
+    # the swap thread makes the other child (which holds version 7) the active one at once
+    wait_for(lambda: pair._active is not None and pair._active is not dead)
+    assert pair.model_version == 7 and pair.recommend(HISTORIES[:1], 5)[0]
+    # the next version starts a new child in place of the dead one and loads it there too
+    assert pair.load(store.save(make_rec(8, seed=7)))
+    assert pair.model_version == 8 and all(child.alive() for child in pair._children)
+    assert dead not in pair._children
