@@ -1,4 +1,8 @@
-"""Live-model swap benchmark (the worker's serving side, in process, no Kafka).
+"""Live-model swap benchmark (the worker's serving side, no Kafka).
+
+``--serving thread`` (the default) serves in this process, as a worker does by default;
+``--serving processes`` from two child processes (``streams/serving_process.py``): there a
+load is timed until both children hold the version (it is served after the first).
 
 Measures, for a catalogue of ``--items`` items:
 - load time of a new version (checksum + ``weights_only`` load + index build + swap): the part of
@@ -8,7 +12,7 @@ Measures, for a catalogue of ``--items`` items:
 - serving latency (one user per query, model path) in steady state and while versions are being
   swapped back to back, side by side in one run; p50/p99 and their ratio; a histogram PNG.
 
-    python bench/live_swap.py --items 100000 --seconds 20
+    python bench/live_swap.py --items 100000 --seconds 20 [--serving processes]
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from model.recommender import Recommender
 from streams.live_model import LiveModel
 from streams.metrics import Metrics
 from streams.model_store import ModelStore
+from streams.serving_process import ServingPair
 from streams.settings import load_settings
 
 HERE = Path(__file__).resolve().parent
@@ -51,6 +56,8 @@ def main() -> None:
                         help="items each version adds to the previous one's vocabulary (0: all equal)")
     parser.add_argument("--gil-switch-interval-ms", type=float, default=None,
                         help="Python's switch interval (default: the worker's setting, as run_worker sets it)")
+    parser.add_argument("--serving", choices=("thread", "processes"), default="thread",
+                        help="processes: the worker's serving_processes setting (streams/serving_process.py)")
     parser.add_argument("--json", default=str(HERE / "results" / "live_swap.json"))
     parser.add_argument("--png", default=str(HERE / "results" / "live_swap.png"))
     args = parser.parse_args()
@@ -69,7 +76,7 @@ def main() -> None:
         rec = Recommender.fresh(EncoderConfig(dim=args.dim, n_layers=2, max_len=50), item_ids=grown, seed=version)
         rec.version = version
         recs.append(store.save(rec))
-    live = LiveModel(settings, Metrics())
+    live = (ServingPair if args.serving == "processes" else LiveModel)(settings, Metrics())
     load_times = []
     for update in recs:
         started = time.perf_counter()
@@ -125,13 +132,13 @@ def main() -> None:
         live.note_item(f"new-{n}", [items[n], items[n + 1]])
         started = time.perf_counter()
         live.add_new_items()
-        assert f"new-{n}" in live.served.index
+        assert live.recommend([[(f"new-{n}", "click")]], 10)[0]  # known to the model and the index
         new_item_times.append(time.perf_counter() - started)
 
     result = {
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, torch threads {__import__('torch').get_num_threads()}",
         "items": args.items, "dim": args.dim, "new_per_version": args.new_per_version,
-        "gil_switch_interval_ms": switch_ms,
+        "gil_switch_interval_ms": switch_ms, "serving": args.serving,
         "load_build_swap_s": load_times, "swaps_during_serving": len(swaps),
         "swap_s_mean": statistics.fmean(swaps) if swaps else None,
         "steady": quantiles(steady), "during_swaps": quantiles(during),

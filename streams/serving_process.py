@@ -39,6 +39,8 @@ from .settings import Settings
 log = logging.getLogger(__name__)
 
 START_TIMEOUT_S = 120.0  # a child's first answer waits for its imports (torch, faiss)
+CALL_TIMEOUT_S = 60.0  # a child that takes longer to answer is killed (and replaced)
+LOAD_TIMEOUT_S = 600.0  # loading a version: checksum, load, index build of the whole catalogue
 
 
 class ChildGone(RuntimeError):
@@ -100,14 +102,16 @@ class _Child:
         self.proc.start()
         theirs.close()
 
-    def call(self, op: str, *args, timeout: float | None = None):
+    def call(self, op: str, *args, timeout: float = CALL_TIMEOUT_S):
         with self._lock:
-            if timeout is None and self._first_answer:
-                timeout = START_TIMEOUT_S
+            if self._first_answer:
+                timeout = max(timeout, START_TIMEOUT_S)
             try:
                 self.conn.send((op, args))
-                if timeout is not None and not self.conn.poll(timeout):
-                    raise ChildGone(f"{self.name} did not answer {op} within {timeout:.0f} s")
+                if not self.conn.poll(timeout):
+                    # its answer may still come: the pipe cannot be used for another request
+                    self.proc.kill()
+                    raise ChildGone(f"{self.name} did not answer {op} within {timeout:.0f} s: killed")
                 status, value = self.conn.recv()
             except (EOFError, OSError) as exc:
                 raise ChildGone(f"{self.name} exited (code {self.proc.exitcode}): {exc!r}") from None
@@ -205,7 +209,7 @@ class ServingPair(LiveModel):
         key = (update.version, update.sha256)
         if child.loaded == key:
             return
-        ok, child.model_version, child.index_version, why = child.call("load", update)
+        ok, child.model_version, child.index_version, why = child.call("load", update, timeout=LOAD_TIMEOUT_S)
         if not ok:
             raise _Refused(why)
         child.loaded = key

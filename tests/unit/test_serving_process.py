@@ -109,3 +109,17 @@ def test_a_dead_child_is_replaced_and_the_other_serves_meanwhile(pair, store):
     assert pair.load(store.save(make_rec(8, seed=7)))
     assert pair.model_version == 8 and all(child.alive() for child in pair._children)
     assert dead not in pair._children
+
+
+def test_a_child_that_does_not_answer_is_killed_and_replaced(pair, store):
+    from streams.serving_process import ChildGone
+
+    assert pair.load(store.save(make_rec(9, seed=8)))
+    [stuck] = [child for child in pair._children if child is not pair._active]
+    os.kill(stuck.proc.pid, signal.SIGSTOP)
+    with pytest.raises(ChildGone, match="did not answer versions within 1 s: killed"):
+        stuck.call("versions", timeout=1.0)
+    stuck.proc.join(10)
+    assert not stuck.alive()
+    assert pair.load(store.save(make_rec(10, seed=9)))  # loaded by a new child in its place
+    assert pair.model_version == 10 and stuck not in pair._children
