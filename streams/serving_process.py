@@ -51,6 +51,10 @@ class ChildError(RuntimeError):
     """The child raised while handling a request (it keeps running)."""
 
 
+class _Refused(RuntimeError):
+    """The child's LiveModel refused a version (checksum, load): the reason is the message."""
+
+
 def child_main(conn, settings: Settings) -> None:
     """A serving child: one LiveModel, one request at a time, until the pipe closes."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C stops the worker; its exit closes our pipe
@@ -265,6 +269,3 @@ class ServingPair(LiveModel):
         for child in self._children:
             child.stop()
 
-
-class _Refused(RuntimeError):
-    pass
