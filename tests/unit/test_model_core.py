@@ -106,6 +106,21 @@ def test_encode_sequences_equals_last_position_of_forward():
                                    atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")
+def test_serving_encoder_is_optimised_before_its_first_query():
+    """TorchScript profiles a graph in its first call and optimises it in the second (~10 ms each
+    on the 2-core box, 4-5x a query): serving_encoder makes those calls, so the first queries
+    after a model swap do not. A graph without an optimised plan fails get_debug_state()."""
+    from model.encoder import _LastHidden, _trace_example
+
+    enc = small_encoder(n_layers=2, max_len=12)
+    bare = torch.jit.trace_module(_LastHidden(enc.eval()), {"forward": _trace_example(enc)}, check_trace=False)
+    with pytest.raises(RuntimeError):
+        bare.get_debug_state()
+    plans = enc.serving_encoder().traced.get_debug_state().execution_plans
+    assert len(plans) == 1
+
+
 def test_serving_encoder_matches_encode_sequences_through_growth_and_training():
     enc = small_encoder(n_layers=2, max_len=12)
     encode = enc.serving_encoder()
