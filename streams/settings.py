@@ -124,8 +124,9 @@ class Settings(BaseSettings):
         "run ~100x slower when torch's thread pool competes with the event loop for the cores.",
     )
     serving_processes: bool = Field(
-        False, description="Serve from two child processes (blue/green: one loads a new version while "
-        "the other serves; streams/serving_process.py) instead of a thread of the worker process.",
+        True, description="Serve from two child processes (blue/green: one loads a new version while "
+        "the other serves; streams/serving_process.py); false: from a thread of the worker process "
+        "(less memory, but queries share the GIL with ingestion and model swaps).",
     )
     train: bool = Field(True, description="Run the continuous trainer on the group leader.")
     model_keep_versions: int = Field(5, ge=1, le=1000, description="Model versions kept in the store.")

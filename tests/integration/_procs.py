@@ -173,13 +173,24 @@ class Worker:
             pass
 
     def rss_kib(self) -> int | None:
-        """VmRSS of the worker process (the Python process; the group has no other big one)."""
-        try:
-            text = Path(f"/proc/{self.pid}/status").read_text()
-        except (OSError, AssertionError):
+        """VmRSS of the worker process plus its child processes (the serving children), summed:
+        pages they share (torch's and FAISS's code) count once per process."""
+        if self.proc is None:
             return None
-        m = re.search(r"VmRSS:\s+(\d+) kB", text)
-        return int(m.group(1)) if m else None
+        total, pids = 0, [self.proc.pid]
+        while pids:
+            pid = pids.pop()
+            try:
+                text = Path(f"/proc/{pid}/status").read_text()
+                for task in Path(f"/proc/{pid}/task").iterdir():
+                    pids += [int(child) for child in (task / "children").read_text().split()]
+            except OSError:
+                if pid == self.proc.pid:
+                    return None
+                continue  # a child that exited meanwhile
+            m = re.search(r"VmRSS:\s+(\d+) kB", text)
+            total += int(m.group(1)) if m else 0
+        return total
 
     def metrics(self) -> dict[str, float]:
         """'name{labels}' -> value of one /metrics/ scrape ({} if unreachable)."""
