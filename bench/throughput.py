@@ -46,14 +46,18 @@ RESULTS = ROOT / "bench" / "results"
 HIST = "streamrec_event_to_recommendation_seconds"
 
 
-def make_backlog(n: int, users: int, items: int, seed: int, tag: str) -> list[tuple[bytes, bytes]]:
+def make_backlog(n: int, users: int, items: int, seed: int, tag: str,
+                 ids: bool = True) -> list[tuple[bytes, bytes]]:
+    """``n`` valid events keyed by user; without ``ids`` they carry no event_id (the worker derives
+    one from user, item, type and ts, as for the demo's Taobao replay)."""
     rng = random.Random(seed)
     t0 = time.time() - 3600
     out = []
     for i in range(n):
         user = f"u{rng.randrange(users)}"
-        ev = {"user_id": user, "item_id": f"sku-{rng.randrange(items)}", "type": "click", "ts": t0 + i * 1e-3,
-              "event_id": f"{tag}-{i}"}
+        ev = {"user_id": user, "item_id": f"sku-{rng.randrange(items)}", "type": "click", "ts": t0 + i * 1e-3}
+        if ids:
+            ev["event_id"] = f"{tag}-{i}"
         out.append((user.encode(), json.dumps(ev).encode()))
     return out
 
@@ -146,6 +150,8 @@ def main() -> int:
                     help="events/s of the soak (default: half the measured drain rate)")
     ap.add_argument("--worker-args", default="",
                     help="more `streamrec worker` flags, e.g. \"--malloc-mmap-threshold-kb 0\"")
+    ap.add_argument("--derived-ids", action="store_true",
+                    help="send events without event_id (the worker derives a ~40-character one)")
     ap.add_argument("--out", default=str(RESULTS / "throughput"))
     args = ap.parse_args()
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -180,13 +186,13 @@ def main() -> int:
             log(f"worker ready, model v{report['model_version_served']}")
 
             # Warm-up (first encodes, index), then stop the worker so the backlog waits for it.
-            produce(settings, make_backlog(500, args.users, args.items, 1, "warm"))
+            produce(settings, make_backlog(500, args.users, args.items, 1, "warm", ids=not args.derived_ids))
             t = time.monotonic() + 60
             while accepted(worker.metrics()) < 500 and time.monotonic() < t:
                 time.sleep(0.3)
             worker.stop()
 
-            backlog = make_backlog(args.events, args.users, args.items, 2, "bl")
+            backlog = make_backlog(args.events, args.users, args.items, 2, "bl", ids=not args.derived_ids)
             took = produce(settings, backlog)
             report["backlog_produce"] = {"messages": len(backlog), "seconds": round(took, 2),
                                          "events_per_s": round(len(backlog) / took, 1)}
@@ -238,13 +244,13 @@ def main() -> int:
             report["ratio_worker_to_bare_faust"] = round(rate / floor_rate, 4) if floor_rate else None
             log(f"worker drain: {report['worker_drain']}, ratio {report['ratio_worker_to_ceiling']}")
             report["state_check_after_drain"] = check_state(
-                worker, make_backlog(500, args.users, args.items, 1, "warm") + backlog)
+                worker, make_backlog(500, args.users, args.items, 1, "warm", ids=not args.derived_ids) + backlog)
             log(f"state check: {report['state_check_after_drain']}")
             samples.append({"phase": "drain", "series": series})
 
             def paced(phase: str, r: float, seconds: float, tag: str) -> dict:
                 n = int(r * seconds)
-                msgs = make_backlog(n, args.users, args.items, hash(tag) & 0xFFFF, tag)
+                msgs = make_backlog(n, args.users, args.items, hash(tag) & 0xFFFF, tag, ids=not args.derived_ids)
                 before = worker.metrics()
                 stop = threading.Event()
                 th = threading.Thread(target=produce, args=(settings, msgs, r, stop), daemon=True)

@@ -11,6 +11,8 @@ import time
 import pytest
 import requests
 
+from streams.user_state import event_key
+
 pytestmark = pytest.mark.integration
 
 NOW = time.time()
@@ -108,7 +110,7 @@ def test_events_become_recommendations_dead_letters_answers_and_metrics(worker, 
     assert 0 < len(items) <= 5 and not seen & set(items)
     assert requests.get(f"{worker.base}/recommend/u-1/?k=0", timeout=10).status_code == 400
     state = requests.get(f"{worker.base}/users/u-0", timeout=10).json()
-    assert state["n"] == 3 and state["eids"] == ["u-0-0", "u-0-1", "u-0-2"]
+    assert state["n"] == 3 and state["eids"] == [event_key(f"u-0-{n}") for n in range(3)]
     assert requests.get(f"{worker.base}/users/nobody/", timeout=10).status_code == 404
 
     # Metrics: every input message is counted by outcome.

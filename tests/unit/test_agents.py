@@ -19,6 +19,7 @@ import streams.direct_writes
 from streams.agents import emit_recommendations, popular_now, table_entries
 from streams.dead_letters import DeadLetterMarks
 from streams.serving import Request
+from streams.user_state import event_key
 
 NOW = time.time()
 
@@ -80,7 +81,7 @@ async def test_valid_event_updates_user_sequences_and_queues_a_request(sr):
         await ingest.put(event(item="i2", kind="purchase", ts=NOW - 1, event_id="e2"), key=b"u1")
     state = sr.user_state("u1")
     assert state["items"] == [["i1", "click", NOW - 2], ["i2", "purchase", NOW - 1]]
-    assert state["eids"] == ["e1", "e2"] and state["n"] == 2
+    assert state["eids"] == [event_key("e1"), event_key("e2")] and state["n"] == 2
     [first, second] = sr.pending.take_nowait()
     assert isinstance(second, Request)
     assert second.user_id == "u1" and second.history == [("i1", "click"), ("i2", "purchase")]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from streams.events import Event
-from streams.user_state import apply_event, empty_state, history, seen_items
+from streams.user_state import apply_event, empty_state, event_key, history, seen_items
 
 
 def event(n: int, *, user: str = "u1", item: str | None = None, kind: str = "click",
@@ -24,7 +24,7 @@ def apply_all(events, state=None, *, seq_len=50, dedupe_window=256):
 
 def test_first_event_on_no_state():
     state = apply_event(None, event(1), seq_len=5, dedupe_window=5)
-    assert state == {"items": [["i1", "click", 1001.0]], "eids": ["e1"], "n": 1}
+    assert state == {"items": [["i1", "click", 1001.0]], "eids": [event_key("e1")], "n": 1, "v": 2}
     assert history(state) == [("i1", "click")]
     assert seen_items(state) == {"i1"}
 
@@ -67,7 +67,7 @@ def test_sequence_keeps_the_last_seq_len_items_oldest_first():
 
 def test_dedupe_window_bounds_the_remembered_ids():
     state, _ = apply_all([event(n) for n in range(10)], seq_len=50, dedupe_window=3)
-    assert state["eids"] == ["e7", "e8", "e9"]
+    assert state["eids"] == [event_key(f"e{n}") for n in (7, 8, 9)]
     # Within the window: applied once. Older than the window: not recognised (documented limit).
     assert apply_event(state, event(8), seq_len=50, dedupe_window=3) is None
     assert apply_event(state, event(2), seq_len=50, dedupe_window=3) is not None
@@ -85,3 +85,23 @@ def test_state_is_json_round_trippable():
     restored = json.loads(json.dumps(state))
     assert restored == state
     assert apply_event(restored, event(2), seq_len=50, dedupe_window=256) is None
+
+
+def test_event_keys_are_short_stable_and_distinct():
+    ids = [f"u{n}|item-{n % 7}|click|{1.7e9 + n!r}" for n in range(10_000)]  # derived ids, ~30 chars
+    keys = [event_key(i) for i in ids]
+    assert len(set(keys)) == len(ids)
+    assert all(len(k) == 11 and k.replace("-", "").replace("_", "").isalnum() for k in keys)
+    assert event_key(ids[0]) == keys[0]  # the same id, the same key (a replay is recognised)
+
+
+def test_state_written_with_raw_event_ids_still_dedupes_and_is_converted():
+    """States written before event keys (no "v") hold the ids themselves: they are matched, and
+    the next write holds their keys."""
+    old = {"items": [["i1", "click", 1001.0], ["i2", "click", 1002.0]], "eids": ["e1", "e2"], "n": 2}
+    assert apply_event(old, event(2), seq_len=50, dedupe_window=256) is None
+    state = apply_event(old, event(3), seq_len=50, dedupe_window=256)
+    assert state["eids"] == [event_key(e) for e in ("e1", "e2", "e3")] and state["n"] == 3 and state["v"] == 2
+    assert apply_event(state, event(1), seq_len=50, dedupe_window=256) is None
+    assert apply_event(state, event(3), seq_len=50, dedupe_window=256) is None
+    assert apply_event(state, event(4), seq_len=50, dedupe_window=256)["n"] == 4
