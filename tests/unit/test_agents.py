@@ -58,7 +58,7 @@ class SentNow:
 
 @pytest.fixture
 def sr(make_settings, monkeypatch):
-    app = streams.app.create(make_settings(partitions=1, http_port=1))
+    app = streams.app.create(make_settings(partitions=1, http_port=1, serving_processes=False))
     now = SentNow()
     sent = SimpleNamespace(dlq=now[app.settings.topic_dlq], events=Sent(), recs=now[app.settings.topic_recommendations],
                            now=now)
@@ -115,6 +115,18 @@ async def test_duplicate_event_id_is_applied_once(sr):
     assert state["n"] == 2 and len(state["items"]) == 2
     assert len(sr.pending.take_nowait()) == 2
     assert _metric(sr, 'streamrec_events_total{outcome="duplicate"}') == 3
+
+
+async def test_duplicate_writes_the_state_to_the_changelog_again(sr):
+    """After a kill, RocksDB can hold a state whose changelog record was never delivered; the
+    event then comes back as a duplicate, which must put that state in the changelog."""
+    changelog = sr.state_writer.topic
+    async with sr.app.agents["ingest"].test_context() as ingest:
+        await ingest.put(event(item="i1", event_id="e1"), key=b"u1")
+        sr.sent.now[changelog].calls.clear()  # as if its changelog record had been lost
+        await ingest.put(event(item="i1", event_id="e1"), key=b"u1")
+    assert sr.sent.now[changelog].calls == [(b"u1", sr.user_sequences.data[b"u1"])]
+    assert sr.user_state("u1")["n"] == 1
 
 
 @pytest.mark.parametrize("raw, reason", [

@@ -6,7 +6,7 @@ import streams.app
 
 
 async def test_the_worker_consumer_is_built_with_the_configured_fetch_wait(make_settings):
-    sr = streams.app.create(make_settings(fetch_max_wait_ms=37))
+    sr = streams.app.create(make_settings(fetch_max_wait_ms=37, serving_processes=False))
     try:
         thread = sr.app.consumer._thread  # the thread that owns the aiokafka consumer
         consumer = thread._create_worker_consumer(sr.app.transport)
