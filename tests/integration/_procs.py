@@ -174,7 +174,7 @@ class Worker:
 
     def rss_kib(self) -> int | None:
         """VmRSS of the worker process plus its child processes (the serving children), summed:
-        pages they share (torch's and FAISS's code) count once per process."""
+        pages they share (torch's and FAISS's code) are counted in each of them."""
         if self.proc is None:
             return None
         total, pids = 0, [self.proc.pid]
