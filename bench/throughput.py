@@ -14,7 +14,8 @@
    sampled (bounded = no upward trend, last sample ≤ 2 s of events);
 6. soak: paced at half the rate for ``--soak-s`` s: event→recommendation p50/p99 from the
    worker's histogram streamrec_event_to_recommendation_seconds (deltas over the soak), lag and
-   RSS (/proc/PID/status) every second.
+   RSS (/proc/PID/status; the worker and its serving children summed) and the CPU cores used by
+   the worker's processes and by the broker, every second (the embedded broker can be the limit).
 
 Writes bench/results/throughput.json and .png.
 
@@ -39,8 +40,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "integration"))
 
-from _procs import (Worker, announce_model, clean_env, client_settings, histogram_quantile,  # noqa: E402
-                    start_broker)
+from _procs import (Worker, announce_model, clean_env, client_settings, cpu_seconds,  # noqa: E402
+                    histogram_quantile, start_broker)
 
 RESULTS = ROOT / "bench" / "results"
 HIST = "streamrec_event_to_recommendation_seconds"
@@ -257,10 +258,16 @@ def main() -> int:
                 t0 = time.monotonic()
                 th.start()
                 series = []
+                # (s, processed, lag, RSS KiB, CPU cores of the worker tree / the broker since the last sample)
+                cpu_last = (time.monotonic(), worker.cpu_seconds() or 0.0, cpu_seconds(broker.process.pid))
                 while th.is_alive() or time.monotonic() - t0 < seconds:
                     m = worker.metrics()
+                    cpu_now = (time.monotonic(), worker.cpu_seconds() or 0.0, cpu_seconds(broker.process.pid))
+                    dt = max(1e-6, cpu_now[0] - cpu_last[0])
                     series.append((time.monotonic() - t0, accepted(m) - accepted(before),
-                                   m.get("streamrec_consumer_lag", 0.0), worker.rss_kib() or 0))
+                                   m.get("streamrec_consumer_lag", 0.0), worker.rss_kib() or 0,
+                                   round((cpu_now[1] - cpu_last[1]) / dt, 3), round((cpu_now[2] - cpu_last[2]) / dt, 3)))
+                    cpu_last = cpu_now
                     time.sleep(1.0)
                     if time.monotonic() - t0 > seconds * 3:
                         stop.set()
@@ -286,6 +293,11 @@ def main() -> int:
                     "rss_mib_max": round(max(s[3] for s in series) / 1024, 1) if series else None,
                     "rss_mib_last": round(series[-1][3] / 1024, 1) if series else None,
                 }
+                for name, col in (("worker", 4), ("broker", 5)):  # CPU cores in use, sampled each second
+                    cores = [s[col] for s in series[1:]]
+                    half_c = len(cores) // 2
+                    out[f"{name}_cpu_cores_first_half"] = round(sum(cores[:half_c]) / max(1, half_c), 2)
+                    out[f"{name}_cpu_cores_second_half"] = round(sum(cores[half_c:]) / max(1, len(cores) - half_c), 2)
                 out["lag_bounded"] = bool(lags) and lags[-1] <= 2 * r and \
                     out["lag_mean_second_half"] <= max(2 * r, 2 * out["lag_mean_first_half"])
                 samples.append({"phase": phase, "series": series})

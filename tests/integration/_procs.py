@@ -45,6 +45,32 @@ def clean_env(**extra: str) -> dict[str, str]:
     return env
 
 
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and its descendants (Linux /proc; ``[pid]`` alone if it cannot be read)."""
+    out, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        out.append(current)
+        try:
+            for task in Path(f"/proc/{current}/task").iterdir():
+                todo += [int(child) for child in (task / "children").read_text().split()]
+        except OSError:
+            continue
+    return out
+
+
+def cpu_seconds(*pids: int) -> float:
+    """User + system CPU seconds of ``pids`` so far (from /proc; a process that is gone counts 0)."""
+    total = 0.0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
 def start_broker(log_file: Path | None = None) -> EmbeddedBroker:
     return EmbeddedBroker(free_port(), log_file=log_file).start()
 
@@ -177,20 +203,18 @@ class Worker:
         pages they share (torch's and FAISS's code) are counted in each of them."""
         if self.proc is None:
             return None
-        total, pids = 0, [self.proc.pid]
-        while pids:
-            pid = pids.pop()
+        total = None
+        for pid in process_tree(self.proc.pid):
             try:
-                text = Path(f"/proc/{pid}/status").read_text()
-                for task in Path(f"/proc/{pid}/task").iterdir():
-                    pids += [int(child) for child in (task / "children").read_text().split()]
+                m = re.search(r"VmRSS:\s+(\d+) kB", Path(f"/proc/{pid}/status").read_text())
             except OSError:
-                if pid == self.proc.pid:
-                    return None
-                continue  # a child that exited meanwhile
-            m = re.search(r"VmRSS:\s+(\d+) kB", text)
-            total += int(m.group(1)) if m else 0
+                continue  # exited meanwhile
+            total = (total or 0) + (int(m.group(1)) if m else 0)
         return total
+
+    def cpu_seconds(self) -> float | None:
+        """User + system CPU time of the worker process and its children so far."""
+        return None if self.proc is None else cpu_seconds(*process_tree(self.proc.pid))
 
     def metrics(self) -> dict[str, float]:
         """'name{labels}' -> value of one /metrics/ scrape ({} if unreachable)."""
