@@ -25,7 +25,7 @@ from .events import Event, InvalidEvent, parse_event
 from .popularity import merge_top
 from .records import DeadLetter
 from .serving import Request, recommend
-from .user_state import apply_event, encode, history
+from .user_state import apply_event, decode, encode, history
 
 log = logging.getLogger(__name__)
 
@@ -54,15 +54,15 @@ async def handle_event(sr: StreamRec, event: Any) -> None:
         await sr.events_topic.send(key=key, value=json.dumps(ev.to_json()).encode())
         metrics.events.labels("rekeyed").inc()
         return
-    state = sr.user_state(key)
-    new_state = apply_event(state, ev, seq_len=s.seq_len, dedupe_window=s.dedupe_window)
+    raw = sr.user_sequences.get(key)
+    new_state = apply_event(decode(raw), ev, seq_len=s.seq_len, dedupe_window=s.dedupe_window)
     if new_state is None:
         # Applied before, but perhaps only here: a kill between a table write and the delivery of
         # its changelog record leaves RocksDB ahead of the changelog, and the message (its offset
         # not committed) comes back as this duplicate. Writing the state again puts it in the
         # changelog before this offset can be committed, so a worker that restores the partition
         # from the changelog has the event too. The same value: harmless when it was there.
-        await sr.state_writer.put(msg.partition, key, encode(state))
+        await sr.state_writer.put(msg.partition, key, raw)
         metrics.events.labels("duplicate").inc()
         return
     await sr.state_writer.put(msg.partition, key, encode(new_state))  # = user_sequences[key] = ...

@@ -28,10 +28,9 @@ import multiprocessing
 import signal
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from typing import Sequence
 
-from .live_model import LiveModel, lower_thread_priority
+from .live_model import LiveModel
 from .metrics import Metrics
 from .model_store import ModelUpdate
 from .serving import History
@@ -62,13 +61,11 @@ def child_main(conn, settings: Settings) -> None:
     logging.basicConfig(level=settings.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s [serving child]: %(message)s")
     live = LiveModel(settings, Metrics())  # its metrics stay here: the parent keeps the worker's
-    # Loads run at a lower priority, as LiveModel's swap thread does: a standby child loading a
-    # version competes for the CPU with the active child's queries and the worker's event loop.
-    loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="streamrec-load",
-                                initializer=lower_thread_priority)
 
     def load(update: ModelUpdate):
-        loaded = loader.submit(live.load, update).result()
+        # on LiveModel's swap thread, at its lower priority: a standby child loading a version
+        # competes for the CPU with the active child's queries and the worker's event loop
+        loaded = live.load_async(update).result()
         return loaded, live.model_version, live.index_version, live.last_refusal
 
     handlers = {
@@ -92,7 +89,6 @@ def child_main(conn, settings: Settings) -> None:
             conn.send(reply)
         except (EOFError, OSError):
             break
-    loader.shutdown(wait=False, cancel_futures=True)
     live.close()
 
 
