@@ -69,7 +69,7 @@ def run_row(name: str, args) -> dict:
     tcfg = TrainConfig(epochs=args.epochs, max_minutes=minutes, patience=args.patience,
                        eval_every=args.eval_every, lr=args.lr, batch_size=args.batch_size,
                        device=args.device, progress=False, lr_schedule=args.lr_schedule,
-                       windows=args.windows, ema_decay=args.ema_decay)
+                       windows=args.windows, ema_decay=args.ema_decay, seed=args.seed)
     t0 = time.time()
     summary = pretrain(ds, ecfg, ocfg, tcfg, out_dir)
     ck = load_checkpoint(os.path.join(out_dir, "best.ckpt"))
@@ -165,6 +165,7 @@ def main(argv=None) -> int:
     p.add_argument("--n-heads", type=int, help="attention heads (default: the preset)")
     p.add_argument("--dropout", type=float, help="dropout (default: the preset)")
     p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--seed", type=int, default=42, help="seed of the weights' draw and the batch order")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
     p.add_argument("--workdir", default=os.path.join(ROOT, "runs", "model_quality"))
     p.add_argument("--json", default=os.path.join(ROOT, "bench", "results", "model_quality.json"))
