@@ -24,7 +24,7 @@ from .direct_writes import send_now
 from .events import Event, InvalidEvent, parse_event
 from .popularity import merge_top
 from .records import DeadLetter
-from .serving import Request, recommend
+from .serving import Payload, Request, recommend, record_payloads
 from .user_state import apply_event, decode, encode, history
 
 log = logging.getLogger(__name__)
@@ -128,29 +128,34 @@ def popular_now(sr: StreamRec, n: int) -> list[tuple[str, float]]:
 
 async def recommend_batch(sr: StreamRec, requests: list[Request], k: int | None = None) -> list:
     """Records for ``requests`` (latest request per user), computed off the event loop."""
+    batch, popular, k = _batch(sr, requests, k)
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(sr.executor, recommend, batch, popular, k, sr.model)
+
+
+def _batch(sr: StreamRec, requests: list[Request], k: int | None):
     latest: dict[str, Request] = {}
     for request in requests:
         latest[request.user_id] = request
-    batch = list(latest.values())
     k = k or sr.settings.top_k
-    popular = popular_now(sr, k + sr.settings.seq_len)
-    loop = asyncio.get_running_loop()
-    return await loop.run_in_executor(sr.executor, recommend, batch, popular, k, sr.model)
+    return list(latest.values()), popular_now(sr, k + sr.settings.seq_len), k
 
 
 async def emit_recommendations(sr: StreamRec, requests: list[Request]) -> None:
     """Compute and send the records of one micro-batch; observe their latencies."""
     metrics = sr.metrics
-    records = await recommend_batch(sr, requests)
+    batch, popular, k = _batch(sr, requests, None)
+    loop = asyncio.get_running_loop()
+    sent: list[Payload] = await loop.run_in_executor(sr.executor, record_payloads, batch, popular, k, sr.model)
     sources: dict[str, int] = {}
     topic = sr.settings.topic_recommendations  # sent with send_now: see streams/direct_writes.py
-    for record in records:
-        await send_now(sr.app, topic, record.user_id.encode(), record.to_bytes(), what="a recommendation")
-        sources[record.source] = sources.get(record.source, 0) + 1
+    for user_id, source, value in sent:
+        await send_now(sr.app, topic, user_id.encode(), value, what="a recommendation")
+        sources[source] = sources.get(source, 0) + 1
     for source, n in sources.items():
         metrics.recommendations.labels(source).inc(n)
     done = time.time()
-    metrics.batch_size.observe(len(records))
+    metrics.batch_size.observe(len(sent))
     for request in requests:
         metrics.latency.observe(done - request.arrived)
         if request.msg_ts:

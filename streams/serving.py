@@ -13,6 +13,7 @@ from typing import Protocol, Sequence
 from .records import Recommendation, ScoredItem
 
 History = list[tuple[str, str]]  # (item_id, type), oldest first
+Payload = tuple[str, str, bytes]  # (user_id, source, the record's bytes): what the worker sends
 
 
 @dataclass(slots=True)
@@ -62,3 +63,20 @@ def recommend(requests: Sequence[Request], popular: Sequence[tuple[str, float]],
             user_id=request.user_id, items=items, source=source, model_version=model_version,
             index_version=index_version, event_ts=request.event_ts, emitted_ts=now))
     return records
+
+
+def payloads(records: Sequence[Recommendation]) -> list[Payload]:
+    return [(r.user_id, r.source, r.to_bytes()) for r in records]
+
+
+def record_payloads(requests: Sequence[Request], popular: Sequence[tuple[str, float]], k: int,
+                    model: ModelPath | None = None) -> list[Payload]:
+    """``recommend`` as the bytes to send. A model that serves from another process
+    (:class:`streams.serving_process.ServingPair`) builds them there, off this process's GIL; it
+    answers None when it cannot, and then they are built here (popularity, if no model serves)."""
+    serve = getattr(model, "serve_payloads", None)
+    if serve is not None:
+        out = serve(requests, popular, k)
+        if out is not None:
+            return out
+    return payloads(recommend(requests, popular, k, model))

@@ -4,6 +4,7 @@ dies. Real child processes (spawned: a few seconds each to import torch)."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
@@ -15,6 +16,7 @@ from model.recommender import Recommender
 from streams.live_model import LiveModel
 from streams.metrics import Metrics
 from streams.model_store import ModelStore
+from streams.serving import Request, recommend, record_payloads
 from streams.serving_process import ServingPair
 from streams.settings import load_settings
 
@@ -52,6 +54,9 @@ def wait_for(predicate, timeout: float = 60.0):
 
 def test_answers_as_in_process_serving_and_swaps_through_the_standby(pair, store, tmp_path):
     assert pair.recommend(HISTORIES, 5) == [None] * 3  # nothing served yet: popularity
+    assert pair.serve_payloads([Request("u", HISTORIES[0])], [("i9", 1.0)], 5) is None
+    [(user, source, value)] = record_payloads([Request("u", HISTORIES[0])], [("i9", 1.0)], 5, pair)
+    assert (user, source, json.loads(value)["items"]) == ("u", "popular", [{"item_id": "i9", "score": 1.0}])
     first = store.save(make_rec(1, seed=0))
     assert pair.load(first)
     assert pair.model_version == 1 and pair.index_version >= 1
@@ -61,6 +66,17 @@ def test_answers_as_in_process_serving_and_swaps_through_the_standby(pair, store
     assert answers[2] is None and answers[0] and not {"i1", "i2"} & {item for item, _ in answers[0]}
     for got, expected in zip(answers, in_process.recommend(HISTORIES, 5)):
         assert (got is None and expected is None) or [i for i, _ in got] == [i for i, _ in expected]
+    # the records as the worker sends them, built in the child: the same as built here
+    requests = [Request(f"u{n}", h, 100.0 + n) for n, h in enumerate(HISTORIES)]
+    popular = [("i50", 3.0), ("i1", 2.0), ("i51", 1.0)]
+    sent = pair.serve_payloads(requests, popular, 5)
+    here = recommend(requests, popular, 5, in_process)
+    assert [(u, s) for u, s, _ in sent] == [("u0", "model"), ("u1", "model"), ("u2", "popular")]
+    for (_, _, value), record in zip(sent, here):
+        got, expected = json.loads(value), record.to_json()
+        assert got.pop("emitted_ts") <= time.time() and expected.pop("emitted_ts")
+        assert [i["item_id"] for i in got.pop("items")] == [i["item_id"] for i in expected.pop("items")]
+        assert got == expected  # user, source, versions, event_ts
     in_process.close()
     # a new version: the standby child loads it and becomes the active one; then both hold it
     serving_before = pair._active
