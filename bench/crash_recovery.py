@@ -80,6 +80,7 @@ def main() -> int:
     ap.add_argument("--up-max", type=float, default=10.0)
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--out", default=str(RESULTS / "crash_recovery"))
+    ap.add_argument("--keep-log", help="also copy the worker's log (every start of it) to this file")
     args = ap.parse_args()
     RESULTS.mkdir(parents=True, exist_ok=True)
     started = time.time()
@@ -89,6 +90,8 @@ def main() -> int:
                                     up_s=(args.up_min, args.up_max), seed=args.seed, drain_timeout=600,
                                     log=lambda msg: print(msg, flush=True))
         worker_log = (Path(tmp) / "worker.log").read_text(errors="replace")
+    if args.keep_log:
+        Path(args.keep_log).write_text(worker_log)
     report = summary(result)
     report.update({
         "command": "nice -n 5 .venv/bin/python bench/crash_recovery.py " + " ".join(sys.argv[1:]),

@@ -1,4 +1,6 @@
-"""Turning users' histories into recommendation records (runs in a worker thread, not on the loop).
+"""Turning users' histories into recommendation records: in the worker's executor thread (never on
+the event loop), or in the active serving child (``streams.serving_process``), which sends back the
+records' bytes.
 
 The model path (encoder + FAISS index) is plugged in by :mod:`streams.live_model`; without a model,
 or for a user with no usable history, the answer is recent popularity marked ``source="popular"``.
