@@ -12,7 +12,13 @@
    /metrics/) is the highest rate it sustains; ratio = worker / ceiling;
 5. check: producer paced at ``--confirm-share`` × that rate for ``--confirm-s`` s, consumer lag
    sampled (bounded = no upward trend, last sample ≤ 2 s of events);
-6. soak: paced at half the rate for ``--soak-s`` s: event→recommendation p50/p99 from the
+   with ``--search``, the rate a LIVE producer can keep up with: steps of ``--step-s`` s paced at
+   each share of the drain rate in turn, until one is not *sustained* (every event processed,
+   the last lag sample ≤ 1 s of events, the mean lag of the step's last third ≤ 1.5 × that of
+   its middle third + 0.25 s of events). The broker and the producer share the two cores with the
+   worker then, as they do in production on this box, so this rate is below the drain rate;
+6. soak: paced at half the rate (the searched one when there is one) for ``--soak-s`` s:
+   event→recommendation p50/p99 from the
    worker's histogram streamrec_event_to_recommendation_seconds (deltas over the soak), lag and
    RSS (/proc/PID/status; the worker and its serving children summed) and the CPU cores used by
    the worker's processes and by the broker, every second (the embedded broker can be the limit).
@@ -146,6 +152,9 @@ def main() -> int:
     ap.add_argument("--partitions", type=int, default=4)
     ap.add_argument("--confirm-share", type=float, default=0.9)
     ap.add_argument("--confirm-s", type=float, default=40)
+    ap.add_argument("--search", default="",
+                    help="shares of the drain rate to step through with a live producer, e.g. 0.3,0.4,0.5")
+    ap.add_argument("--step-s", type=float, default=40, help="seconds per search step")
     ap.add_argument("--soak-s", type=float, default=180)
     ap.add_argument("--soak-rate", type=float, default=0.0,
                     help="events/s of the soak (default: half the measured drain rate)")
@@ -300,12 +309,31 @@ def main() -> int:
                     out[f"{name}_cpu_cores_second_half"] = round(sum(cores[half_c:]) / max(1, len(cores) - half_c), 2)
                 out["lag_bounded"] = bool(lags) and lags[-1] <= 2 * r and \
                     out["lag_mean_second_half"] <= max(2 * r, 2 * out["lag_mean_first_half"])
+                third = len(lags) // 3
+                mid = sum(lags[third:2 * third]) / max(1, third)
+                last = sum(lags[2 * third:]) / max(1, len(lags) - 2 * third)
+                out["sustained"] = bool(lags) and out["processed"] >= n and lags[-1] <= r and \
+                    last <= 1.5 * mid + 0.25 * r
                 samples.append({"phase": phase, "series": series})
                 log(f"{phase}: {out}")
                 return out
 
-            report["confirm"] = paced("confirm", args.confirm_share * rate, args.confirm_s, "cf")
-            report["soak_half_rate"] = paced("soak", args.soak_rate or 0.5 * rate, args.soak_s, "soak")
+            if args.confirm_s > 0:
+                report["confirm"] = paced("confirm", args.confirm_share * rate, args.confirm_s, "cf")
+            sustainable = None
+            if args.search:
+                steps = []
+                for share in sorted(float(x) for x in args.search.split(",")):
+                    steps.append(paced(f"step {share:g}", share * rate, args.step_s, f"st{share:g}"))
+                    if not steps[-1]["sustained"]:
+                        break
+                    sustainable = steps[-1]["target_rate"]
+                report["search"] = {"steps": steps, "sustainable_events_per_s": sustainable,
+                                    "ratio_to_ceiling": round(sustainable / ceil_rate, 4)
+                                    if sustainable and ceil_rate else None}
+                log(f"sustainable with a live producer: {sustainable} events/s")
+            soak_rate = args.soak_rate or 0.5 * (sustainable or rate)
+            report["soak_half_rate"] = paced("soak", soak_rate, args.soak_s, "soak")
             report["worker_log_errors"] = sum(1 for line in worker.log_tail(10**7).splitlines() if "ERROR" in line)
         finally:
             if worker is not None:
@@ -340,6 +368,10 @@ def plot(report: dict, samples: list[dict], path: Path) -> None:
     if confirm:
         ax.plot([s[0] for s in confirm], [s[2] for s in confirm],
                 label=f"{report['confirm']['target_rate']:.0f}/s")
+    for step, sample in zip(report.get("search", {}).get("steps", []),
+                            [s for s in samples if s["phase"].startswith("step ")]):
+        ax.plot([s[0] for s in sample["series"]], [s[2] for s in sample["series"]], lw=0.8,
+                label=f"{step['target_rate']:.0f}/s ({'sustained' if step['sustained'] else 'not sustained'})")
     if soak:
         ax.plot([s[0] for s in soak], [s[2] for s in soak], label=f"{report['soak_half_rate']['target_rate']:.0f}/s (soak)")
     ax.set_title("consumer lag (messages) at a paced rate")

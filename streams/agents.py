@@ -20,7 +20,7 @@ from functools import partial
 from typing import Any
 
 from .app import StreamRec
-from .direct_writes import send_now
+from .direct_writes import send_many, send_now
 from .events import Event, InvalidEvent, parse_event
 from .popularity import merge_top
 from .records import DeadLetter
@@ -147,10 +147,11 @@ async def emit_recommendations(sr: StreamRec, requests: list[Request]) -> None:
     batch, popular, k = _batch(sr, requests, None)
     loop = asyncio.get_running_loop()
     sent: list[Payload] = await loop.run_in_executor(sr.executor, record_payloads, batch, popular, k, sr.model)
+    # one batch per partition, handed straight to the producer: see streams/direct_writes.py
+    await send_many(sr.app, sr.settings.topic_recommendations,
+                    [(user_id.encode(), value) for user_id, _, value in sent], what="recommendations")
     sources: dict[str, int] = {}
-    topic = sr.settings.topic_recommendations  # sent with send_now: see streams/direct_writes.py
-    for user_id, source, value in sent:
-        await send_now(sr.app, topic, user_id.encode(), value, what="a recommendation")
+    for _, source, _ in sent:
         sources[source] = sources.get(source, 0) + 1
     for source, n in sources.items():
         metrics.recommendations.labels(source).inc(n)

@@ -5,7 +5,8 @@ message, a producer-buffer entry and sensor callbacks. On a worker draining a ba
 instrumentation, ingestion only): 2,390-2,830 events/s with ``table[key] = value``, 3,360-3,580
 with this (two runs each, alternating); a recommendation record cost ~140 µs of event-loop time
 through ``topic.send`` and ~35 µs here. The same bytes go to the same topic partitions, through
-``app.producer.send`` (aiokafka).
+``app.producer.send`` (aiokafka). The records of a recommendation micro-batch go out together,
+one batch per partition (:func:`send_many`).
 
 Nothing acknowledged is lost: before it commits source offsets, Faust flushes the producer
 (``Consumer._commit_offsets`` awaits ``app.producer.flush()``), which waits for these records
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Iterable
 from functools import partial
 
 from faust.types import TP
@@ -36,6 +38,47 @@ async def send_now(app, topic: str, key: bytes | None, value: bytes, partition: 
     """Queue one record on the app's producer; returns its delivery future (failures are logged)."""
     sent = await app.producer.send(topic, key, value, partition, None, None)
     sent.add_done_callback(partial(_log_failure, what))
+    return sent
+
+
+async def send_many(app, topic: str, records: Iterable[tuple[bytes, bytes]],
+                    what: str = "records") -> list[asyncio.Future]:
+    """Queue keyed records as one batch per partition; returns the batches' delivery futures.
+
+    Each record goes to the partition ``send_now`` (aiokafka's ``send``) would pick for its key:
+    the same partitioner, through the producer's own ``_partition``. A batch is built with
+    aiokafka's ``create_batch`` / ``send_batch``: ~3 µs a record against ~13 through ``send``
+    (scratch measurement on the 2-core box, 20,000 records of 300 bytes, embedded broker). The
+    batches join the producer's queue like any record, so ``app.producer.flush()`` waits for them.
+    """
+    producer = app.producer._ensure_producer()   # the aiokafka producer Faust started
+    await producer.partitions_for(topic)           # metadata for _partition
+    by_partition: dict[int, list[tuple[bytes, bytes]]] = {}
+    for key, value in records:
+        partition = producer._partition(topic, None, key, value, key, value)
+        by_partition.setdefault(partition, []).append((key, value))
+    futures = []
+    for partition, part in by_partition.items():
+        batch = producer.create_batch()
+        for key, value in part:
+            if batch.append(key=key, value=value, timestamp=None) is not None:
+                continue
+            if batch.record_count():   # full: send it and start another
+                futures.append(await _send_batch(producer, batch, topic, partition, what))
+                batch = producer.create_batch()
+                if batch.append(key=key, value=value, timestamp=None) is not None:
+                    continue
+            # larger than a whole batch: on its own, as send_now would
+            futures.append(await send_now(app, topic, key, value, partition, what=what))
+        if batch.record_count():
+            futures.append(await _send_batch(producer, batch, topic, partition, what))
+    return futures
+
+
+async def _send_batch(producer, batch, topic: str, partition: int, what: str) -> asyncio.Future:
+    batch.close()
+    sent = await producer.send_batch(batch, topic, partition=partition)
+    sent.add_done_callback(partial(_log_failure, f"a batch of {batch.record_count()} {what}"))
     return sent
 
 

@@ -1,5 +1,5 @@
 """The Faust agents (streams/agents.py) without a broker: ``agent.test_context()`` with
-``store="memory://"``; the topics' ``send`` and ``streams.direct_writes.send_now`` are replaced by
+``store="memory://"``; the topics' ``send`` and ``streams.direct_writes.send_now`` / ``send_many`` are replaced by
 recorders, so nothing reaches Kafka. Requests queued for recommendation are read back from
 ``sr.pending``."""
 
@@ -52,6 +52,10 @@ class SentNow:
         delivered.set_result(SimpleNamespace(topic=topic, partition=partition, offset=offset))
         return delivered
 
+    async def many(self, app, topic, records, what=""):
+        """Stands in for ``send_many``: one "delivery" per record."""
+        return [await self(app, topic, key, value, what=what) for key, value in records]
+
     def __getitem__(self, topic: str) -> Sent:
         return self.by_topic.setdefault(topic, Sent())
 
@@ -65,6 +69,7 @@ def sr(make_settings, monkeypatch):
     monkeypatch.setattr(app.events_topic, "send", sent.events)
     monkeypatch.setattr(streams.direct_writes, "send_now", now)
     monkeypatch.setattr(streams.agents, "send_now", now)
+    monkeypatch.setattr(streams.agents, "send_many", now.many)
     app.sent = sent
     yield app
     app.model.close()
