@@ -1,10 +1,11 @@
 """Faust agents: thin ``async for`` loops that call plain functions.
 
-- ``ingest`` (topic ``events``, one event at a time so every table write lands in the changelog
-  partition of its own event): decode + validate (bad input -> ``events.dlq``, once per source
-  offset even across crashes: ``streams.dead_letters``), apply the event
-  to the user's state once (dedupe by ``event_id``; written with ``streams.direct_writes``),
-  update popularity, queue the user.
+- ``ingest`` (topic ``events``, in batches of ``ingest_batch_size`` events, each handled in order
+  as the current event, so every table write lands in the store and changelog partition of its
+  own event): decode + validate (bad input -> ``events.dlq``, once per source offset even
+  across crashes: ``streams.dead_letters``), apply the event to the user's state once (dedupe by
+  ``event_id``; written with ``streams.direct_writes``), update popularity, queue the user; then
+  send the batch's changelog records, before Faust acknowledges its events.
 - ``recommend`` (a task reading :class:`streams.pending.PendingRequests` in micro-batches): one
   record per user of the batch (its latest event), computed in a worker thread, sent to
   ``recommendations``.
@@ -16,8 +17,11 @@ import asyncio
 import json
 import logging
 import time
+import weakref
 from functools import partial
 from typing import Any
+
+from faust.streams import _current_event
 
 from .app import StreamRec
 from .direct_writes import send_many, send_now
@@ -34,13 +38,28 @@ DEAD_LETTER_MARK = b"p%d"  # key of a partition's mark in the dead_letters table
 POPULAR_REFRESH_S = 1.0  # the popularity fallback's ranking is at most this old
 
 
+async def handle_events(sr: StreamRec, events: list) -> None:
+    """Process a batch of ``events`` messages in order, then send the table changes they made to
+    the changelogs; Faust acknowledges the events after this returns."""
+    for event in events:
+        # Faust's stores write to and read from the database of the current event's partition,
+        # which Stream.__aiter__ sets for one event at a time and take_events does not set at all
+        _current_event.set(weakref.ref(event))
+        await handle_event(sr, event)
+    _current_event.set(None)
+    await sr.state_writer.flush()
+    await sr.dead_letter_writer.flush()
+    sr.metrics.ingest_batch_size.observe(len(events))
+
+
 async def handle_event(sr: StreamRec, event: Any) -> None:
-    """Process one message of ``events`` (``event`` is a Faust event with ``.message``)."""
+    """Process one message of ``events`` (``event`` is a Faust event with ``.message``, and the
+    current event); its table changes wait in the TableWriters for :func:`handle_events`."""
     s, metrics, msg = sr.settings, sr.metrics, event.message
     now = time.time()
     mark = sr.dead_letter_marks.to_persist(msg.partition)
     if mark is not None:
-        await sr.dead_letter_writer.put(msg.partition, DEAD_LETTER_MARK % msg.partition, mark)
+        sr.dead_letter_writer.put(msg.partition, DEAD_LETTER_MARK % msg.partition, mark)
     try:
         ev = parse_event(msg.value, max_bytes=s.max_message_bytes, max_future_s=s.max_future_s,
                          now=now, default_ts=msg.timestamp or now)
@@ -62,10 +81,10 @@ async def handle_event(sr: StreamRec, event: Any) -> None:
         # not committed) comes back as this duplicate. Writing the state again puts it in the
         # changelog before this offset can be committed, so a worker that restores the partition
         # from the changelog has the event too. The same value: harmless when it was there.
-        await sr.state_writer.put(msg.partition, key, raw)
+        sr.state_writer.put(msg.partition, key, raw)
         metrics.events.labels("duplicate").inc()
         return
-    await sr.state_writer.put(msg.partition, key, encode(new_state))  # = user_sequences[key] = ...
+    sr.state_writer.put(msg.partition, key, encode(new_state))  # = user_sequences[key] = ...
     _count_popularity(sr, msg.partition, ev)
     sr.model.note_item(ev.item_id, [item for item, _, _ in new_state["items"][:-1]])
     metrics.events.labels("accepted").inc()
@@ -181,8 +200,8 @@ def register(sr: StreamRec) -> None:
 
     @app.agent(sr.events_topic, name="ingest")
     async def ingest(stream):
-        async for event in stream.events():
-            await handle_event(sr, event)
+        async for events in stream.take_events(s.ingest_batch_size, s.ingest_batch_window_s):
+            await handle_events(sr, events)
 
     @app.task
     async def recommend_loop():

@@ -30,6 +30,8 @@ class Metrics:
                                        ["source"], registry=r)
         self.batch_size = Histogram("streamrec_batch_size", "Users per recommendation micro-batch.",
                                     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024), registry=r)
+        self.ingest_batch_size = Histogram("streamrec_ingest_batch_size", "Events per ingest batch.",
+                                           buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024), registry=r)
         self.table_entries = Gauge("streamrec_table_entries", "Entries in the worker's tables (RocksDB's estimate).",
                                    ["table"], registry=r)
         self.http_latency = Histogram("streamrec_http_request_seconds", "HTTP request latency.", ["path"],

@@ -76,6 +76,14 @@ class Settings(BaseSettings):
         0.005, ge=0, le=1, description="How long the worker's producer waits to fill a batch (Faust "
         "producer_linger). Kafka's default 0 sends one produce request per record under load.",
     )
+    ingest_batch_size: int = Field(
+        500, ge=1, le=100_000, description="Most events the ingest agent takes at a time; their changelog "
+        "records go out together (one per user, one batch per partition) before the events are acknowledged.",
+    )
+    ingest_batch_window_s: float = Field(
+        0.005, gt=0, le=10, description="Longest wait to fill an ingest batch: what has arrived by then is "
+        "handled (adds at most this to an event's latency).",
+    )
     batch_size: int = Field(256, ge=1, le=100_000, description="Users per recommendation micro-batch.")
     batch_window_s: float = Field(
         0.0, ge=0, le=60, description="Longest wait to fill a micro-batch (0: a batch is what has queued "

@@ -52,9 +52,9 @@ class SentNow:
         delivered.set_result(SimpleNamespace(topic=topic, partition=partition, offset=offset))
         return delivered
 
-    async def many(self, app, topic, records, what=""):
+    async def many(self, app, topic, records, what="", partition=None):
         """Stands in for ``send_many``: one "delivery" per record."""
-        return [await self(app, topic, key, value, what=what) for key, value in records]
+        return [(await self(app, topic, key, value, partition, what=what), 1) for key, value in records]
 
     def __getitem__(self, topic: str) -> Sent:
         return self.by_topic.setdefault(topic, Sent())
@@ -70,6 +70,7 @@ def sr(make_settings, monkeypatch):
     monkeypatch.setattr(streams.direct_writes, "send_now", now)
     monkeypatch.setattr(streams.agents, "send_now", now)
     monkeypatch.setattr(streams.agents, "send_many", now.many)
+    monkeypatch.setattr(streams.direct_writes, "send_many", now.many)
     app.sent = sent
     yield app
     app.model.close()
@@ -104,10 +105,26 @@ async def test_user_state_writes_reach_the_changelog_and_offsets_are_persisted(s
     async with sr.app.agents["ingest"].test_context() as ingest:
         await ingest.put(event(item="i1", ts=NOW - 2, event_id="e1"), key=b"u1")
         await ingest.put(event(item="i2", ts=NOW - 1, event_id="e2"), key=b"u1")
-    # the changelog gets what the table holds, in order: a restore replays to the same state
-    assert [key for key, _ in sr.sent.now[changelog].calls] == [b"u1", b"u1"]
+    # one batch: the changelog gets the user's latest state once, what the table holds
+    assert [key for key, _ in sr.sent.now[changelog].calls] == [b"u1"]
     assert sr.sent.now[changelog].calls[-1][1] == sr.user_sequences.data[b"u1"]
-    assert persisted == {(changelog, 0): 1}       # each delivered offset, as Faust persists it
+    assert sr.user_state("u1")["n"] == 2
+    assert persisted == {(changelog, 0): 0}       # each delivered offset, as Faust persists it
+
+
+async def test_a_delivered_changelog_batch_persists_its_last_offset(sr, monkeypatch):
+    persisted = {}
+    monkeypatch.setattr(sr.user_sequences.data, "set_persisted_offset",
+                        lambda tp, offset: persisted.__setitem__((tp.topic, tp.partition), offset))
+    writer = sr.state_writer
+    delivered = asyncio.get_running_loop().create_future()
+    delivered.set_result(SimpleNamespace(topic=writer.topic, partition=0, offset=40))
+    writer._on_delivered(5, delivered)            # a batch of 5 records at offsets 40..44
+    assert persisted == {(writer.topic, 0): 44}
+    failed = asyncio.get_running_loop().create_future()
+    failed.set_exception(RuntimeError("broker gone"))
+    writer._on_delivered(3, failed)               # an undelivered batch persists nothing
+    assert persisted == {(writer.topic, 0): 44}
 
 
 async def test_duplicate_event_id_is_applied_once(sr):
@@ -202,8 +219,11 @@ async def test_malformed_message_read_again_is_not_dead_lettered_twice(sr):
         await ingest.put(b"not json", key=b"u1")  # offset 0
         await ingest.put(b"{", key=b"u2")  # 1
         await ingest.put(event(event_id="e1"), key=b"u1")  # 2
-        # the mark is written by the next message of the partition after an acknowledgement
-        assert sr.sent.now[changelog].calls == [(b"p0", b"0"), (b"p0", b"1")]
+        await handled(sr, 3)
+        # the mark is written by the next message of the partition once the dead letter is delivered
+        await ingest.put(event(event_id="e0"), key=b"u0")  # 3
+        await handled(sr, 4)
+        assert sr.sent.now[changelog].calls == [(b"p0", b"1")]
         ingest.sent_offset = 0  # a crash before the offsets were committed: read again
         await ingest.put(b"not json", key=b"u1")
         await ingest.put(b"{", key=b"u2")
@@ -212,9 +232,10 @@ async def test_malformed_message_read_again_is_not_dead_lettered_twice(sr):
         ingest.sent_offset = 1
         await ingest.put(b"{", key=b"u2")
         await ingest.put(event(event_id="e1"), key=b"u1")
-        await ingest.put(b"[1]", key=b"u3")  # 3: new
+        ingest.sent_offset = 4
+        await ingest.put(b"[1]", key=b"u3")  # 4: new
     assert [key for key, _ in sr.sent.dlq.calls] == [b"u1", b"u2", b"u3"]
-    assert [json.loads(value)["offset"] for _, value in sr.sent.dlq.calls] == [0, 1, 3]
+    assert [json.loads(value)["offset"] for _, value in sr.sent.dlq.calls] == [0, 1, 4]
     assert sr.user_state("u1")["n"] == 1
     assert _metric(sr, 'streamrec_events_total{outcome="rejected"}') == 3
     assert _metric(sr, 'streamrec_events_total{outcome="duplicate"}') == 3 + 2  # 3 malformed, 2 e1
@@ -241,11 +262,21 @@ async def test_popularity_ranking_is_reused_for_popular_refresh_s_then_redone(sr
 async def test_a_ranking_shorter_than_asked_is_not_reused(sr):
     async with sr.app.agents["ingest"].test_context() as ingest:
         await ingest.put(event(user="a", item="first"), key=b"a")
+        await handled(sr, 1)
         assert [item for item, _ in popular_now(sr, 10)] == ["first"]
         await ingest.put(event(user="b", item="second"), key=b"b")
         await ingest.put(event(user="c", item="second"), key=b"c")
     # a user who saw "first" must still get something: the ranking of one item is not kept
     assert [item for item, _ in popular_now(sr, 10)] == ["second", "first"]
+
+
+async def handled(sr, n: int, timeout: float = 5.0) -> None:
+    """Wait until the ingest agent has handled ``n`` messages in all and flushed their batches
+    (``put`` returns once a message is buffered for the next batch)."""
+    deadline = time.monotonic() + timeout
+    while _metric(sr, "streamrec_ingest_batch_size_sum") < n:
+        assert time.monotonic() < deadline, f"the ingest agent did not handle {n} messages in {timeout} s"
+        await asyncio.sleep(0.005)
 
 
 def _metric(sr, name: str) -> float:
