@@ -50,10 +50,9 @@ async def send_many(app, topic: str, records: Iterable[tuple[bytes, bytes]], wha
 
     Each record goes to ``partition``, or else to the partition ``send_now`` (aiokafka's ``send``)
     would pick for its key: the same partitioner, through the producer's own ``_partition``. A
-    batch is built with aiokafka's ``create_batch`` / ``send_batch``: ~3 µs a record against ~13
-    through ``send`` (scratch measurement on the 2-core box, 20,000 records of 300 bytes, embedded
-    broker). The batches join the producer's queue like any record, so ``app.producer.flush()``
-    waits for them.
+    batch is built with aiokafka's ``create_batch`` / ``send_batch``: 4.7-6.9 µs of CPU a record
+    against 12-18 through ``send`` (``bench/send_cost.py``). The batches join the producer's queue
+    like any record, so ``app.producer.flush()`` waits for them.
     """
     producer = app.producer._ensure_producer()   # the aiokafka producer Faust started
     await producer.partitions_for(topic)           # metadata for _partition
