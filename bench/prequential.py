@@ -24,6 +24,7 @@ import json
 import logging
 import os
 import platform
+import shutil
 import sys
 
 import torch
@@ -90,8 +91,9 @@ def main(argv=None) -> int:
         # small files only under bench/results: copy the JSON and PNG there
         for ext in ("json", "png"):
             src = os.path.join(args.workdir, f"{spec.name}.{ext}")
-            with open(src, "rb") as f, open(os.path.join(args.results, f"{spec.name}.{ext}"), "wb") as g:
-                g.write(f.read())
+            dst = os.path.join(args.results, f"{spec.name}.{ext}")
+            if not os.path.samefile(args.workdir, args.results):  # (opening dst would empty src)
+                shutil.copyfile(src, dst)
         results[name] = res
         print(format_table({name: res}), flush=True)
 
