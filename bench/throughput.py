@@ -7,7 +7,8 @@
 2. ``--events`` valid events (keyed by user, unique event_ids) are produced as a backlog;
 3. ceiling: a plain kafka-python consumer loop (all partitions, manual assignment) reads the
    backlog and only ``json.loads`` each value; then a bare Faust agent does the same
-   (``bench/_faust_floor.py``): what Faust's own per-message machinery leaves of the ceiling;
+   (``bench/_faust_floor.py``): what Faust's own per-message machinery leaves of the ceiling,
+   once with Faust's consumer and once with the worker's (``streams/transport.py``);
 4. the worker (``--train false``) drains the same backlog: its events/s (accepted events, from
    /metrics/) is the highest rate it sustains; ratio = worker / ceiling;
 5. check: producer paced at ``--confirm-share`` × that rate for ``--confirm-s`` s, consumer lag
@@ -51,6 +52,34 @@ from _procs import (Worker, announce_model, clean_env, client_settings, cpu_seco
 
 RESULTS = ROOT / "bench" / "results"
 HIST = "streamrec_event_to_recommendation_seconds"
+
+
+def start_stack(data: Path, args) -> tuple:
+    """A broker with the topics, a model version announced, and a worker serving it, warmed up
+    (first encodes, index) with 500 events: (broker, client settings, worker)."""
+    from streams.topics import ensure_topics
+
+    data.mkdir(parents=True, exist_ok=True)
+    broker = start_broker(data / "broker.log")
+    settings = client_settings(broker.bootstrap, args.partitions)
+    ensure_topics(settings)
+    announce_model(settings, data / "data" / "models", [f"sku-{i}" for i in range(args.items)], version=1)
+    worker = Worker(broker.bootstrap, data / "data", app_id="tput", partitions=args.partitions,
+                    log_path=data / "worker.log", extra=shlex.split(args.worker_args)).start()
+    try:
+        worker.wait_ready()
+        deadline = time.monotonic() + 60
+        while (worker.health() or {}).get("model_version", 0) < 1 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        produce(settings, make_backlog(500, args.users, args.items, 1, "warm", ids=not args.derived_ids))
+        deadline = time.monotonic() + 60
+        while accepted(worker.metrics()) < 500 and time.monotonic() < deadline:
+            time.sleep(0.3)
+    except BaseException:
+        worker.stop()
+        broker.stop()
+        raise
+    return broker, settings, worker
 
 
 def make_backlog(n: int, users: int, items: int, seed: int, tag: str,
@@ -109,10 +138,11 @@ def ceiling(settings, n: int) -> dict:
     return {"messages": count, "seconds": round(took, 2), "events_per_s": round(count / took, 1) if took else None}
 
 
-def faust_floor(bootstrap: str, partitions: int, n: int) -> dict:
-    """A bare Faust agent (own consumer group, from the beginning) that only decodes each value."""
+def faust_floor(bootstrap: str, partitions: int, n: int, consumer: str = "faust") -> dict:
+    """A bare Faust agent (own consumer group, from the beginning) that only decodes each value;
+    ``consumer="streamrec"``: with the worker's consumer (streams/transport.py) instead of Faust's."""
     proc = subprocess.run([sys.executable, str(ROOT / "bench" / "_faust_floor.py"), "--bootstrap", bootstrap,
-                           "--partitions", str(partitions), "--messages", str(n)],
+                           "--partitions", str(partitions), "--messages", str(n), "--consumer", consumer],
                           cwd=ROOT, env=clean_env(), capture_output=True, text=True, timeout=300)
     lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
     if not lines:
@@ -160,6 +190,9 @@ def main() -> int:
                     help="events/s of the soak (default: half the measured drain rate)")
     ap.add_argument("--worker-args", default="",
                     help="more `streamrec worker` flags, e.g. \"--malloc-mmap-threshold-kb 0\"")
+    ap.add_argument("--fresh-broker", action="store_true",
+                    help="run each paced phase (search steps, soak) on a new broker and worker: the embedded "
+                         "broker's CPU per record grows with the records it holds (Tansu's memory storage)")
     ap.add_argument("--derived-ids", action="store_true",
                     help="send events without event_id (the worker derives a ~40-character one)")
     ap.add_argument("--out", default=str(RESULTS / "throughput"))
@@ -177,30 +210,12 @@ def main() -> int:
     samples: list[dict] = []
     with tempfile.TemporaryDirectory(prefix="tput-bench-") as tmp:
         tmp = Path(tmp)
-        broker = start_broker(tmp / "broker.log")
-        worker = None
+        broker = worker = None
         try:
-            from streams.topics import ensure_topics
-
-            settings = client_settings(broker.bootstrap, args.partitions)
-            ensure_topics(settings)
-            data_dir = tmp / "data"
-            announce_model(settings, data_dir / "models", [f"sku-{i}" for i in range(args.items)], version=1)
-            worker = Worker(broker.bootstrap, data_dir, app_id="tput", partitions=args.partitions,
-                            log_path=tmp / "worker.log", extra=shlex.split(args.worker_args)).start()
-            worker.wait_ready()
-            deadline = time.monotonic() + 60
-            while (worker.health() or {}).get("model_version", 0) < 1 and time.monotonic() < deadline:
-                time.sleep(0.2)
+            broker, settings, worker = start_stack(tmp / "drain", args)
             report["model_version_served"] = (worker.health() or {}).get("model_version")
             log(f"worker ready, model v{report['model_version_served']}")
-
-            # Warm-up (first encodes, index), then stop the worker so the backlog waits for it.
-            produce(settings, make_backlog(500, args.users, args.items, 1, "warm", ids=not args.derived_ids))
-            t = time.monotonic() + 60
-            while accepted(worker.metrics()) < 500 and time.monotonic() < t:
-                time.sleep(0.3)
-            worker.stop()
+            worker.stop()  # the backlog waits for it
 
             backlog = make_backlog(args.events, args.users, args.items, 2, "bl", ids=not args.derived_ids)
             took = produce(settings, backlog)
@@ -211,6 +226,9 @@ def main() -> int:
             log(f"ceiling: {report['ceiling_plain_consumer']}")
             report["faust_bare_agent"] = faust_floor(broker.bootstrap, args.partitions, args.events + 500)
             log(f"bare Faust agent: {report['faust_bare_agent']}")
+            report["faust_bare_agent_streamrec_consumer"] = faust_floor(broker.bootstrap, args.partitions,
+                                                                        args.events + 500, "streamrec")
+            log(f"bare Faust agent, StreamRec's consumer: {report['faust_bare_agent_streamrec_consumer']}")
 
             # Worker drains the backlog (restarted on the same data dir: its offsets are committed).
             worker.start()
@@ -251,6 +269,9 @@ def main() -> int:
             report["ratio_worker_to_ceiling"] = round(rate / ceil_rate, 4) if ceil_rate else None
             floor_rate = report["faust_bare_agent"]["events_per_s"]
             report["ratio_bare_faust_to_ceiling"] = round(floor_rate / ceil_rate, 4) if ceil_rate else None
+            floor_sr = report["faust_bare_agent_streamrec_consumer"]["events_per_s"]
+            report["ratio_bare_faust_streamrec_consumer_to_ceiling"] = \
+                round(floor_sr / ceil_rate, 4) if ceil_rate else None
             report["ratio_worker_to_bare_faust"] = round(rate / floor_rate, 4) if floor_rate else None
             log(f"worker drain: {report['worker_drain']}, ratio {report['ratio_worker_to_ceiling']}")
             report["state_check_after_drain"] = check_state(
@@ -259,6 +280,13 @@ def main() -> int:
             samples.append({"phase": "drain", "series": series})
 
             def paced(phase: str, r: float, seconds: float, tag: str) -> dict:
+                nonlocal broker, settings, worker
+                if args.fresh_broker:  # this phase's broker holds only this phase's records
+                    worker.stop()
+                    broker.stop()
+                    broker = worker = None
+                    broker, settings, worker = start_stack(tmp / tag, args)
+                    log(f"{phase}: fresh broker and worker ready")
                 n = int(r * seconds)
                 msgs = make_backlog(n, args.users, args.items, hash(tag) & 0xFFFF, tag, ids=not args.derived_ids)
                 before = worker.metrics()
@@ -337,7 +365,8 @@ def main() -> int:
         finally:
             if worker is not None:
                 worker.stop()
-            broker.stop()
+            if broker is not None:
+                broker.stop()
     report["load_average_at_end"] = os.getloadavg()
     Path(args.out + ".json").write_text(json.dumps({**report, "samples": samples}, indent=1))
     plot(report, samples, Path(args.out + ".png"))
@@ -353,10 +382,11 @@ def plot(report: dict, samples: list[dict], path: Path) -> None:
 
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.5))
     ax = axes[0]
-    names = ["plain consumer\n(decode only)", "bare Faust agent\n(decode only)", "worker\n(state + model rec)"]
+    names = ["plain consumer\n(decode only)", "bare Faust agent\n(decode only)",
+             "bare Faust agent,\nworker's consumer", "worker\n(state + model rec)"]
     values = [report["ceiling_plain_consumer"]["events_per_s"], report["faust_bare_agent"]["events_per_s"],
-              report["worker_drain"]["events_per_s"]]
-    ax.bar(names, values, color=["grey", "tab:orange", "tab:blue"])
+              report["faust_bare_agent_streamrec_consumer"]["events_per_s"], report["worker_drain"]["events_per_s"]]
+    ax.bar(names, values, color=["grey", "tab:orange", "tab:olive", "tab:blue"])
     for i, v in enumerate(values):
         ax.text(i, v, f"{v:,.0f}/s", ha="center", va="bottom")
     ax.set_title(f"backlog drain, same run (ratio {report['ratio_worker_to_ceiling']:.1%})")
