@@ -2,9 +2,7 @@
 
 Run by ``bench/throughput.py`` as a subprocess (same event loop as the worker: uvloop when
 installed); prints one JSON line ``{"messages": n, "seconds": s, "events_per_s": r}`` when it has
-read ``--messages`` messages of ``--topic`` from the beginning, then exits. With ``--consumer
-streamrec`` the app uses the worker's Faust transport (``streams.transport``: its consumer delivers
-a message that need not wait without making tasks) instead of Faust's own.
+read ``--messages`` messages of ``--topic`` from the beginning, then exits.
 """
 
 from __future__ import annotations
@@ -28,7 +26,6 @@ def main() -> None:
     ap.add_argument("--topic", default="events")
     ap.add_argument("--partitions", type=int, default=4)
     ap.add_argument("--messages", type=int, required=True)
-    ap.add_argument("--consumer", choices=("faust", "streamrec"), default="faust")
     args = ap.parse_args()
 
     from streams.worker import use_fast_event_loop
@@ -41,10 +38,6 @@ def main() -> None:
                     store="memory://", datadir=datadir, web_enabled=False, autodiscover=False,
                     consumer_auto_offset_reset="earliest", topic_partitions=args.partitions,
                     broker_session_timeout=6, broker_rebalance_timeout=4, broker_heartbeat_interval=1)
-    if args.consumer == "streamrec":
-        from streams.transport import transport_class
-
-        app.transport = transport_class(fetch_max_wait_ms=100)(app.conf.broker_consumer, app)
     topic = app.topic(args.topic, key_serializer="raw", value_serializer="raw", partitions=args.partitions)
     state = {"n": 0, "first": None}
 

@@ -7,8 +7,7 @@
 2. ``--events`` valid events (keyed by user, unique event_ids) are produced as a backlog;
 3. ceiling: a plain kafka-python consumer loop (all partitions, manual assignment) reads the
    backlog and only ``json.loads`` each value; then a bare Faust agent does the same
-   (``bench/_faust_floor.py``): what Faust's own per-message machinery leaves of the ceiling,
-   once with Faust's consumer and once with the worker's (``streams/transport.py``);
+   (``bench/_faust_floor.py``): what Faust's own per-message machinery leaves of the ceiling;
 4. the worker (``--train false``) drains the same backlog: its events/s (accepted events, from
    /metrics/) is the highest rate it sustains; ratio = worker / ceiling;
 5. check: producer paced at ``--confirm-share`` × that rate for ``--confirm-s`` s, consumer lag
@@ -138,11 +137,10 @@ def ceiling(settings, n: int) -> dict:
     return {"messages": count, "seconds": round(took, 2), "events_per_s": round(count / took, 1) if took else None}
 
 
-def faust_floor(bootstrap: str, partitions: int, n: int, consumer: str = "faust") -> dict:
-    """A bare Faust agent (own consumer group, from the beginning) that only decodes each value;
-    ``consumer="streamrec"``: with the worker's consumer (streams/transport.py) instead of Faust's."""
+def faust_floor(bootstrap: str, partitions: int, n: int) -> dict:
+    """A bare Faust agent (own consumer group, from the beginning) that only decodes each value."""
     proc = subprocess.run([sys.executable, str(ROOT / "bench" / "_faust_floor.py"), "--bootstrap", bootstrap,
-                           "--partitions", str(partitions), "--messages", str(n), "--consumer", consumer],
+                           "--partitions", str(partitions), "--messages", str(n)],
                           cwd=ROOT, env=clean_env(), capture_output=True, text=True, timeout=300)
     lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
     if not lines:
@@ -226,9 +224,6 @@ def main() -> int:
             log(f"ceiling: {report['ceiling_plain_consumer']}")
             report["faust_bare_agent"] = faust_floor(broker.bootstrap, args.partitions, args.events + 500)
             log(f"bare Faust agent: {report['faust_bare_agent']}")
-            report["faust_bare_agent_streamrec_consumer"] = faust_floor(broker.bootstrap, args.partitions,
-                                                                        args.events + 500, "streamrec")
-            log(f"bare Faust agent, StreamRec's consumer: {report['faust_bare_agent_streamrec_consumer']}")
 
             # Worker drains the backlog (restarted on the same data dir: its offsets are committed).
             worker.start()
@@ -269,9 +264,6 @@ def main() -> int:
             report["ratio_worker_to_ceiling"] = round(rate / ceil_rate, 4) if ceil_rate else None
             floor_rate = report["faust_bare_agent"]["events_per_s"]
             report["ratio_bare_faust_to_ceiling"] = round(floor_rate / ceil_rate, 4) if ceil_rate else None
-            floor_sr = report["faust_bare_agent_streamrec_consumer"]["events_per_s"]
-            report["ratio_bare_faust_streamrec_consumer_to_ceiling"] = \
-                round(floor_sr / ceil_rate, 4) if ceil_rate else None
             report["ratio_worker_to_bare_faust"] = round(rate / floor_rate, 4) if floor_rate else None
             log(f"worker drain: {report['worker_drain']}, ratio {report['ratio_worker_to_ceiling']}")
             report["state_check_after_drain"] = check_state(
@@ -297,8 +289,11 @@ def main() -> int:
                 series = []
                 # (s, processed, lag, RSS KiB, CPU cores of the worker tree / the broker since the last sample)
                 cpu_last = (time.monotonic(), worker.cpu_seconds() or 0.0, cpu_seconds(broker.process.pid))
+                mid = None  # metrics at half time: latency of each half of the phase
                 while th.is_alive() or time.monotonic() - t0 < seconds:
                     m = worker.metrics()
+                    if mid is None and time.monotonic() - t0 >= seconds / 2:
+                        mid = m
                     cpu_now = (time.monotonic(), worker.cpu_seconds() or 0.0, cpu_seconds(broker.process.pid))
                     dt = max(1e-6, cpu_now[0] - cpu_last[0])
                     series.append((time.monotonic() - t0, accepted(m) - accepted(before),
@@ -326,6 +321,8 @@ def main() -> int:
                     "lag_last": lags[-1] if lags else None,
                     "p50_s": histogram_quantile(after, HIST, 0.5, before),
                     "p99_s": histogram_quantile(after, HIST, 0.99, before),
+                    "p99_first_half_s": histogram_quantile(mid, HIST, 0.99, before) if mid else None,
+                    "p99_second_half_s": histogram_quantile(after, HIST, 0.99, mid) if mid else None,
                     "rss_mib_first": round(series[0][3] / 1024, 1) if series else None,
                     "rss_mib_max": round(max(s[3] for s in series) / 1024, 1) if series else None,
                     "rss_mib_last": round(series[-1][3] / 1024, 1) if series else None,
@@ -382,11 +379,10 @@ def plot(report: dict, samples: list[dict], path: Path) -> None:
 
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.5))
     ax = axes[0]
-    names = ["plain consumer\n(decode only)", "bare Faust agent\n(decode only)",
-             "bare Faust agent,\nworker's consumer", "worker\n(state + model rec)"]
+    names = ["plain consumer\n(decode only)", "bare Faust agent\n(decode only)", "worker\n(state + model rec)"]
     values = [report["ceiling_plain_consumer"]["events_per_s"], report["faust_bare_agent"]["events_per_s"],
-              report["faust_bare_agent_streamrec_consumer"]["events_per_s"], report["worker_drain"]["events_per_s"]]
-    ax.bar(names, values, color=["grey", "tab:orange", "tab:olive", "tab:blue"])
+              report["worker_drain"]["events_per_s"]]
+    ax.bar(names, values, color=["grey", "tab:orange", "tab:blue"])
     for i, v in enumerate(values):
         ax.text(i, v, f"{v:,.0f}/s", ha="center", va="bottom")
     ax.set_title(f"backlog drain, same run (ratio {report['ratio_worker_to_ceiling']:.1%})")

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import time
 
+from faust.exceptions import ConsumerNotStarted
+
 from .app import StreamRec
 from .serving import Request
 from .user_state import history
@@ -47,8 +49,11 @@ def register(sr: StreamRec) -> None:
     @app.page("/health")
     @app.page("/health/")
     async def health(web, request):
-        assigned = sorted(tp.partition for tp in app.consumer.assignment()
-                          if tp.topic == sr.settings.topic_events) if app.consumer else []
+        try:
+            assigned = sorted(tp.partition for tp in app.consumer.assignment()
+                              if tp.topic == sr.settings.topic_events) if app.consumer else []
+        except ConsumerNotStarted:  # asked while the worker starts: no partitions yet
+            assigned = []
         model = sr.model
         return web.json({
             "status": "ok",
