@@ -15,6 +15,14 @@ from .serving import Request
 from .user_state import history
 
 
+def assigned_partitions(app, topic: str) -> list[int]:
+    """The partitions of ``topic`` this worker holds; none while its consumer is still starting."""
+    try:
+        return sorted(tp.partition for tp in app.consumer.assignment() if tp.topic == topic)
+    except ConsumerNotStarted:
+        return []
+
+
 def register(sr: StreamRec) -> None:
     app, metrics = sr.app, sr.metrics
     from .agents import recommend_batch
@@ -49,15 +57,10 @@ def register(sr: StreamRec) -> None:
     @app.page("/health")
     @app.page("/health/")
     async def health(web, request):
-        try:
-            assigned = sorted(tp.partition for tp in app.consumer.assignment()
-                              if tp.topic == sr.settings.topic_events) if app.consumer else []
-        except ConsumerNotStarted:  # asked while the worker starts: no partitions yet
-            assigned = []
         model = sr.model
         return web.json({
             "status": "ok",
-            "partitions": assigned,
+            "partitions": assigned_partitions(app, sr.settings.topic_events),
             "model_version": getattr(model, "model_version", 0),
             "index_version": getattr(model, "index_version", 0),
         })
