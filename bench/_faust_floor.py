@@ -15,9 +15,7 @@ import sys
 import tempfile
 import time
 import uuid
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def main() -> None:
@@ -28,7 +26,7 @@ def main() -> None:
     ap.add_argument("--messages", type=int, required=True)
     args = ap.parse_args()
 
-    from streams.worker import use_fast_event_loop
+    from streams.cli.worker import use_fast_event_loop
 
     use_fast_event_loop()
     import faust

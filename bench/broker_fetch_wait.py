@@ -1,6 +1,6 @@
 """Delivery latency through the embedded broker (Tansu) for consumer fetch waits, side by side.
 
-Why the worker sets ``STREAMREC_FETCH_MAX_WAIT_MS`` (streams/transport.py): a producer paces
+Why the worker sets ``STREAMREC_FETCH_MAX_WAIT_MS`` (streams/kafka/faust_patches/transport.py): a producer paces
 ``--rate`` events/s into ``events`` while a plain kafka-python consumer (no group, from the
 beginning) reads them with ``fetch_max_wait_ms`` = each value of ``--waits``; each message carries
 its send time, and the delay to its arrival at the consumer is recorded. A broker that answers a
@@ -24,13 +24,12 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests" / "integration"))
 
-from _procs import client_settings, start_broker  # noqa: E402
+from streams.harness.procs import client_settings, start_broker
 
 
 def produce_paced(settings, rate: float, seconds: float) -> None:
-    from streams.produce import make_producer
+    from streams.kafka.clients import make_producer
 
     producer = make_producer(settings)
     started = time.monotonic()
@@ -84,7 +83,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="fetch-wait-") as tmp:
         broker = start_broker(Path(tmp) / "broker.log")
         try:
-            from streams.topics import ensure_topics
+            from streams.kafka.topics import ensure_topics
 
             settings = client_settings(broker.bootstrap, 4)
             ensure_topics(settings)

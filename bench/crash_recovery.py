@@ -28,9 +28,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests" / "integration"))
 
-from _crash import run_crash_scenario, summary  # noqa: E402
+from streams.harness.crash import run_crash_scenario, summary
 
 RESULTS = ROOT / "bench" / "results"
 

@@ -22,9 +22,8 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from model.encoder import EncoderConfig, SeqEncoder  # noqa: E402
+from model.encoder import EncoderConfig, SeqEncoder
 
 
 def time_calls(fn, seconds: float) -> list[float]:

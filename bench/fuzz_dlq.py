@@ -17,9 +17,8 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests" / "integration"))
 
-from _fuzz import rss_growth_mib, run_fuzz  # noqa: E402
+from streams.harness.fuzz import rss_growth_mib, run_fuzz
 
 RESULTS = ROOT / "bench" / "results"
 

@@ -22,10 +22,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests" / "integration"))
 
-from _procs import Worker, announce_model, client_settings, start_broker  # noqa: E402
-from throughput import accepted, make_backlog, produce  # noqa: E402
+from streams.harness.procs import Worker, announce_model, client_settings, start_broker
+from throughput import accepted, make_backlog, produce
 
 
 def main() -> None:
@@ -45,7 +44,7 @@ def main() -> None:
         tmp = Path(tmp)
         broker = start_broker(tmp / "broker.log")
         try:
-            from streams.topics import ensure_topics
+            from streams.kafka.topics import ensure_topics
 
             settings = client_settings(broker.bootstrap, args.partitions)
             ensure_topics(settings)

@@ -1,7 +1,7 @@
 """Live-model swap benchmark (the worker's serving side, no Kafka).
 
 ``--serving thread`` (the default) serves in this process, as a worker does by default;
-``--serving processes`` from two child processes (``streams/serving_process.py``): there a
+``--serving processes`` from two child processes (``streams/serving/processes.py``): there a
 load is timed until both children hold the version (it is served after the first).
 
 Measures, for a catalogue of ``--items`` items:
@@ -32,10 +32,9 @@ import numpy as np
 
 from model.encoder import EncoderConfig
 from model.recommender import Recommender
-from streams.live_model import LiveModel
+from streams.lifecycle.model_store import ModelStore
 from streams.metrics import Metrics
-from streams.model_store import ModelStore
-from streams.serving_process import ServingPair
+from streams.serving.service import Serving
 from streams.settings import load_settings
 
 HERE = Path(__file__).resolve().parent
@@ -57,15 +56,16 @@ def main() -> None:
     parser.add_argument("--gil-switch-interval-ms", type=float, default=None,
                         help="Python's switch interval (default: the worker's setting, as run_worker sets it)")
     parser.add_argument("--serving", choices=("thread", "processes"), default="thread",
-                        help="processes: the worker's serving_processes setting (streams/serving_process.py)")
+                        help="processes: the worker's serving_processes setting (streams/serving/processes.py)")
     parser.add_argument("--json", default=str(HERE / "results" / "live_swap.json"))
     parser.add_argument("--png", default=str(HERE / "results" / "live_swap.png"))
     args = parser.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="live-swap-"))
-    settings = load_settings({"data_dir": tmp, "store": "memory"}, environ={})
+    settings = load_settings({"data_dir": tmp, "store": "memory",
+                              "serving_processes": args.serving == "processes"}, environ={})
     switch_ms = args.gil_switch_interval_ms or settings.gil_switch_interval_ms
-    sys.setswitchinterval(switch_ms / 1000)  # what streams.worker.run_worker does
+    sys.setswitchinterval(switch_ms / 1000)  # what streams.cli.worker.run_worker does
     store = ModelStore(tmp / "models", keep=3)
     items = [f"item-{n}" for n in range(args.items)]
     print(f"building {args.items} x {args.dim} models ...", flush=True)
@@ -76,7 +76,7 @@ def main() -> None:
         rec = Recommender.fresh(EncoderConfig(dim=args.dim, n_layers=2, max_len=50), item_ids=grown, seed=version)
         rec.version = version
         recs.append(store.save(rec))
-    live = (ServingPair if args.serving == "processes" else LiveModel)(settings, Metrics())
+    live = Serving(settings, Metrics(), popular=lambda n: [])  # the worker's serving, its backend by settings
     load_times = []
     for update in recs:
         started = time.perf_counter()
@@ -95,7 +95,7 @@ def main() -> None:
         while time.monotonic() < deadline:
             in_swap = swapping.is_set()
             started = time.perf_counter()
-            answer = live.recommend([histories[n % len(histories)]], 10)[0]
+            answer = live.backend.recommend([histories[n % len(histories)]], 10)[0]
             (busy if in_swap else calm).append(time.perf_counter() - started)
             assert answer and len(answer) == 10
             n += 1
@@ -132,7 +132,7 @@ def main() -> None:
         live.note_item(f"new-{n}", [items[n], items[n + 1]])
         started = time.perf_counter()
         live.add_new_items()
-        assert live.recommend([[(f"new-{n}", "click")]], 10)[0]  # known to the model and the index
+        assert live.backend.recommend([[(f"new-{n}", "click")]], 10)[0]  # known to the model and the index
         new_item_times.append(time.perf_counter() - started)
 
     result = {

@@ -34,9 +34,9 @@ import torch
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-sys.path.insert(0, ROOT)
 
-from model.prequential import PrequentialConfig, RunSpec, format_table, run  # noqa: E402
+from model.prequential import PrequentialConfig
+from model.prequential_run import RunSpec, format_table, run
 
 DATA = os.path.join(ROOT, "..", "shared", "data")
 

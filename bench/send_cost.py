@@ -1,5 +1,5 @@
 """Producer CPU per record: aiokafka ``send`` one record at a time against record batches
-(``create_batch`` / ``send_batch``, what ``streams.direct_writes.send_many`` does), side by side on
+(``create_batch`` / ``send_batch``, what ``streams.kafka.direct_writes.send_many`` does), side by side on
 one embedded broker. Why the worker hands changelog and recommendation records over in batches.
 
     .venv/bin/python bench/send_cost.py --records 20000 --rounds 3
@@ -21,11 +21,9 @@ from pathlib import Path
 from types import SimpleNamespace
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests" / "integration"))
 
-from _procs import start_broker  # noqa: E402
-from streams.direct_writes import send_many  # noqa: E402
+from streams.harness.procs import start_broker
+from streams.kafka.direct_writes import send_many
 
 
 async def one_by_one(producer, topic: str, records: list[tuple[bytes, bytes]]) -> None:

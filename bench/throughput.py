@@ -44,9 +44,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests" / "integration"))
 
-from _procs import (Worker, announce_model, clean_env, client_settings, cpu_seconds,  # noqa: E402
+from streams.harness.procs import (Worker, announce_model, clean_env, client_settings, cpu_seconds,
                     histogram_quantile, start_broker)
 
 RESULTS = ROOT / "bench" / "results"
@@ -56,7 +55,7 @@ HIST = "streamrec_event_to_recommendation_seconds"
 def start_stack(data: Path, args) -> tuple:
     """A broker with the topics, a model version announced, and a worker serving it, warmed up
     (first encodes, index) with 500 events: (broker, client settings, worker)."""
-    from streams.topics import ensure_topics
+    from streams.kafka.topics import ensure_topics
 
     data.mkdir(parents=True, exist_ok=True)
     broker = start_broker(data / "broker.log")
@@ -98,7 +97,7 @@ def make_backlog(n: int, users: int, items: int, seed: int, tag: str,
 
 
 def produce(settings, messages, rate: float = 0.0, stop: threading.Event | None = None) -> float:
-    from streams.produce import make_producer
+    from streams.kafka.clients import make_producer
 
     producer = make_producer(settings)
     started = time.monotonic()
@@ -119,7 +118,7 @@ def produce(settings, messages, rate: float = 0.0, stop: threading.Event | None 
 
 def ceiling(settings, n: int) -> dict:
     """A plain consumer loop over the backlog that only decodes (json.loads) each value."""
-    from streams.consume import watch_consumer
+    from streams.kafka.clients import watch_consumer
 
     consumer = watch_consumer(settings, [settings.topic_events], from_beginning=True)
     count, first, deadline = 0, None, time.monotonic() + 300
@@ -153,7 +152,7 @@ def check_state(worker, sent: list[tuple[bytes, bytes]]) -> dict:
     (all valid, unique event ids): events lost or applied twice show here."""
     from collections import Counter
 
-    from _procs import get_json
+    from streams.harness.procs import get_json
 
     expected = Counter(key.decode() for key, _ in sent)
     wrong = {}

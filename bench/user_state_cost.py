@@ -1,4 +1,4 @@
-"""What one user's state costs per event once it is full (``streams/user_state.py``).
+"""What one user's state costs per event once it is full (``streams/ingest/user_state.py``).
 
 Every accepted event reads the user's state from RocksDB, decodes it, applies the event, encodes
 it, and writes the whole record to RocksDB and to the changelog. This builds the state of a user
@@ -23,15 +23,14 @@ import uuid
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
-from streams.events import Event  # noqa: E402
-from streams.user_state import apply_event, decode, encode, history  # noqa: E402
+from streams.ingest.events import Event
+from streams.ingest.user_state import apply_event, decode, encode, history
 
 
 def event_id(fmt: str, user: str, item: str, ts: float, n: int) -> str:
     if fmt == "derived":
-        return f"{user}|{item}|click|{ts!r}"  # streams.events.parse_event without an event_id
+        return f"{user}|{item}|click|{ts!r}"  # streams.ingest.events.parse_event without an event_id
     if fmt == "uuid":
         return str(uuid.uuid4())
     return f"bl-{n}"
@@ -41,7 +40,7 @@ def measure(fmt: str, events: int, repeat: int, seq_len: int, dedupe_window: int
     user, state = "u1000123", None
     for n in range(events):
         item, ts = f"{4_000_000 + n * 37}", 1_511_544_070.0 + n
-        ev = Event(user, item, "click", ts, event_id(fmt, user, item, ts, n))
+        ev = Event(user_id=user, item_id=item, type="click", ts=ts, event_id=event_id(fmt, user, item, ts, n))
         state = apply_event(state, ev, seq_len=seq_len, dedupe_window=dedupe_window)
     raw = encode(state)
     ts = 1_600_000_000.0

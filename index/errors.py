@@ -15,7 +15,3 @@ class IndexFileError(ItemIndexError):
         self.path = str(path)
         self.reason = reason
         super().__init__(f"index file {self.path!r}: {reason}")
-
-
-class StaleIndexError(ItemIndexError):
-    """A swap was asked with an index whose version is not newer than the live one."""

@@ -4,8 +4,8 @@ Labels. FAISS labels are positions 0..ntotal-1 in the FAISS structure; ``_ids[la
 external id. Nothing is ever removed from FAISS (GPU indexes cannot ``remove_ids``, HNSW cannot
 either): ``retire`` clears the item's bit in an ``alive`` bitmap, and re-adding an existing id
 appends the new vector under a new label and clears the old label's bit (last write wins). Dead
-labels cost memory and scan time until the next rebuild (``ItemIndex.build`` / ``IndexHolder``
-refresh) compacts them away; ``stats()["dead"]`` says how many there are.
+labels cost memory and scan time until the next rebuild (``ItemIndex.build``, given the index it
+replaces as ``base``) compacts them away; ``stats()["dead"]`` says how many there are.
 
 Filtering. On the CPU the alive bitmap is handed to FAISS as an ``IDSelectorBitmap`` so dead
 labels are never candidates. Per-query exclusions (items the user has seen) differ per row, and a
@@ -18,14 +18,13 @@ covers dead labels, doubling up to FAISS's GPU limit of k=2048.
 
 Threading. Searches share a readers/writer lock; ``add``/``retire`` take it exclusively, so a
 search never sees a half-applied add. GPU searches take it exclusively as well (GPU indexes are
-not thread-safe). The ``version`` of an index never changes after build; ``IndexHolder`` swaps in
-a new index for a new version.
+not thread-safe). The ``version`` of an index never changes after build; serving swaps in a new
+index (with its model) for a new version (``streams.serving.live_model``).
 """
 
 from __future__ import annotations
 
 import logging
-from contextlib import contextmanager
 from collections.abc import Collection, Sequence
 
 import faiss
@@ -34,43 +33,12 @@ import numpy as np
 from . import factory
 from ._rwlock import RWLock
 from .errors import ItemIndexError
+from .inputs import as_ids, as_matrix, last_occurrences
 from .factory import DEFAULT_EXACT_THRESHOLD, GPU_MAX_K, IndexParams
 
 log = logging.getLogger(__name__)
 
 Hit = tuple[str, float]
-
-
-def _as_matrix(x, dim: int | None, what: str) -> np.ndarray:
-    x = np.asarray(x)
-    if x.ndim == 1 and dim is not None and x.shape[0] == dim:
-        x = x[None, :]
-    if x.ndim != 2 or (dim is not None and x.shape[1] != dim):
-        want = f"(n, {dim})" if dim is not None else "(n, d)"
-        raise ValueError(f"{what} must have shape {want}, got {x.shape}")
-    x = np.ascontiguousarray(x, dtype=np.float32)
-    if not np.isfinite(x).all():
-        raise ValueError(f"{what} contain NaN or infinite values")
-    return x
-
-
-def _as_ids(ids, n: int) -> list[str]:
-    if isinstance(ids, (str, bytes)):
-        raise TypeError("ids must be a sequence of ids, not a single string")
-    out = list(map(str, ids))  # map, not a comprehension: no bytecode per id (see _label_map)
-    if len(out) != n:
-        raise ValueError(f"got {len(out)} ids for {n} vectors")
-    if not all(out):
-        raise ValueError("ids must be non-empty strings")
-    return out
-
-
-def _last_occurrences(ids: list[str]) -> np.ndarray:
-    """Positions of the last occurrence of each id (a batch with repeats: last write wins)."""
-    last = dict(zip(ids, range(len(ids))))
-    if len(last) == len(ids):
-        return np.arange(len(ids))
-    return np.fromiter(sorted(last.values()), dtype=np.int64)
 
 
 def _label_map(ids: list[str], base: "ItemIndex | None") -> dict[str, int]:
@@ -138,18 +106,18 @@ class ItemIndex:
         params = params or IndexParams()
         if dim is not None and np.asarray(vectors).size == 0:
             vectors = np.zeros((0, dim), np.float32)
-        vectors = _as_matrix(vectors, dim, "vectors")
-        ids = _as_ids(ids, len(vectors))
+        vectors = as_matrix(vectors, dim, "vectors")
+        ids = as_ids(ids, len(vectors))
         label_of = _label_map(ids, base)
         if len(label_of) != len(ids):
             keep = np.fromiter(sorted(label_of.values()), dtype=np.int64)
             ids = [ids[i] for i in keep]
             vectors = np.ascontiguousarray(vectors[keep])
             label_of = dict(zip(ids, range(len(ids))))
-        use_gpu = _resolve_gpu(use_gpu)
-        kind = choose_kind_for(len(vectors), params, exact_threshold)
+        use_gpu = factory.resolve_gpu(use_gpu)
+        kind = factory.choose_kind(len(vectors), params, exact_threshold)
         if sample_queries is not None:
-            sample_queries = _as_matrix(sample_queries, vectors.shape[1], "sample_queries")
+            sample_queries = as_matrix(sample_queries, vectors.shape[1], "sample_queries")
         built = factory.build_faiss(kind, vectors, params, use_gpu=use_gpu, device=device,
                                     sample_queries=sample_queries)
         return cls(faiss_index=built["index"], kind=kind, dim=vectors.shape[1], version=version,
@@ -212,11 +180,11 @@ class ItemIndex:
     def add(self, ids: Sequence[str], vectors: np.ndarray) -> int:
         """Add items, visible to the next search; no rebuild. Re-adding a live id replaces its
         vector (last write wins); re-adding a retired id brings it back. Returns the count added."""
-        vectors = _as_matrix(vectors, self._dim, "vectors")
-        ids = _as_ids(ids, len(vectors))
+        vectors = as_matrix(vectors, self._dim, "vectors")
+        ids = as_ids(ids, len(vectors))
         if not ids:
             return 0
-        keep = _last_occurrences(ids)
+        keep = last_occurrences(ids)
         if len(keep) != len(ids):
             ids = [ids[i] for i in keep]
             vectors = np.ascontiguousarray(vectors[keep])
@@ -275,7 +243,7 @@ class ItemIndex:
         """Top-k by inner product for each query row: a list (one per row) of (id, score), best
         first. Never returns a retired item or one in ``exclude[i]``; returns k items whenever at
         least k live, non-excluded items exist (fewer otherwise). queries (B, D) float32."""
-        q = _as_matrix(queries, self._dim, "queries")
+        q = as_matrix(queries, self._dim, "queries")
         B = len(q)
         if exclude is not None and len(exclude) != B:
             raise ValueError(f"exclude has {len(exclude)} rows for {B} queries")
@@ -283,7 +251,7 @@ class ItemIndex:
         if k <= 0 or B == 0:
             return [[] for _ in range(B)]
         lock = self._lock.write() if self.on_gpu else self._lock.read()
-        with lock, _omp_threads(1 if B < SMALL_BATCH and not self.on_gpu else 0):
+        with lock, factory.omp_threads(1 if B < factory.SMALL_BATCH and not self.on_gpu else 0):
             n_alive = len(self._label_of)
             if n_alive == 0:
                 return [[] for _ in range(B)]
@@ -422,36 +390,3 @@ class ItemIndex:
         d, lab = self._index.search(q, kk, params=params)
         del keep
         return d, lab
-
-
-SMALL_BATCH = 16  # below this a CPU search runs on one OpenMP thread (see _omp_threads)
-
-
-@contextmanager
-def _omp_threads(n: int):
-    """Run FAISS with ``n`` OpenMP threads in this thread (0: leave as is). Measured on the shared
-    2-core machine: a batch-1 search of a 100k flat index took p50 5.3 ms / p99 36 ms with two
-    OpenMP threads (they wait on each other when the cores are busy) and p50 0.7 ms with one. The
-    OpenMP thread count is a per-calling-thread setting, so other threads are not affected."""
-    if n <= 0:
-        yield
-        return
-    prev = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(n)
-    try:
-        yield
-    finally:
-        faiss.omp_set_num_threads(prev)
-
-
-def choose_kind_for(n: int, params: IndexParams, exact_threshold: int) -> str:
-    return factory.choose_kind(n, params, exact_threshold)
-
-
-def _resolve_gpu(use_gpu: bool | None) -> bool:
-    n = faiss.get_num_gpus() if hasattr(faiss, "get_num_gpus") else 0
-    if use_gpu is None:
-        return n > 0
-    if use_gpu and n == 0:
-        raise ItemIndexError("use_gpu=True but faiss sees no GPU (faiss.get_num_gpus() == 0)")
-    return bool(use_gpu)

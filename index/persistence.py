@@ -30,7 +30,7 @@ import numpy as np
 from . import factory
 from .errors import IndexFileError
 from .factory import IndexParams
-from .item_index import ItemIndex, _resolve_gpu
+from .item_index import ItemIndex
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +103,7 @@ def load(path, *, use_gpu: bool | None = None, device: int = 0) -> ItemIndex:
         params = IndexParams(**meta["params"])
     except Exception as e:  # a valid checksum over bad content: written by something else
         raise IndexFileError(path, f"unreadable content: {e}") from e
-    on_gpu = _resolve_gpu(use_gpu) and meta["kind"] != "hnsw"
+    on_gpu = factory.resolve_gpu(use_gpu) and meta["kind"] != "hnsw"
     index, res = (factory.to_gpu(cpu_index, device) if on_gpu else (cpu_index, None))
     out = ItemIndex(faiss_index=index, kind=meta["kind"], dim=meta["dim"], version=meta["version"],
                     params=params, effort=meta["effort"],

@@ -12,9 +12,16 @@ import logging
 import os
 import sys
 
-from model.checkpoint import CheckpointError
-from model.data import FORMATS, DataError
-from model.pretrain import LR_SCHEDULES, WINDOWS
+from model.checkpoint import CheckpointError, load_checkpoint
+from model.data import FORMATS, DataError, build_dataset, load_dataset, read_sequences
+from model.encoder import EncoderConfig, SeqEncoder
+from model.evaluate import evaluate_model
+from model.objectives import OBJECTIVES, ObjectiveConfig
+from model.prequential import PrequentialConfig
+from model.prequential_run import RunSpec, format_table, run
+from model.pretrain import LR_SCHEDULES, WINDOWS, TrainConfig, pretrain
+from model.replay import STREAM_FORMATS
+from model.vocab import ItemVocab
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +106,6 @@ def _check_data(args) -> None:
 
 
 def _objective_weights(objectives: str, weights: str | None) -> dict[str, float]:
-    from model.objectives import OBJECTIVES
     names = [o.strip() for o in objectives.split(",") if o.strip()]
     bad = [o for o in names if o not in OBJECTIVES]
     if bad or not names:
@@ -124,18 +130,10 @@ def _pretrain(args) -> int:
     weights = _objective_weights(args.objectives, args.weights)
     if args.resume and not os.path.isfile(args.resume):
         raise UsageError(f"checkpoint not found: {args.resume}")
-    from model.data import load_dataset
-    from model.encoder import EncoderConfig
-    from model.objectives import ObjectiveConfig
-    from model.pretrain import TrainConfig, pretrain
-
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     vocab = None
     if args.resume:
-        from model.checkpoint import load_checkpoint
-        from model.vocab import ItemVocab
         vocab = ItemVocab.from_state(load_checkpoint(args.resume)["vocab"])
-        from model.data import build_dataset, read_sequences
         cats: dict = {}
         seqs = read_sequences(args.data, args.format, cats)
         for s in seqs.values():  # new items get new rows after the checkpoint's rows
@@ -175,12 +173,6 @@ def _evaluate(args) -> int:
         raise UsageError("--checkpoint is required (except with --prequential)")
     if not os.path.isfile(args.checkpoint):
         raise UsageError(f"checkpoint not found: {args.checkpoint}")
-    from model.checkpoint import load_checkpoint
-    from model.data import load_dataset
-    from model.encoder import EncoderConfig, SeqEncoder
-    from model.evaluate import evaluate_model
-    from model.vocab import ItemVocab
-
     ck = load_checkpoint(args.checkpoint)
     enc = SeqEncoder.from_state(EncoderConfig.from_dict(ck["config"]), ck["model"])
     ds = load_dataset(args.data, args.format, vocab=ItemVocab.from_state(ck["vocab"]))
@@ -195,8 +187,6 @@ def _evaluate(args) -> int:
 
 
 def _prequential(args) -> int:
-    from model.prequential import STREAM_FORMATS, PrequentialConfig, RunSpec, format_table, run
-
     if args.format not in STREAM_FORMATS:
         raise UsageError(f"--prequential reads {' or '.join(STREAM_FORMATS)} streams, not {args.format!r}")
     if args.checkpoint and not os.path.isfile(args.checkpoint):

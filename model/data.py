@@ -21,12 +21,12 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from model.encoder import TYPE_IDS
+from model.interactions import TAOBAO_TYPES
 from model.vocab import ItemVocab
 
 log = logging.getLogger(__name__)
 
 FORMATS = ("ml1m", "taobao", "jsonl")
-TAOBAO_TYPES = {"pv": "click", "cart": "click", "fav": "click", "buy": "purchase"}
 
 
 class DataError(ValueError):

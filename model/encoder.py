@@ -184,12 +184,6 @@ class SeqEncoder(nn.Module):
             mask = mask & torch.ones(T, T, dtype=torch.bool, device=items.device).tril()[None]
         return mask | torch.eye(T, dtype=torch.bool, device=items.device)[None]
 
-    def logits(self, h: torch.Tensor) -> torch.Tensor:
-        """Scores of hidden states (..., D) against every item row (..., N); padding row -inf."""
-        out = h @ self.item_emb.weight.T
-        out[..., PAD] = float("-inf")
-        return out
-
     # ---- serving-side API --------------------------------------------------------------------
     def encode_sequences(self, item_rows: torch.Tensor, types: torch.Tensor,
                          item_vecs: torch.Tensor | None = None) -> torch.Tensor:

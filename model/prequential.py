@@ -41,19 +41,16 @@ per user, interleaved by position: every user's 1st item, then every user's 2nd 
 """
 from __future__ import annotations
 
-import copy
-import json
 import logging
-import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from model.data import DataError, _sort_key, build_dataset, iter_taobao_rows, read_ml1m
-from model.encoder import PAD, EncoderConfig
+from model.interactions import Interaction
+from model.encoder import PAD
 from model.incremental import OnlineTrainer
 from model.objectives import ObjectiveConfig
 from model.recommender import Recommender
@@ -61,92 +58,6 @@ from model.recommender import Recommender
 log = logging.getLogger(__name__)
 
 PREDICTORS = ("online", "frozen", "popularity")
-STREAM_FORMATS = ("taobao", "ml1m")
-
-
-@dataclass(frozen=True)
-class Event:
-    user: str
-    item: str
-    type: str = "click"
-    ts: float = 0.0
-    category: str | None = None
-
-
-# ---- streams --------------------------------------------------------------------------------
-def interleave_by_position(seqs: dict[str, list]) -> list[tuple[str, object]]:
-    """``[(user, element)]``: every user's 1st element, then every user's 2nd element, ...
-
-    Users are taken in the dict's order within each position; a user whose sequence is over is
-    skipped. Example: ``{"a": [1, 2, 3], "b": [4]}`` -> ``[("a", 1), ("b", 4), ("a", 2), ("a", 3)]``.
-    """
-    out: list[tuple[str, object]] = []
-    users = list(seqs)
-    pos = 0
-    while users:
-        users = [u for u in users if len(seqs[u]) > pos]
-        out.extend((u, seqs[u][pos]) for u in users)
-        pos += 1
-    return out
-
-
-def read_taobao_events(path: str) -> list[Event]:
-    """Taobao UserBehavior CSV as events, stably sorted by timestamp (file order breaks ties)."""
-    events = [Event(user, item, typ, ts, cat) for user, item, cat, typ, ts in iter_taobao_rows(path)]
-    events.sort(key=lambda e: e.ts)   # stable
-    return events
-
-
-def read_ml1m_events(path: str) -> list[Event]:
-    """ML-1M ``user item`` lines interleaved by position; ``ts`` is the position in the stream."""
-    seqs = read_ml1m(path)
-    seqs = {u: seqs[u] for u in sorted(seqs, key=_sort_key)}
-    return [Event(u, it, typ, float(n)) for n, (u, (it, typ)) in enumerate(interleave_by_position(seqs))]
-
-
-def load_events(path: str, fmt: str) -> list[Event]:
-    if fmt == "taobao":
-        return read_taobao_events(path)
-    if fmt == "ml1m":
-        return read_ml1m_events(path)
-    raise DataError(f"unknown stream format {fmt!r}; expected one of {', '.join(STREAM_FORMATS)}")
-
-
-def split_events(events: list[Event], pretrain_fraction: float,
-                 max_events: int | None = None) -> tuple[list[Event], list[Event]]:
-    """(pretraining prefix, replayed rest): the first ``pretrain_fraction`` of the stream, then at
-    most ``max_events`` of what follows."""
-    if not 0.0 <= pretrain_fraction < 1.0:
-        raise ValueError("pretrain_fraction must be in [0, 1)")
-    cut = int(round(pretrain_fraction * len(events)))
-    rest = events[cut:]
-    if max_events:
-        rest = rest[:max_events]
-    return events[:cut], rest
-
-
-def events_to_sequences(events: list[Event]) -> dict[str, list[tuple[str, str]]]:
-    seqs: dict[str, list[tuple[str, str]]] = {}
-    for e in events:
-        seqs.setdefault(e.user, []).append((e.item, e.type))
-    return seqs
-
-
-# ---- pretraining on the prefix -----------------------------------------------------------------
-def pretrain_on_events(events: list[Event], out_dir: str, ecfg: EncoderConfig | None = None,
-                       ocfg: ObjectiveConfig | None = None, tcfg=None) -> Recommender:
-    """Pretrain with ``model.pretrain.pretrain`` on ``events`` (the early part of the stream) and
-    return the selected checkpoint (``out_dir/best.ckpt``) as a Recommender."""
-    from model.pretrain import TrainConfig, pretrain
-
-    cats = {e.item: e.category for e in events if e.category is not None}
-    ds = build_dataset(events_to_sequences(events), categories=cats)
-    ecfg = copy.deepcopy(ecfg) if ecfg is not None else EncoderConfig(dim=64, n_layers=2, max_len=50)
-    pretrain(ds, ecfg, ocfg or ObjectiveConfig(), tcfg or TrainConfig(epochs=20, max_minutes=3.0), out_dir)
-    path = os.path.join(out_dir, "best.ckpt")
-    if not os.path.isfile(path):
-        path = os.path.join(out_dir, "last.ckpt")
-    return Recommender.from_checkpoint(path)
 
 
 # ---- the prequential loop -----------------------------------------------------------------------
@@ -239,8 +150,8 @@ def _popularity_hits(counts: np.ndarray, seen_gids, target_gids, k: int):
     return h_ex, h_in
 
 
-def run_prequential(events: list[Event], pretrained: Recommender, prefix: list[Event] = (),
-                    cfg: PrequentialConfig | None = None, context: list[Event] = ()) -> dict:
+def run_prequential(events: list[Interaction], pretrained: Recommender, prefix: list[Interaction] = (),
+                    cfg: PrequentialConfig | None = None, context: list[Interaction] = ()) -> dict:
     """Replay ``events`` prequentially; ``prefix`` (the pretraining part) seeds the user
     histories, the popularity counts and (optionally) the online replay buffer; ``context``
     (events between the prefix and the replay, e.g. a stretch held out for tuning) seeds the
@@ -257,8 +168,8 @@ def run_prequential(events: list[Event], pretrained: Recommender, prefix: list[E
     # global item ids in order of first appearance (indexing only: no statistics)
     gid_of: dict[str, int] = {}
     for e in list(prefix) + list(context) + list(events):
-        if e.item not in gid_of:
-            gid_of[e.item] = len(gid_of)
+        if e.item_id not in gid_of:
+            gid_of[e.item_id] = len(gid_of)
     n_global = len(gid_of)
 
     frozen = pretrained
@@ -277,17 +188,17 @@ def run_prequential(events: list[Event], pretrained: Recommender, prefix: list[E
     seen_set: dict[str, set[int]] = {}
     counts = np.zeros(n_global, dtype=np.float64)
 
-    def remember(e: Event) -> None:
-        hist.setdefault(e.user, []).append((e.item, e.type))
-        g = gid_of[e.item]
-        s = seen_set.setdefault(e.user, set())
+    def remember(e: Interaction) -> None:
+        hist.setdefault(e.user_id, []).append((e.item_id, e.type))
+        g = gid_of[e.item_id]
+        s = seen_set.setdefault(e.user_id, set())
         if g not in s:
             s.add(g)
-            seen.setdefault(e.user, []).append(g)
+            seen.setdefault(e.user_id, []).append(g)
 
     for e in prefix:
         remember(e)
-        counts[gid_of[e.item]] += 1
+        counts[gid_of[e.item_id]] += 1
     if cfg.seed_replay and prefix:
         for u in hist:
             r = online_rec.to_rows(hist[u][-(max_len + 1):])
@@ -295,7 +206,7 @@ def run_prequential(events: list[Event], pretrained: Recommender, prefix: list[E
                 trainer.replay.add(r)
     for e in context:
         remember(e)
-        counts[gid_of[e.item]] += 1
+        counts[gid_of[e.item_id]] += 1
 
     n = len(events)
     hit = {p: {"exclude_seen": np.zeros(n, bool), "allow_repeats": np.zeros(n, bool)} for p in PREDICTORS}
@@ -310,11 +221,11 @@ def run_prequential(events: list[Event], pretrained: Recommender, prefix: list[E
         # 1) inputs: each event's exact history (everything of the user strictly before it)
         histories, seen_g, targets, cold_b = [], [], [], []
         for e in part:
-            h = hist.get(e.user, [])
+            h = hist.get(e.user_id, [])
             cold_b.append(not h)
             histories.append(h[-hist_len:])
-            seen_g.append(np.array(seen.get(e.user, ()), dtype=np.int64))
-            targets.append(gid_of[e.item])
+            seen_g.append(np.array(seen.get(e.user_id, ()), dtype=np.int64))
+            targets.append(gid_of[e.item_id])
             remember(e)
         targets = np.array(targets, dtype=np.int64)
         cold_b = np.array(cold_b, dtype=bool)
@@ -334,8 +245,8 @@ def run_prequential(events: list[Event], pretrained: Recommender, prefix: list[E
         t1 = time.time()
         # 3) learn from the chunk
         for e in part:
-            counts[gid_of[e.item]] += 1
-        users = list(dict.fromkeys(e.user for e in part))
+            counts[gid_of[e.item_id]] += 1
+        users = list(dict.fromkeys(e.user_id for e in part))
         trainer.update([hist[u][-(max_len + 1):] for u in users])
         preds["online"].refresh()
         t_learn += time.time() - t1
@@ -361,7 +272,7 @@ def _hr(x: np.ndarray) -> float:
     return float(x.mean()) if x.size else float("nan")
 
 
-def _summarize(events: list[Event], hit: dict, cold: np.ndarray, cfg: PrequentialConfig) -> dict:
+def _summarize(events: list[Interaction], hit: dict, cold: np.ndarray, cfg: PrequentialConfig) -> dict:
     n = len(events)
     warm = ~cold
     out: dict = {"k": cfg.k, "primary": cfg.primary}
@@ -389,91 +300,3 @@ def _summarize(events: list[Event], hit: dict, cold: np.ndarray, cfg: Prequentia
 
 
 # ---- output -----------------------------------------------------------------------------------
-def plot_windows(result: dict, path: str, title: str = "prequential HR@10") -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    wins = result["windows"]
-    x = [(w["start"] + w["end"]) / 2 for w in wins]
-    fig, ax = plt.subplots(figsize=(7, 3.8))
-    for p, style in zip(PREDICTORS, ("-o", "-s", "-^")):
-        ax.plot(x, [w[p] for w in wins], style, ms=3,
-                label=f"{p} (overall {result['hr'][p]:.4f})")
-    ax.set_xlabel("replayed events")
-    ax.set_ylabel(f"HR@{result['k']} per window ({result['primary'].replace('_', ' ')})")
-    ax.set_title(title)
-    ax.legend()
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-
-
-def format_table(results: dict[str, dict]) -> str:
-    lines = ["| dataset | events (cold) | protocol | online | frozen | popularity | online/frozen | warm: online / frozen |",
-             "|---|---|---|---|---|---|---|---|"]
-    for name, r in results.items():
-        lines.append(f"| {name} | {r['events']:,} ({r['cold_events']:,}) | {r['primary']} | "
-                     f"{r['hr']['online']:.4f} | {r['hr']['frozen']:.4f} | {r['hr']['popularity']:.4f} | "
-                     f"{r['online_over_frozen']:.2f}× | {r['hr_warm']['online']:.4f} / {r['hr_warm']['frozen']:.4f} |")
-    return "\n".join(lines)
-
-
-@dataclass
-class RunSpec:
-    """Everything ``evaluate --prequential`` needs (the CLI and bench/prequential.py build one)."""
-    data: str
-    fmt: str
-    out_dir: str
-    checkpoint: str | None = None
-    pretrain_fraction: float = 0.7
-    max_events: int | None = None
-    skip_events: int = 0  # after the prefix, before the replay: context only (see run_prequential)
-    pretrain_minutes: float = 3.0
-    pretrain_epochs: int = 30
-    encoder: dict = field(default_factory=lambda: dict(dim=64, n_layers=2, n_heads=1, max_len=50, dropout=0.2))
-    pretrain_negatives: int = 0
-    preq: PrequentialConfig = field(default_factory=PrequentialConfig)
-    name: str = "prequential"
-
-
-def run(spec: RunSpec) -> dict:
-    """Load, split, pretrain on the prefix (unless a checkpoint is given), replay, write
-    ``<name>.json`` and ``<name>.png`` into ``out_dir``; returns the result dict."""
-    from model.pretrain import TrainConfig
-
-    os.makedirs(spec.out_dir, exist_ok=True)
-    t0 = time.time()
-    events = load_events(spec.data, spec.fmt)
-    prefix, rest = split_events(events, spec.pretrain_fraction,
-                                spec.skip_events + spec.max_events if spec.max_events else None)
-    context, rest = rest[:spec.skip_events], rest[spec.skip_events:]
-    log.info("%s: %d events, %d in the pretraining prefix, %d skipped, %d replayed", spec.data,
-             len(events), len(prefix), len(context), len(rest))
-    if spec.checkpoint:
-        rec = Recommender.from_checkpoint(spec.checkpoint)
-        pre_info = {"checkpoint": spec.checkpoint}
-    else:
-        if not prefix:
-            raise ValueError("no pretraining prefix: give --checkpoint or a --pretrain-fraction > 0")
-        tp = time.time()
-        tcfg = TrainConfig(epochs=spec.pretrain_epochs, max_minutes=spec.pretrain_minutes,
-                           seed=spec.preq.seed, device=spec.preq.device, progress=spec.preq.progress,
-                           patience=5)
-        rec = pretrain_on_events(prefix, os.path.join(spec.out_dir, f"{spec.name}-pretrain"),
-                                 EncoderConfig(**spec.encoder),
-                                 ObjectiveConfig(weights={"next": 1.0}, n_negatives=spec.pretrain_negatives),
-                                 tcfg)
-        pre_info = {"pretrain_minutes": (time.time() - tp) / 60, "pretrain_best_val_ndcg10": rec.best_val,
-                    "encoder": spec.encoder, "pretrain_negatives": spec.pretrain_negatives}
-    res = run_prequential(rest, rec, prefix, spec.preq, context)
-    res.update({"data": spec.data, "format": spec.fmt, "pretrain_fraction": spec.pretrain_fraction,
-                "skipped_events": len(context),
-                "stream_events": len(events), "pretrain": pre_info,
-                "wall_minutes": (time.time() - t0) / 60})
-    with open(os.path.join(spec.out_dir, f"{spec.name}.json"), "w") as f:
-        json.dump(res, f, indent=1)
-    plot_windows(res, os.path.join(spec.out_dir, f"{spec.name}.png"),
-                 f"{spec.name}: prequential HR@{res['k']} ({spec.fmt})")
-    return res

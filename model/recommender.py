@@ -75,7 +75,7 @@ class Recommender:
             ck = {
                 "model": {k: v.detach().cpu() for k, v in self.encoder.state_dict().items()},
                 "heads": self.heads_state, "optimizer": optimizer_state,
-                "config": self.encoder.cfg.to_dict(), "objectives": None,
+                "config": self.encoder.cfg.to_dict(),
                 "vocab": self.vocab.to_state(),
                 "step": int(step if step is not None else getattr(self, "step", 0)),
                 "best_val": float(best_val if best_val is not None else getattr(self, "best_val", float("nan"))),

@@ -1,6 +1,6 @@
 """Create StreamRec's topics before any worker starts (the one-shot ``topics`` service of
 docker-compose.yml): ``events``, ``events.dlq`` and ``recommendations`` with ``STREAMREC_PARTITIONS``
-partitions, ``model-updates`` compacted with one partition (see :func:`streams.topics.topic_specs`).
+partitions, ``model-updates`` compacted with one partition (see :func:`streams.kafka.topics.topic_specs`).
 
 Settings come from the ``STREAMREC_*`` environment, as for every ``streamrec`` command. Existing
 topics are kept; one whose partition count differs from the settings is an error (exit 1), since a
@@ -14,9 +14,9 @@ from __future__ import annotations
 import logging
 import sys
 
-from streams.events import StreamRecError
+from streams.errors import StreamRecError
 from streams.settings import load_settings
-from streams.topics import admin_client, ensure_topics, topic_specs
+from streams.kafka.topics import admin_client, ensure_topics, topic_specs
 
 
 def partition_counts(settings) -> dict[str, int]:

@@ -1,50 +1,24 @@
-"""The Faust application: one :class:`StreamRec` per worker, built by :func:`create`.
+"""The Faust app of one worker and what it holds: the input topic and the tables.
 
-A factory (instead of a module-level ``app``) lets tests and tools build apps with different
-settings in one process. Agents live in :mod:`streams.agents`, HTTP views in :mod:`streams.views`.
+:func:`faust_app` configures Faust from the settings; :class:`WorkerApp` builds the app with its
+topic and tables. The parts that use them (``ingest``, ``serving``, ``lifecycle``) get the
+``WorkerApp``; ``streams.wiring.create`` builds everything and registers agents and views. A
+factory (instead of a module-level ``app``) lets tests and tools build apps with different settings
+in one process.
 """
 
 from __future__ import annotations
 
 import socket
-import ssl
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
 
 import faust
 
-from .direct_writes import TableWriter
+from .kafka.clients import faust_credentials
+from .kafka.faust_patches.recovery import TableManager
+from .kafka.faust_patches.transport import transport_class
 from .metrics import Metrics
-from .pending import PendingRequests
-from .dead_letters import DeadLetterMarks
-from .popularity import Popularity
-from .recovery import TableManager
 from .settings import Settings
-from .transport import transport_class
-from .user_state import decode as decode_state
-
-
-def _credentials(settings: Settings) -> Any:
-    if settings.security_protocol == "PLAINTEXT":
-        return None
-    context = None
-    if settings.security_protocol in ("SSL", "SASL_SSL"):
-        from aiokafka.helpers import create_ssl_context
-
-        context = create_ssl_context(
-            cafile=settings.ssl_cafile and str(settings.ssl_cafile),
-            certfile=settings.ssl_certfile and str(settings.ssl_certfile),
-            keyfile=settings.ssl_keyfile and str(settings.ssl_keyfile),
-        )
-    if settings.security_protocol == "SSL":
-        return faust.SSLCredentials(context or ssl.create_default_context())
-    return faust.SASLCredentials(
-        username=settings.sasl_username,
-        password=settings.sasl_password.get_secret_value(),
-        mechanism=settings.sasl_mechanism,
-        ssl_context=context,
-    )
 
 
 def faust_app(settings: Settings) -> faust.App:
@@ -52,7 +26,7 @@ def faust_app(settings: Settings) -> faust.App:
     app = faust.App(
         settings.app_id,
         broker=servers,
-        broker_credentials=_credentials(settings),
+        broker_credentials=faust_credentials(settings),
         store="rocksdb://" if settings.store == "rocksdb" else "memory://",
         datadir=str(settings.table_dir),
         autodiscover=False,
@@ -60,7 +34,7 @@ def faust_app(settings: Settings) -> faust.App:
         topic_replication_factor=settings.replication_factor,
         consumer_auto_offset_reset="earliest",
         # Table recovery reads each changelog to the end its records show, not to the end offset
-        # the broker reports: Tansu (the embedded broker) reports too small an end (streams.recovery).
+        # the broker reports: Tansu (the embedded broker) reports too small an end (streams.kafka.recovery).
         TableManager=TableManager.for_settings(settings),
         recovery_consistency_check=settings.recovery_consistency_check,
         producer_linger=settings.producer_linger_s,
@@ -79,7 +53,7 @@ def faust_app(settings: Settings) -> faust.App:
         web_port=settings.http_port,
         web_in_thread=False,
     )
-    # Faust hard-codes the consumer's fetch wait (1.5 s); see streams.transport.
+    # Faust hard-codes the consumer's fetch wait (1.5 s); see streams.kafka.faust_patches.transport.
     app.transport = transport_class(settings.fetch_max_wait_ms)(app.conf.broker_consumer, app)
     return app
 
@@ -96,68 +70,28 @@ def rocksdb_options(settings: Settings) -> dict[str, int]:
 
 
 @dataclass
-class StreamRec:
-    """Everything one worker holds: the Faust app, its topics and tables, metrics, serving state."""
+class WorkerApp:
+    """One worker's Faust app, its ``events`` topic and its tables (all keyed by raw bytes)."""
 
     settings: Settings
-    app: faust.App
     metrics: Metrics = field(default_factory=Metrics)
-    # Blocking work (encoding, index search, table scans) runs here, never on the event loop.
-    executor: ThreadPoolExecutor = field(
-        default_factory=lambda: ThreadPoolExecutor(max_workers=1, thread_name_prefix="streamrec-serve"))
-    popularity: dict[int, Popularity] = field(default_factory=dict)  # by partition of `events`
-    popularity_flushed: dict[int, float] = field(default_factory=dict)  # partition -> monotonic time
-    dead_letter_marks: DeadLetterMarks = field(default_factory=DeadLetterMarks)
-    popular_cache: tuple[float, int, list] = (float("-inf"), 0, [])  # popular_now's (monotonic time, n, top n)
-    model: Any = None  # LiveModel, or ServingPair with serving_processes (built in __post_init__)
-    trainer: Any = None  # streams.trainer.StreamTrainer while this worker leads the group
 
     def __post_init__(self) -> None:
-        from .live_model import LiveModel
-        from .serving_process import ServingPair
-
-        s, app = self.settings, self.app
-        self.model = (ServingPair if s.serving_processes else LiveModel)(s, self.metrics)
+        s = self.settings
+        s.table_dir.parent.mkdir(parents=True, exist_ok=True)  # Faust makes the last level
+        self.app = app = faust_app(s)
         self.events_topic = app.topic(s.topic_events, key_serializer="raw", value_serializer="raw",
                                       partitions=s.partitions)
-        # Accepted events waiting for their recommendation (a few batches: then ingestion waits).
-        self.pending = PendingRequests(maxsize=4 * s.batch_size)
-        # Keys are raw bytes, values JSON. key_type=bytes makes the key serializer "raw": a Table's
-        # default is "json", which passes bytes through on write (the changelog holds raw keys)
-        # but decodes them as JSON in recovery, where every changelog record then fails ("Error in
-        # recovery Expecting value"), is lost, and recovery waits forever for its offset.
-        # user_sequences values are streams.user_state.encode()d bytes: read with user_state().
+        # Keys are raw bytes. key_type=bytes makes the key serializer "raw": a Table's default is
+        # "json", which passes bytes through on write (the changelog holds raw keys) but decodes
+        # them as JSON in recovery, where every changelog record then fails ("Error in recovery
+        # Expecting value"), is lost, and recovery waits forever for its offset.
+        # user_sequences: streams.ingest.user_state.encode()d bytes, one per user.
         self.user_sequences = app.Table("user_sequences", default=None, partitions=s.partitions,
                                         key_type=bytes, value_type=bytes, options=rocksdb_options(s))
-        # One entry per partition of `events` ("p3"): that partition's decayed popularity.
+        # One entry per partition of `events` ("p3"): that partition's decayed popularity (JSON).
         self.item_popularity = app.Table("item_popularity", default=None, partitions=s.partitions,
                                          key_type=bytes, options=rocksdb_options(s))
-        # One entry per partition of `events` ("p3"): the dead-letter mark (streams.dead_letters).
+        # One entry per partition of `events` ("p3"): the dead-letter mark (streams.ingest.dead_letters).
         self.dead_letters = app.Table("dead_letters", default=None, partitions=s.partitions,
                                       key_type=bytes, value_type=bytes, options=rocksdb_options(s))
-        # user_sequences is written once per accepted event: through TableWriter, not table[key] = ...
-        self.state_writer = TableWriter(app, self.user_sequences)
-        self.dead_letter_writer = TableWriter(app, self.dead_letters)
-
-    def user_state(self, user_id: str | bytes) -> dict | None:
-        key = user_id.encode() if isinstance(user_id, str) else user_id
-        return decode_state(self.user_sequences.get(key))
-
-    def popularity_for(self, partition: int) -> Popularity:
-        tracker = self.popularity.get(partition)
-        if tracker is None:
-            saved = self.item_popularity.get(b"p%d" % partition)
-            tracker = Popularity(self.settings.popularity_half_life_s, self.settings.popularity_capacity,
-                                 saved)
-            self.popularity[partition] = tracker
-        return tracker
-
-
-def create(settings: Settings) -> StreamRec:
-    from . import agents, views
-
-    settings.table_dir.parent.mkdir(parents=True, exist_ok=True)  # Faust makes the last level
-    sr = StreamRec(settings=settings, app=faust_app(settings))
-    agents.register(sr)
-    views.register(sr)
-    return sr

@@ -15,11 +15,13 @@ from typing import Any, Literal, Mapping
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from .errors import StreamRecError
+
 ENV_PREFIX = "STREAMREC_"
 EMBEDDED = "embedded"
 
 
-class SettingsError(ValueError):
+class SettingsError(StreamRecError, ValueError):
     """A setting is unknown or invalid; the message names the variable."""
 
 
@@ -112,16 +114,16 @@ class Settings(BaseSettings):
     malloc_mmap_threshold_kb: int = Field(
         128, ge=0, le=32_768, description="glibc malloc: blocks of at least this size get their own mmap "
         "and go back to the OS when freed (0 = glibc's rising default, under which the worker's heap "
-        "fragments and its RSS grows; streams/memory.py).",
+        "fragments and its RSS grows; streams/tuning.py).",
     )
     recovery_consistency_check: bool = Field(
         True, description="Faust's check, in table recovery, that a persisted changelog offset is not "
         "past the changelog's end (else the worker stops with ConsistencyError: the broker lost records "
         "that the table state holds). Recovery reads each changelog's end from its records "
-        "(streams/recovery.py), so the check holds on Tansu too, whose reported end offsets are short.",
+        "(streams/kafka/recovery.py), so the check holds on Tansu too, whose reported end offsets are short.",
     )
 
-    # --- Live model (see streams/live_model.py) ---------------------------------------------
+    # --- Live model (see streams/serving/live_model.py) ---------------------------------------------
     model_checkpoint: Path | None = Field(
         None, description="Pretrained checkpoint to serve first; none: learn from scratch, "
         "serve popularity until the first version.",
@@ -133,7 +135,7 @@ class Settings(BaseSettings):
     )
     serving_processes: bool = Field(
         True, description="Serve from two child processes (blue/green: one loads a new version while "
-        "the other serves; streams/serving_process.py); false: from a thread of the worker process "
+        "the other serves; streams/serving/processes.py); false: from a thread of the worker process "
         "(less memory, but queries share the GIL with ingestion and model swaps).",
     )
     train: bool = Field(True, description="Run the continuous trainer on the group leader.")

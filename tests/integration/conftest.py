@@ -9,7 +9,7 @@
 - ``worker``: one ready worker for the session (its ``settings`` name its topics).
 - ``kafka_producer``: a kafka-python producer for the broker.
 - ``read_topic``: ``read_topic(settings, topic, until=..., timeout=...)`` reads a topic from
-  the beginning (``streams.consume.watch_consumer``) until ``until(records)`` holds.
+  the beginning (``streams.cli.consume.watch_consumer``) until ``until(records)`` holds.
 """
 
 from __future__ import annotations
@@ -28,9 +28,9 @@ from typing import Callable
 import pytest
 import requests
 
-from streams.broker import EmbeddedBroker
-from streams.consume import watch_consumer
-from streams.produce import make_producer
+from streams.kafka.broker import EmbeddedBroker
+from streams.kafka.clients import watch_consumer
+from streams.kafka.clients import make_producer
 from streams.settings import Settings, load_settings
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -9,14 +9,11 @@ resume after each restart.
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _crash import check, run_crash_scenario, summary  # noqa: E402
+from streams.harness.crash import check, run_crash_scenario, summary
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
@@ -30,7 +27,7 @@ def test_sigkill_twice_nothing_lost_nothing_twice(tmp_path):
     assert report["kills"] == 2
     assert report["malformed"] > 20 and len(report["dlq_expected_by_reason"]) >= 6
     assert not check(result), report
-    # Dead letters re-read after a kill are skipped (streams/dead_letters.py); one can still be
+    # Dead letters re-read after a kill are skipped (streams/ingest/dead_letters.py); one can still be
     # written twice if the kill lands in the milliseconds between its acknowledgement and the
     # mark's write (before the marks: 11 duplicates in this scenario).
     assert report["dlq_duplicate_records"] <= report["kills"], report

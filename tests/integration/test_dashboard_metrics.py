@@ -31,7 +31,7 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from streams.broker import EmbeddedBroker
+from streams.kafka.broker import EmbeddedBroker
 
 pytestmark = pytest.mark.integration
 

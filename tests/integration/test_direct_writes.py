@@ -1,4 +1,4 @@
-"""``streams.direct_writes.send_many`` on the embedded broker: every record arrives once, in the
+"""``streams.kafka.direct_writes.send_many`` on the embedded broker: every record arrives once, in the
 partition aiokafka's ``send`` picks for its key (or the one asked for), across full batches and an
 oversized record."""
 
@@ -9,10 +9,10 @@ from types import SimpleNamespace
 from aiokafka import AIOKafkaProducer
 from kafka.admin import NewTopic
 
-from streams.direct_writes import send_many
-from streams.topics import admin_client
+from streams.kafka.direct_writes import send_many
+from streams.kafka.clients import admin_client
 
-from _procs import client_settings
+from streams.harness.procs import client_settings
 
 
 async def test_send_many_delivers_each_record_once_to_its_key_partition(broker, read_topic):

@@ -7,14 +7,11 @@ stays bounded."""
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _fuzz import rss_growth_mib, run_fuzz  # noqa: E402
+from streams.harness.fuzz import rss_growth_mib, run_fuzz
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 

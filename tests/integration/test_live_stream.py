@@ -1,7 +1,7 @@
 """The live model in the stream, on the embedded broker: versions are trained, published and
 served while events flow; an item first seen in the stream becomes recommendable before the next
 version; a checkpoint whose checksum does not match is refused and serving goes on. Each test runs
-with serving in the worker's thread and in its serving processes (streams/serving_process.py)."""
+with serving in the worker's thread and in its serving processes (streams/serving/processes.py)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,9 @@ import time
 import pytest
 from conftest import get_json, wait_for
 
-from streams.consume import watch_consumer
-from streams.model_store import MODEL_KEY, ModelUpdate
+from streams.kafka.clients import watch_consumer
+from streams.lifecycle.model_store import ModelUpdate
+from streams.lifecycle.updates import MODEL_KEY
 
 pytestmark = pytest.mark.integration
 ITEMS = [f"item-{n}" for n in range(1000)]  # more than any user sees: answers are never empty

@@ -8,7 +8,7 @@ table recovery reads each changelog up to that reported end, so with Faust alone
 partition over after a multi-record changelog batch skipped the batch's other records (lost updates),
 and Faust's consistency check stopped the worker whose persisted offset lay inside that batch (the
 ConsistencyError of faust-streaming #158, which per-worker table directories did not avoid).
-``streams.recovery`` reads each changelog's end from its records; the check stays on (Faust's default).
+``streams.kafka.recovery`` reads each changelog's end from its records; the check stays on (Faust's default).
 The recovery hang once seen here ("No event received for active tp ... since recovery start") was
 the JSON key serializer of the tables (every changelog record failed to decode in recovery), fixed
 by ``key_type=bytes`` (streams/app.py).
@@ -29,14 +29,14 @@ from pathlib import Path
 
 import pytest
 import requests
-from _procs import announce_model
+from streams.harness.procs import announce_model
 from conftest import free_port, wait_for
 from kafka import KafkaConsumer, TopicPartition
 
-from streams.broker import EmbeddedBroker
-from streams.consume import watch_consumer
-from streams.produce import make_producer
-from streams.recovery import read_true_ends
+from streams.kafka.broker import EmbeddedBroker
+from streams.kafka.clients import watch_consumer
+from streams.kafka.clients import make_producer
+from streams.kafka.recovery import read_true_ends
 from streams.settings import load_settings
 
 pytestmark = pytest.mark.integration
@@ -245,14 +245,14 @@ def reported_ends(settings, tps: list) -> dict:
 def test_embedded_broker_reports_the_end_of_a_partition_as_its_last_batchs_base_offset_plus_one(cluster):
     """The root cause of the lost updates and of the ConsistencyError: Tansu answers ListOffsets(latest)
     with the base offset of the last record batch + 1, not the offset after the last record. If Tansu
-    is fixed, this test fails: then streams.recovery's tail read is no longer needed."""
+    is fixed, this test fails: then streams.kafka.recovery's tail read is no longer needed."""
     settings = cluster["settings"]
     tp = one_then_five(settings)
     assert reported_ends(settings, [tp]) == {tp: 2}  # Apache Kafka says 6
 
 
 def test_recovery_reads_the_end_of_a_changelog_from_its_records(cluster):
-    """What table recovery uses as a partition's end (streams.recovery): the offset after the last
+    """What table recovery uses as a partition's end (streams.kafka.recovery): the offset after the last
     record, on Tansu too; an empty partition stays at 0."""
     settings = cluster["settings"]
     tp = one_then_five(settings)
@@ -265,7 +265,7 @@ def test_recovery_reads_the_end_of_a_changelog_from_its_records(cluster):
 def test_a_worker_taking_partitions_over_after_a_burst_recovers_every_record(cluster):
     """Faust's consistency check on (its default). Bursts of events leave multi-record batches at
     the end of changelog partitions, whose ends Tansu reports short; a second worker then takes two
-    partitions over and recovers them from the changelog. Without streams.recovery, the new owner
+    partitions over and recovers them from the changelog. Without streams.kafka.recovery, the new owner
     lost the records after the first of each last batch (4 of 1,500 events in one run) and the first
     worker stopped with ``ConsistencyError: The persisted offset ... is higher than the last offset
     in that topic (highwater) (298 > 295)`` (faust-streaming #158)."""

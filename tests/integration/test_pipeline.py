@@ -11,7 +11,7 @@ import time
 import pytest
 import requests
 
-from streams.user_state import event_key
+from streams.ingest.user_state import event_key
 
 pytestmark = pytest.mark.integration
 

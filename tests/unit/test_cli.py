@@ -1,4 +1,4 @@
-"""The ``streamrec`` command line (streams/cli.py): user errors are one line on stderr, exit 2."""
+"""The ``streamrec`` command line (streams/cli/main.py): user errors are one line on stderr, exit 2."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
-"""streams/dead_letters.py: the mark moves over contiguous acknowledged dead letters only."""
+"""streams/ingest/dead_letters.py: the mark moves over contiguous acknowledged dead letters only."""
 from __future__ import annotations
 
-from streams.dead_letters import DeadLetterMarks
+from streams.ingest.dead_letters import DeadLetterMarks
 
 
 def test_mark_moves_only_over_a_contiguous_acknowledged_run():

@@ -408,7 +408,7 @@ def test_prometheus_scrapes_every_worker(services):
     settings = worker_settings(services)
     [job] = config["scrape_configs"]
     assert job["metrics_path"] == "/metrics/"
-    assert '@app.page("/metrics/")' in (ROOT / "streams" / "views.py").read_text()
+    assert '@app.page("/metrics/")' in (ROOT / "streams" / "serving" / "views.py").read_text()
     [sd] = job["dns_sd_configs"]
     assert sd["names"] == ["worker"] and "worker" in services and sd["type"] == "A"
     assert sd["port"] == settings.http_port

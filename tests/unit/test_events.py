@@ -1,4 +1,4 @@
-"""The event contract (streams/events.py): every rejection reason, and the accepted edge cases."""
+"""The event contract (streams/ingest/events.py): every rejection reason, and the accepted edge cases."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import math
 import pytest
 from hypothesis import given, settings as hsettings, strategies as st
 
-from streams.events import MAX_ID_LEN, REASONS, Event, InvalidEvent, parse_event
+from streams.ingest.events import MAX_ID_LEN, REASONS, Event, InvalidEvent, parse_event
 
 NOW = 1_711_965_600.0
 LIMIT = 1024
@@ -103,7 +103,8 @@ def test_future_limit_is_inclusive_and_configurable():
 
 def test_valid_event_fields():
     event = parse(encode(valid(type="purchase", event_id="e-1", scenario="home")))
-    assert event == Event("u42", "sku-981", "purchase", NOW - 10.0, "e-1", "home")
+    assert event == Event(user_id="u42", item_id="sku-981", type="purchase", ts=NOW - 10.0, event_id="e-1",
+                         scenario="home")
     assert event.to_json() == {"user_id": "u42", "item_id": "sku-981", "type": "purchase",
                                "ts": NOW - 10.0, "event_id": "e-1", "scenario": "home"}
 

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from streams.events import EVENT_TYPES, MAX_ID_LEN, MAX_JSON_DEPTH, REASONS, Event, InvalidEvent, parse_event
+from streams.ingest.events import EVENT_TYPES, MAX_ID_LEN, MAX_JSON_DEPTH, REASONS, Event, InvalidEvent, parse_event
 
 NOW = 1_700_000_000.0
 LIMIT = 4096

@@ -11,9 +11,8 @@ import pytest
 
 from model.encoder import EncoderConfig
 from model.recommender import Recommender
-from streams.live_model import LiveModel
-from streams.metrics import Metrics
-from streams.model_store import ModelStore, ModelStoreError, ModelUpdate
+from streams.serving.live_model import LiveModel
+from streams.lifecycle.model_store import ModelStore, ModelStoreError, ModelUpdate
 from streams.settings import load_settings
 
 ITEMS = [f"i{n}" for n in range(60)]
@@ -33,7 +32,7 @@ def store(tmp_path: Path) -> ModelStore:
 @pytest.fixture
 def live(tmp_path: Path) -> LiveModel:
     settings = load_settings({"data_dir": tmp_path, "store": "memory"}, environ={})
-    model = LiveModel(settings, Metrics())
+    model = LiveModel(settings)
     yield model
     model.close()
 
@@ -50,7 +49,7 @@ def test_serves_a_verified_version_with_seen_items_excluded(live, store):
 
 def test_a_replaced_version_is_freed_although_its_objects_were_frozen(live, store):
     """load() takes the served version's objects out of the garbage collector's reach
-    (streams.memory.freeze_long_lived); the version it replaces must still be freed, by reference
+    (streams.tuning.freeze_long_lived); the version it replaces must still be freed, by reference
     counting alone, as soon as nothing serves it."""
     assert live.load(store.save(make_rec(1)))
     old_model, old_index = weakref.ref(live.served.recommender), weakref.ref(live.served.index)
@@ -104,8 +103,7 @@ def test_queries_during_swaps_never_fail_and_versions_only_increase(live, tmp_pa
 
 def test_item_first_seen_in_stream_becomes_recommendable(live, store):
     assert live.load(store.save(make_rec(1)))
-    live.note_item("brand-new", ["i1", "i2"])
-    assert live.add_new_items() == 1
+    assert live.add_items([("brand-new", ["i1", "i2"]), ("i3", [])]) == ["brand-new"]  # i3: known
     assert "brand-new" in live.served.index
     # A user whose only item is the new one now gets a model answer...
     assert live.recommend([[("brand-new", "click")]], 5)[0]
@@ -116,8 +114,7 @@ def test_item_first_seen_in_stream_becomes_recommendable(live, store):
 
 def test_new_items_survive_a_swap_to_a_version_that_lacks_them(live, store):
     assert live.load(store.save(make_rec(1)))
-    live.note_item("late", ["i1"])
-    live.add_new_items()
+    assert live.add_items([("late", ["i1"])]) == ["late"]
     carry = LiveModel._carry_new_items
     served_then = []
 

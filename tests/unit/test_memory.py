@@ -1,4 +1,4 @@
-"""streams/memory.py: the worker's malloc tuning, checked in a fresh process through glibc's own
+"""streams/tuning.py: the worker's malloc tuning, checked in a fresh process through glibc's own
 accounting (mallinfo2: bytes held in mmapped blocks)."""
 from __future__ import annotations
 
@@ -10,14 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from streams.memory import set_mmap_threshold
+from streams.tuning import set_mmap_threshold
 
 ROOT = Path(__file__).resolve().parents[2]
 
 PROBE = """
 import ctypes, sys
-sys.path.insert(0, {root!r})
-from streams.memory import set_mmap_threshold
+from streams.tuning import set_mmap_threshold
 class Info(ctypes.Structure):
     _fields_ = [(n, ctypes.c_size_t) for n in
                 ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]

@@ -1,11 +1,11 @@
-"""The queue between ingestion and recommendation (streams/pending.py)."""
+"""The queue between ingestion and recommendation (streams/serving/pending.py)."""
 
 from __future__ import annotations
 
 import asyncio
 
-from streams.pending import PendingRequests
-from streams.serving import Request
+from streams.serving.pending import PendingRequests
+from streams.serving.recommend import Request
 
 
 def req(n: int) -> Request:
@@ -47,4 +47,4 @@ async def test_a_full_queue_makes_the_producer_wait_until_a_batch_is_taken():
     assert not blocked.done()  # backpressure, nothing dropped
     assert len(await q.batch(2, window_s=0.01)) == 2
     await asyncio.wait_for(blocked, 1.0)
-    assert [r.user_id for r in q.take_nowait()] == ["u2"]
+    assert [r.user_id for r in await q.batch(10, window_s=0.0)] == ["u2"]

@@ -1,4 +1,4 @@
-"""Decayed item popularity (streams/popularity.py)."""
+"""Decayed item popularity (streams/ingest/popularity.py)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from streams.popularity import Popularity, merge_top
+from streams.ingest.popularity import Popularity, merge_top
 
 EPOCH = 1_711_965_600.0  # a real epoch timestamp: 2 ** (t / half_life) would overflow a float
 

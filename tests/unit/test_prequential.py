@@ -9,8 +9,10 @@ import torch
 
 from model.encoder import EncoderConfig
 from model.incremental import OnlineTrainer
-from model.prequential import (Event, PrequentialConfig, RunSpec, interleave_by_position, load_events,
-                               read_ml1m_events, run, run_prequential, split_events)
+from model.interactions import Interaction
+from model.prequential import PrequentialConfig, run_prequential
+from model.prequential_run import RunSpec, run
+from model.replay import interleave_by_position, load_events, read_ml1m_events, split_events
 from model.recommender import Recommender
 
 torch.set_num_threads(1)
@@ -31,12 +33,12 @@ def test_ml1m_and_taobao_streams(tmp_path):
     with gzip.open(ml, "wt") as f:
         f.write("1 10\n1 11\n1 12\n2 20\n2 21\n10 30\n")
     ev = read_ml1m_events(str(ml))
-    assert [(e.user, e.item) for e in ev] == [("1", "10"), ("2", "20"), ("10", "30"), ("1", "11"),
+    assert [(e.user_id, e.item_id) for e in ev] == [("1", "10"), ("2", "20"), ("10", "30"), ("1", "11"),
                                                 ("2", "21"), ("1", "12")]
     tb = tmp_path / "tb.csv"
     tb.write_text("1,100,7,pv,30\n2,101,7,buy,10\n1,102,8,cart,20\n3,103,8,fav,20\n")
     ev = load_events(str(tb), "taobao")
-    assert [(e.user, e.item, e.type, e.ts) for e in ev] == [
+    assert [(e.user_id, e.item_id, e.type, e.ts) for e in ev] == [
         ("2", "101", "purchase", 10.0), ("1", "102", "click", 20.0), ("3", "103", "click", 20.0),
         ("1", "100", "click", 30.0)]   # sorted by ts, ties keep file order
     pre, rest = split_events(ev, 0.5)
@@ -65,7 +67,7 @@ def train_rule_a(steps=150, seed=0):
 
 
 def stream_from(seqs):
-    return [Event(u, i, "click", float(n)) for n, (u, i) in enumerate(interleave_by_position(seqs))]
+    return [Interaction(u, i, "click", float(n)) for n, (u, i) in enumerate(interleave_by_position(seqs))]
 
 
 def test_online_beats_frozen_after_rule_change():
@@ -91,8 +93,8 @@ def test_no_leakage_items_seen_once():
     """Every item occurs exactly once: nothing can be predicted before it happens, so any hit
     would mean an event was used to predict itself."""
     rec = Recommender.fresh(CFG, [f"old{k}" for k in range(20)], seed=0)
-    prefix = [Event(f"p{k % 5}", f"old{k}", "click", float(k)) for k in range(20)]
-    stream = [Event(f"u{k % 7}", f"new{k}", "click", 100.0 + k) for k in range(300)]
+    prefix = [Interaction(f"p{k % 5}", f"old{k}", "click", float(k)) for k in range(20)]
+    stream = [Interaction(f"u{k % 7}", f"new{k}", "click", 100.0 + k) for k in range(300)]
     for primary in ("exclude_seen", "allow_repeats"):
         res = run_prequential(stream, rec, prefix, PrequentialConfig(chunk=16, lr=5e-2, steps_per_update=3,
                                                                      progress=False, primary=primary))
@@ -105,7 +107,7 @@ def test_no_leakage_items_seen_once():
 def test_repeats_counted_only_when_allowed():
     """The same item repeated by every user: a hit under allow_repeats, never under exclude_seen."""
     rec = Recommender.fresh(CFG, ["x"], seed=0)
-    stream = [Event(f"u{k % 4}", "x", "click", float(k)) for k in range(40)]
+    stream = [Interaction(f"u{k % 4}", "x", "click", float(k)) for k in range(40)]
     res = run_prequential(stream, rec, [], PrequentialConfig(chunk=8, progress=False))
     assert res["hr_exclude_seen"]["popularity"] == 0.0
     # the first chunk (8 events) is predicted with the counts before it (none): 32 hits of 40
@@ -118,9 +120,9 @@ def test_context_seeds_counts_and_histories_but_is_not_replayed():
     popularity and histories, are not scored, and no model learns from them."""
     items = [f"i{j}" for j in range(11)] + ["y"]
     rec = Recommender.fresh(CFG, items, seed=0)
-    prefix = [Event(f"w{j}", f"i{j}", "click", float(j)) for j in range(11)]  # eleven items counted once
-    context = [Event(f"c{k}", "y", "click", 20.0 + k) for k in range(5)]       # y, counted five times
-    stream = [Event(f"v{k}", "y", "click", 40.0 + k) for k in range(8)]        # cold users buy y
+    prefix = [Interaction(f"w{j}", f"i{j}", "click", float(j)) for j in range(11)]  # eleven items counted once
+    context = [Interaction(f"c{k}", "y", "click", 20.0 + k) for k in range(5)]       # y, counted five times
+    stream = [Interaction(f"v{k}", "y", "click", 40.0 + k) for k in range(8)]        # cold users buy y
     cfg = PrequentialConfig(chunk=8, progress=False)
     with_context = run_prequential(stream, rec, prefix, cfg, context)
     without = run_prequential(stream, rec, prefix, cfg)

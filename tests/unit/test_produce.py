@@ -1,4 +1,4 @@
-"""Replay readers (streams/produce.py): format detection, mapping to the event contract, errors."""
+"""Replay readers (streams/cli/produce.py): format detection, mapping to the event contract, errors."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from streams.events import parse_event
-from streams.produce import ReplayError, detect_format, iter_messages, produce_messages
+from streams.ingest.events import parse_event
+from streams.cli.produce import ReplayError, detect_format, iter_messages, produce_messages
 
 TAOBAO = "1,101,7,pv,1511544070\n1,102,7,cart,1511544071\n2,101,7,fav,1511544072\n2,103,8,buy,1511544073\n"
 

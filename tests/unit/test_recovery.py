@@ -1,4 +1,4 @@
-"""streams.recovery without a broker: the app recovers its tables with TailReadingRecovery, whose
+"""streams.kafka.faust_patches.recovery without a broker: the app recovers its tables with TailReadingRecovery, whose
 highwaters are the ends read from the changelogs' records (read_true_ends, replaced here; it is
 tested against the embedded broker in tests/integration/test_multi_worker.py)."""
 
@@ -9,9 +9,9 @@ from collections import Counter
 from faust.types import TP
 from kafka.errors import KafkaConnectionError
 
-import streams.recovery
+import streams.kafka.faust_patches.recovery
 from streams.app import faust_app
-from streams.recovery import TailReadingRecovery
+from streams.kafka.faust_patches.recovery import TailReadingRecovery
 
 LONG, EMPTY = TP("t-user_sequences-changelog", 0), TP("t-user_sequences-changelog", 1)
 
@@ -37,7 +37,7 @@ async def test_highwaters_are_the_last_offsets_read_from_the_records(make_settin
         seen.update(settings=given_settings, reported=reported)
         return {LONG: 6, EMPTY: 0}  # records 0..5; nothing
 
-    monkeypatch.setattr(streams.recovery, "read_true_ends", read)
+    monkeypatch.setattr(streams.kafka.faust_patches.recovery, "read_true_ends", read)
     highwaters: Counter = Counter({TP("revoked", 0): 9})
     await faust_app(settings).tables.recovery._build_highwaters(Consumer(), {LONG, EMPTY}, highwaters, "active")
     assert seen == {"settings": settings, "reported": {LONG: 2, EMPTY: 0}}
@@ -48,7 +48,7 @@ async def test_without_the_tail_read_recovery_uses_the_reported_ends(make_settin
     def unreachable(settings, reported):
         raise KafkaConnectionError("Unable to bootstrap from 127.0.0.1:9")
 
-    monkeypatch.setattr(streams.recovery, "read_true_ends", unreachable)
+    monkeypatch.setattr(streams.kafka.recovery, "read_true_ends", unreachable)
     highwaters: Counter = Counter()
     await faust_app(make_settings()).tables.recovery._build_highwaters(Consumer(), {LONG, EMPTY}, highwaters,
                                                                         "standby")

@@ -13,8 +13,8 @@ import torch
 
 from model.checkpoint import CheckpointError, load_checkpoint
 from model.recommender import Recommender
-from streams.events import InvalidEvent, parse_event
-from streams.model_store import ModelStore, ModelStoreError, ModelUpdate, sha256_file, verify
+from streams.ingest.events import InvalidEvent, parse_event
+from streams.lifecycle.model_store import ModelStore, ModelStoreError, ModelUpdate, sha256_file, verify
 from streams.settings import Settings, load_settings
 
 SECRET = "s3cr3t-Pa55w0rd-do-not-log"

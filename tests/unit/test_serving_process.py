@@ -1,6 +1,7 @@
-"""Serving from two child processes (streams/serving_process.py): the same answers as in-process
-serving, versions swapped by the standby child, bad checkpoints refused, new items, a child that
-dies. Real child processes (spawned: a few seconds each to import torch)."""
+"""Serving from two child processes (streams/serving/processes.py, behind streams.serving.service.Serving):
+the same answers and records as in-process serving, versions swapped by the standby child, bad
+checkpoints refused, new items, a child that dies. Real child processes (spawned: a few seconds
+each to import torch)."""
 
 from __future__ import annotations
 
@@ -13,11 +14,11 @@ import pytest
 
 from model.encoder import EncoderConfig
 from model.recommender import Recommender
-from streams.live_model import LiveModel
+from streams.serving.live_model import LiveModel
 from streams.metrics import Metrics
-from streams.model_store import ModelStore
-from streams.serving import Request, recommend, record_payloads
-from streams.serving_process import ServingPair
+from streams.lifecycle.model_store import ModelStore
+from streams.serving.recommend import Request
+from streams.serving.service import Serving
 from streams.settings import load_settings
 
 ITEMS = [f"i{n}" for n in range(60)]
@@ -33,11 +34,11 @@ def make_rec(version: int, seed: int) -> Recommender:
 @pytest.fixture(scope="module")
 def pair(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("pair")
-    settings = load_settings({"data_dir": tmp, "store": "memory"}, environ={})
-    model = ServingPair(settings, Metrics())
+    settings = load_settings({"data_dir": tmp, "store": "memory", "serving_processes": True}, environ={})
+    model = Serving(settings, Metrics(), popular=lambda n: [])
     yield model
     model.close()
-    assert not any(child.alive() for child in model._children)
+    assert not any(child.alive() for child in model.backend._children)
 
 
 @pytest.fixture(scope="module")
@@ -53,36 +54,36 @@ def wait_for(predicate, timeout: float = 60.0):
 
 
 def test_answers_as_in_process_serving_and_swaps_through_the_standby(pair, store, tmp_path):
-    assert pair.recommend(HISTORIES, 5) == [None] * 3  # nothing served yet: popularity
-    assert pair.serve_payloads([Request("u", HISTORIES[0])], [("i9", 1.0)], 5) is None
-    [(user, source, value)] = record_payloads([Request("u", HISTORIES[0])], [("i9", 1.0)], 5, pair)
+    assert pair.backend.recommend(HISTORIES, 5) == [None] * 3  # nothing served yet: popularity
+    [(user, source, value)] = pair.backend.serve([Request("u", HISTORIES[0])], [("i9", 1.0)], 5)
     assert (user, source, json.loads(value)["items"]) == ("u", "popular", [{"item_id": "i9", "score": 1.0}])
     first = store.save(make_rec(1, seed=0))
     assert pair.load(first)
     assert pair.model_version == 1 and pair.index_version >= 1
-    in_process = LiveModel(load_settings({"data_dir": tmp_path, "store": "memory"}, environ={}), Metrics())
+    in_process = LiveModel(load_settings({"data_dir": tmp_path, "store": "memory"}, environ={}))
     assert in_process.load(first)
-    answers = pair.recommend(HISTORIES, 5)
+    answers = pair.backend.recommend(HISTORIES, 5)
     assert answers[2] is None and answers[0] and not {"i1", "i2"} & {item for item, _ in answers[0]}
     for got, expected in zip(answers, in_process.recommend(HISTORIES, 5)):
         assert (got is None and expected is None) or [i for i, _ in got] == [i for i, _ in expected]
     # the records as the worker sends them, built in the child: the same as built here
     requests = [Request(f"u{n}", h, 100.0 + n) for n, h in enumerate(HISTORIES)]
     popular = [("i50", 3.0), ("i1", 2.0), ("i51", 1.0)]
-    sent = pair.serve_payloads(requests, popular, 5)
-    here = recommend(requests, popular, 5, in_process)
+    sent = pair.backend.serve(requests, popular, 5)
+    here = in_process.serve(requests, popular, 5)
     assert [(u, s) for u, s, _ in sent] == [("u0", "model"), ("u1", "model"), ("u2", "popular")]
-    for (_, _, value), record in zip(sent, here):
-        got, expected = json.loads(value), record.to_json()
+    assert [(u, s) for u, s, _ in here] == [(u, s) for u, s, _ in sent]
+    for (_, _, value), (_, _, record) in zip(sent, here):
+        got, expected = json.loads(value), json.loads(record)
         assert got.pop("emitted_ts") <= time.time() and expected.pop("emitted_ts")
         assert [i["item_id"] for i in got.pop("items")] == [i["item_id"] for i in expected.pop("items")]
         assert got == expected  # user, source, versions, event_ts
     in_process.close()
     # a new version: the standby child loads it and becomes the active one; then both hold it
-    serving_before = pair._active
+    serving_before = pair.backend._active
     assert pair.load(store.save(make_rec(2, seed=1)))
-    assert pair.model_version == 2 and pair._active is not serving_before
-    assert all(child.model_version == 2 for child in pair._children)
+    assert pair.model_version == 2 and pair.backend._active is not serving_before
+    assert all(child.model_version == 2 for child in pair.backend._children)
     assert pair.staleness() is not None
 
 
@@ -93,49 +94,49 @@ def test_a_corrupted_checkpoint_is_refused_and_the_version_in_force_keeps_servin
     with open(bad.path, "r+b") as f:
         f.seek(100)
         f.write(b"corrupted")
-    active = pair._active
+    active = pair.backend._active
     assert not pair.load(bad)
     assert "refusing model version 4: ModelStoreError: checkpoint" in caplog.text and "sha256" in caplog.text
-    assert pair.model_version == 3 and pair._active is active
-    assert pair.recommend(HISTORIES[:1], 5)[0]
+    assert pair.model_version == 3 and pair.backend._active is active
+    assert pair.backend.recommend(HISTORIES[:1], 5)[0]
 
 
 def test_an_item_first_seen_in_the_stream_becomes_recommendable(pair, store):
     assert pair.load(store.save(make_rec(5, seed=4)))
-    assert pair.recommend([[("fresh-item", "click")]], 5) == [None]  # unknown to the model
+    assert pair.backend.recommend([[("fresh-item", "click")]], 5) == [None]  # unknown to the model
     pair.note_item("fresh-item", ["i1", "i2"])
     pair.note_item("i3", [])  # known to the model: nothing to add
     assert pair.add_new_items() == 1
-    assert pair.recommend([[("fresh-item", "click")]], 5)[0]
+    assert pair.backend.recommend([[("fresh-item", "click")]], 5)[0]
     # both children have it, and they carry it over to the next version
     assert pair.load(store.save(make_rec(6, seed=5)))
-    assert pair.recommend([[("fresh-item", "click")]], 5)[0]
+    assert pair.backend.recommend([[("fresh-item", "click")]], 5)[0]
 
 
 def test_a_dead_child_is_replaced_and_the_other_serves_meanwhile(pair, store):
     assert pair.load(store.save(make_rec(7, seed=6)))
-    dead = pair._active
+    dead = pair.backend._active
     os.kill(dead.proc.pid, signal.SIGKILL)
     dead.proc.join(10)
-    assert pair.recommend(HISTORIES[:1], 5) == [None]  # this batch: popularity
+    assert pair.backend.recommend(HISTORIES[:1], 5) == [None]  # this batch: popularity
     # the swap thread makes the other child (which holds version 7) the active one at once
-    wait_for(lambda: pair._active is not None and pair._active is not dead)
-    assert pair.model_version == 7 and pair.recommend(HISTORIES[:1], 5)[0]
+    wait_for(lambda: pair.backend._active is not None and pair.backend._active is not dead)
+    assert pair.model_version == 7 and pair.backend.recommend(HISTORIES[:1], 5)[0]
     # the next version starts a new child in place of the dead one and loads it there too
     assert pair.load(store.save(make_rec(8, seed=7)))
-    assert pair.model_version == 8 and all(child.alive() for child in pair._children)
-    assert dead not in pair._children
+    assert pair.model_version == 8 and all(child.alive() for child in pair.backend._children)
+    assert dead not in pair.backend._children
 
 
 def test_a_child_that_does_not_answer_is_killed_and_replaced(pair, store):
-    from streams.serving_process import ChildGone
+    from streams.serving.processes import ChildGone
 
     assert pair.load(store.save(make_rec(9, seed=8)))
-    [stuck] = [child for child in pair._children if child is not pair._active]
+    [stuck] = [child for child in pair.backend._children if child is not pair.backend._active]
     os.kill(stuck.proc.pid, signal.SIGSTOP)
     with pytest.raises(ChildGone, match="did not answer versions within 1 s: killed"):
         stuck.call("versions", timeout=1.0)
     stuck.proc.join(10)
     assert not stuck.alive()
     assert pair.load(store.save(make_rec(10, seed=9)))  # loaded by a new child in its place
-    assert pair.model_version == 10 and stuck not in pair._children
+    assert pair.model_version == 10 and stuck not in pair.backend._children

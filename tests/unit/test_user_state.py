@@ -1,16 +1,16 @@
-"""Per-user state (streams/user_state.py): dedupe by event_id, window and sequence bounds."""
+"""Per-user state (streams/ingest/user_state.py): dedupe by event_id, window and sequence bounds."""
 
 from __future__ import annotations
 
 import json
 
-from streams.events import Event
-from streams.user_state import apply_event, empty_state, event_key, history, seen_items
+from streams.ingest.events import Event
+from streams.ingest.user_state import apply_event, empty_state, event_key, history
 
 
 def event(n: int, *, user: str = "u1", item: str | None = None, kind: str = "click",
           event_id: str | None = None) -> Event:
-    return Event(user, item or f"i{n}", kind, 1000.0 + n, event_id or f"e{n}")
+    return Event(user_id=user, item_id=item or f"i{n}", type=kind, ts=1000.0 + n, event_id=event_id or f"e{n}")
 
 
 def apply_all(events, state=None, *, seq_len=50, dedupe_window=256):
@@ -26,12 +26,12 @@ def test_first_event_on_no_state():
     state = apply_event(None, event(1), seq_len=5, dedupe_window=5)
     assert state == {"items": [["i1", "click", 1001.0]], "eids": [event_key("e1")], "n": 1, "v": 2}
     assert history(state) == [("i1", "click")]
-    assert seen_items(state) == {"i1"}
+    assert {item for item, _ in history(state)} == {"i1"}
 
 
 def test_empty_state_and_none_have_no_history():
     assert history(None) == history(empty_state()) == []
-    assert seen_items(None) == seen_items(empty_state()) == set()
+    assert history(None) == history(empty_state()) == []
 
 
 def test_replay_is_applied_once():
@@ -77,7 +77,7 @@ def test_repeated_item_with_new_event_ids_counts_every_time():
     state, applied = apply_all([event(n, item="same") for n in range(3)])
     assert applied == 3
     assert history(state) == [("same", "click")] * 3
-    assert seen_items(state) == {"same"}
+    assert {item for item, _ in history(state)} == {"same"}
 
 
 def test_state_is_json_round_trippable():

@@ -1,0 +1,261 @@
+"""Render the tables of BENCHMARKS.md from the canonical results in bench/results/ (standard library only).
+
+Each table sits between ``<!-- table: SPEC -->`` and ``<!-- /table -->``; SPEC names one result file, several
+(one table of rows from each), or a file and a view (``bench/results/model_quality.json#ablation``).
+
+    python bench/report.py            # print every table
+    python bench/report.py --write    # rewrite the tables in BENCHMARKS.md
+    python bench/report.py --check    # exit 1 if a table differs from what its JSON gives
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+REPORT = ROOT / "BENCHMARKS.md"
+MARKER = re.compile(r"<!-- table: (?P<spec>[^>]+?) -->\n(?P<body>.*?)<!-- /table -->", re.S)
+
+def load(path: str) -> dict:
+    return json.loads((ROOT / path).read_text(encoding="utf-8"))
+
+def num(x, digits=0) -> str:
+    return "–" if x is None else f"{x:,.{digits}f}"
+
+def ms(seconds, digits=0) -> str:
+    return "–" if seconds is None else f"{seconds * 1000:,.{digits}f} ms"
+
+def table(header: list[str], rows: list[list]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+def times(values) -> str:
+    vals = [v for v in values if v is not None]
+    mean = f" (mean {sum(vals) / len(vals):.1f})" if vals else ""
+    return ", ".join("–" if v is None else f"{v:.2f}" for v in values) + mean
+
+def crash_recovery(d):
+    r = d["restarts"]
+    exact = d["dlq_distinct_by_reason"] == d["dlq_expected_by_reason"]
+    return table(["measure", "value"], [
+        ["messages sent", f"{d['messages_sent']:,} to {d['users']} users: {d['valid_events']:,} valid, "
+                          f"{d['malformed']:,} malformed"],
+        ["SIGKILLs of the worker", d["kills"]],
+        ["events lost / applied twice", f"**{d['events_lost']} / {d['events_applied_twice']}**"],
+        ["users whose event count is wrong", f"{d['users_with_wrong_n']} of {d['users']}"],
+        ["DLQ: one record per malformed message, per reason", "yes" if exact else "**no**"],
+        ["DLQ raw bytes equal to what was sent", "yes" if d["dlq_raw_matches"] else "**no**"],
+        ["DLQ records in all (dead letters written twice)",
+         f"{d['dlq_records']:,} ({d['dlq_duplicate_records']})"],
+        ["kill → `/health/` lists partitions, s", times([x["ready_s"] for x in r])],
+        ["kill → first recommendation, s", times([x["first_recommendation_s"] for x in r])],
+        ["drain after the producer finished", f"{d['drain_after_producer_s']} s"],
+        ["worker log ERROR / WARNING lines", f"{d['worker_log_errors']} / {d['worker_log_warnings']}"],
+    ])
+
+def fuzz_dlq(d):
+    k, rss = d["kinds"], d["rss_mib"]
+    invalid = k["invalid"] + k["oversize"]
+    exact = d["dlq_distinct_by_reason"] == d["expected_dlq_by_reason"]
+    return table(["measure", "value"], [
+        ["fuzzed messages (+ control events)", f"{d['fuzzed_messages']:,} ({d['sent_with_controls']:,} sent)"],
+        ["worker stops", "**0**" if d["worker_same_pid_alive"] else "**≥ 1**"],
+        ["invalid → DLQ with the oracle's reason", f"{d['dlq_records'] - d['dlq_duplicate_records']:,} of "
+                                                    f"{invalid:,} ({k['oversize']:,} oversize); "
+                                                    f"{'exact' if exact else 'differs'}"],
+        ["DLQ duplicates; raw bytes equal", f"{d['dlq_duplicate_records']}; {'yes' if d['dlq_raw_matches'] else 'no'}"],
+        ["valid messages (distinct ids): accepted + duplicate",
+         f"{k['valid']:,} ({d['valid_distinct']:,}): {num(d['accepted_plus_duplicate'])}"],
+        ["control users' event counts exact", "yes" if d["control_users_exact"] else "no"],
+        ["worker RSS first / max / last", f"{rss['first']:.0f} / {rss['max']:.0f} / {rss['last']:.0f} MiB"],
+        ["sent in / all processed after", f"{d['send_s']} s / {d['processed_after_s']} s"],
+    ])
+
+def throughput_runs(*docs):
+    rows = []
+    for path, d in docs:
+        s = d.get("soak_half_rate") or {}
+        rows.append([Path(path).stem.replace("throughput_", ""), num(d["ceiling_plain_consumer"]["events_per_s"]),
+                     num(d["faust_bare_agent"]["events_per_s"]),
+                     f"**{num(d['worker_drain']['events_per_s'])}**",
+                     f"{d['ratio_worker_to_ceiling'] * 100:.1f} %",
+                     d["state_check_after_drain"]["users_with_wrong_count"],
+                     f"{num(s.get('target_rate'))}/s, {s.get('seconds', 0):.0f} s",
+                     ms(s.get("p50_s")), ms(s.get("p99_s")), f"{num(s.get('lag_max'))} / {num(s.get('lag_last'))}"])
+    return table(["run", "ceiling, events/s", "bare Faust", "worker drain", "drain / ceiling", "users wrong",
+                  "soak", "soak p50", "soak p99", "soak lag max / end"], rows)
+
+def throughput_steps(d):
+    steps = [(f"step {i + 1}", s) for i, s in enumerate(d["search"]["steps"])]
+    rows = []
+    for name, s in steps + [("soak at half", d["soak_half_rate"])]:
+        halves = ""
+        if "p99_first_half_s" in s:
+            halves = f" ({ms(s['p99_first_half_s'])} → {ms(s['p99_second_half_s'])})"
+        cpu = "–"
+        if "worker_cpu_cores_first_half" in s:
+            cpu = (f"{s['worker_cpu_cores_first_half']:.2f}→{s['worker_cpu_cores_second_half']:.2f} / "
+                   f"{s['broker_cpu_cores_first_half']:.2f}→{s['broker_cpu_cores_second_half']:.2f}")
+        rows.append([name, f"{num(s['target_rate'])}/s", f"{s['seconds']:.0f} s",
+                     "**yes**" if s.get("sustained") else "no", ms(s["p50_s"]), ms(s["p99_s"]) + halves,
+                     f"{num(s['lag_max'])} / {num(s.get('lag_mean_last_third'))}", cpu])
+    return table(["phase", "producer rate", "length", "sustained", "p50", "p99 (1st → 2nd half)",
+                  "lag max / mean of last third", "CPU cores worker / broker"], rows)
+
+def live_swap(*docs):
+    rows = []
+    for _, d in docs:
+        loads = d["load_build_swap_s"]
+        rows.append([d["serving"], f"{d['steady']['p50_ms']:.1f} / {d['steady']['p99_ms']:.1f} ms",
+                     f"{d['during_swaps']['p99_ms']:.1f} ms", f"**{d['p99_ratio_during_vs_steady']:.1f}×**",
+                     f"{d['back_to_back_swaps']['p99_ms']:.1f} ms", f"{d['swap_s_mean']:.2f} s",
+                     f"{loads[0]:.2f} / " + ", ".join(f"{x:.2f}" for x in loads[1:]) + " s",
+                     f"{d['new_item_searchable_ms']['p50_ms']:.0f} / {d['new_item_searchable_ms']['p99_ms']:.0f} ms"])
+    return table(["serving", "steady p50 / p99", "p99 during swaps", "ratio", "back-to-back swaps p99",
+                  "swap mean", "load + build + swap, first / next", "new item → searchable p50 / p99"], rows)
+
+def index_latency(d):
+    names = {"flat": "flat (exact)", "ivf": "IVF{nlist}, nprobe {effort}", "hnsw": "HNSW32, efSearch {effort}"}
+    rows = []
+    for r in d["results"]:
+        size = f"{r['size'] // 1000:,}k" if r["size"] < 10**6 else f"{r['size'] // 10**6}M"
+        b = r["baseline_numpy"]
+        rows.append([size, "numpy brute force", "1.000", f"{b['1']['p50_ms']:.2f} / {b['1']['p99_ms']:.2f}", "–",
+                     f"{b['256']['p50_ms']:,.0f} / {b['256']['p99_ms']:,.0f}", num(b["256"]["qps"]), "–", "–", "–"])
+        for i in r["indexes"]:
+            lat = i["latency"]
+            rows.append([size, names[i["kind"]].format(**i), f"{i['recall_at_10']:.3f}",
+                         f"{lat['1']['p50_ms']:.2f} / {lat['1']['p99_ms']:.2f}", f"{lat['1_filtered50']['p99_ms']:.2f}",
+                         f"{lat['256']['p50_ms']:,.1f} / {lat['256']['p99_ms']:,.1f}", num(lat["256"]["qps"]),
+                         f"{i['build_s']:.2f}", f"{i['refresh_s']:.2f}", f"{i['add_1000_ms']:.1f}"])
+    return table(["items", "index", "R@10", "b1 p50 / p99 ms", "b1 filtered p99 ms", "b256 p50 / p99 ms",
+                  "b256 QPS", "build s", "refresh s", "add 1000 ms"], rows)
+
+def encode_gil(d):
+    cell = lambda k: f"{d[k]['p50_ms']:.2f} / {d[k]['p99_ms']:.2f} ms"  # noqa: E731
+    return table(["encoder (one user, 20 items)", "alone p50 / p99", "beside a Python-loop thread p50 / p99"], [
+        ["eager", cell("eager_alone"), cell("eager_beside_python_thread")],
+        ["traced (serving)", cell("traced_alone"), cell("traced_beside_python_thread")]])
+
+def broker_fetch_wait(d):
+    return table(["consumer fetch_max_wait_ms", "messages", "p50", "p90", "p99", "max"], [
+        [r["fetch_max_wait_ms"], num(r["messages"]), ms(r["p50_s"]), ms(r["p90_s"]), ms(r["p99_s"]), ms(r["max_s"])]
+        for r in d["runs"]])
+
+def group_drain(d):
+    return table(["round", "workers in the group", "events in the topic", "events/s"], [
+        [i + 1, r["workers"], num(r["events_in_topic"]), num(r["events_per_s"])] for i, r in enumerate(d["rounds"])])
+
+def send_cost(d):
+    c = d["cpu_us_per_record"]
+    rows = [[name, *(f"{x:.1f}" for x in c[key]), f"{min(c[key]):.1f}"]
+            for name, key in (("`send`, one by one", "send"), (f"`send_many`, {d['args']['per_call']} a call", "send_many"))]
+    return table(["path", *(f"round {i + 1}, µs/record" for i in range(len(c["send"]))), "best"], rows)
+
+def user_state_cost(d):
+    return table(["event ids", "events applied", "state bytes", "of which event ids", "CPU per event"], [
+        [r["id_format"], r["events_applied"], num(r["state_bytes"]), num(r["event_id_bytes"]),
+         f"{r['cpu_us_per_event']:.1f} µs"] for r in d["rows"]])
+
+def metrics(m) -> list[str]:
+    return [f"{m[k]:.4f}" for k in ("HR@10", "NDCG@10", "HR@20", "NDCG@20")]
+
+def model_quality(gpu, cpu):
+    g, c = gpu[1], cpu[1]["rows"]["main"]
+    def enc(e):
+        heads = f"{e['n_heads']} head" + ("s" if e["n_heads"] > 1 else "")
+        return f"dim {e['dim']}, {e['n_layers']} layers, {heads}, dropout {e['dropout']}"
+    rows = [[f"**GPU: {enc(g['encoder'])}, all windows**", f"{g['train']['epochs']} ({g['best_epoch']})",
+             f"{g['train']['train_minutes']:.1f}", f"{g['train']['best_val_ndcg10']:.4f}", *metrics(g["test"]["model"]["filtered"])],
+            [f"CPU default: {enc(c['encoder'])}", f"{c['train']['epochs']} ({c['best_epoch']})",
+             f"{c['train']['train_minutes']:.1f}", f"{c['train']['best_val_ndcg10']:.4f}", *metrics(c["test"]["model"]["filtered"])],
+            ["popularity", "", "", "", *metrics(c["test"]["popular"]["filtered"])]]
+    rows += [[f"{name} (published)", "", "", "", f"{hr:.4f}", f"{nd:.4f}", "", ""]
+             for name, (hr, nd) in cpu[1]["published_ml1m_hr10_ndcg10"].items()]
+    return table(["model (seen items filtered)", "epochs (best)", "train min", "val NDCG@10",
+                  "HR@10", "NDCG@10", "HR@20", "NDCG@20"], rows)
+
+def model_ablation(d):
+    rows = []
+    for key in ("next", "masked", "contrastive", "adversarial"):
+        r = d["rows"][key]
+        objs = " + ".join(f"{k} {v}" for k, v in r["objectives"].items())
+        m, u = r["test"]["model"]["filtered"], r["test"]["model"]["all"]
+        rows.append([objs, f"{r['train']['epochs']} ({r['best_epoch']})", f"{r['train']['train_minutes']:.1f}",
+                     f"{m['HR@10']:.4f}", f"{m['NDCG@10']:.4f}", f"{u['HR@10']:.4f}", f"{u['NDCG@10']:.4f}"])
+    return table(["objectives (weights)", "epochs (best)", "train min", "HR@10", "NDCG@10",
+                  "HR@10 unfiltered", "NDCG@10 unfiltered"], rows)
+
+def model_sweep(*docs):
+    runs = [(c, d["parallel"]) for _, d in docs for c in d["configs"]]
+    runs.sort(key=lambda x: -x[0]["val_ndcg10"])
+    rows = [[("**" + c["config"] + "**") if i == 0 else c["config"], par, f"{c['epochs']} ({c['best_epoch']})",
+             f"{c['val_ndcg10']:.4f}", *metrics(c["test_filtered"])] for i, (c, par) in enumerate(runs)]
+    return table(["configuration", "run at once", "epochs (best)", "val NDCG@10", "test HR@10", "test NDCG@10",
+                  "test HR@20", "test NDCG@20"], rows)
+
+def prequential(*docs):
+    rows = []
+    for path, d in docs:
+        name = Path(path).stem.split("_", 1)[1]
+        protocols = ["allow_repeats", "exclude_seen"]
+        protocols.sort(key=lambda p: p != d["primary"])
+        for p in protocols:
+            hr, warm = d[f"hr_{p}"], d[f"hr_{p}_warm"]
+            label = p.replace("_", " ") + (" (primary)" if p == d["primary"] else "")
+            rows.append([name, label, f"{num(d['events'])} ({num(d['cold_events'])})", f"{hr['online']:.4f}",
+                         f"{hr['frozen']:.4f}", f"{hr['popularity']:.4f}", f"**{hr['online'] / hr['frozen']:.2f}×**",
+                         f"{warm['online'] / warm['frozen']:.2f}×"])
+    return table(["dataset", "protocol", "replayed events (cold)", "online HR@10", "frozen", "popularity",
+                  "online / frozen", "warm users only"], rows)
+
+def prequential_windows(d):
+    w = d["windows"]
+    return table(["windows of the replay (events each)"] + [str(i + 1) for i in range(len(w))], [
+        [f"online / frozen (~{num(w[0]['end'] - w[0]['start'])})"] + [f"{x['online'] / x['frozen']:.2f}" for x in w]])
+
+
+RENDER = {"crash_recovery": crash_recovery, "fuzz_dlq": fuzz_dlq, "throughput_drain": throughput_runs,
+          "throughput_fresh": throughput_steps, "throughput_search": throughput_steps, "live_swap": live_swap,
+          "index_latency": index_latency, "encode_gil": encode_gil, "broker_fetch_wait": broker_fetch_wait,
+          "group_drain": group_drain, "send_cost": send_cost, "user_state_cost": user_state_cost,
+          "model_quality_gpu": model_quality, "model_quality#ablation": model_ablation, "model_sweep_gpu": model_sweep,
+          "prequential_taobao": prequential, "prequential_ml1m#windows": prequential_windows}
+
+def render(spec: str) -> str:
+    paths, _, view = spec.partition("#")
+    paths = paths.split()
+    key = re.sub(r"\d+$", "", Path(paths[0]).stem) + (f"#{view}" if view else "")
+    if key not in RENDER:
+        raise SystemExit(f"bench/report.py: no table for {spec!r}")
+    fn, docs = RENDER[key], [load(p) for p in paths]
+    return fn(*docs) if len(paths) == 1 and fn.__code__.co_argcount == 1 else fn(*zip(paths, docs))
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--write", action="store_true", help="rewrite the tables in BENCHMARKS.md")
+    p.add_argument("--check", action="store_true", help="exit 1 if a table differs from what its JSON gives")
+    args = p.parse_args()
+    text = REPORT.read_text(encoding="utf-8")
+    tables = {m["spec"]: (m["body"], render(m["spec"])) for m in MARKER.finditer(text)}
+    stale = [spec for spec, (old, new) in tables.items() if old != new]
+    if args.write:
+        REPORT.write_text(MARKER.sub(lambda m: f"<!-- table: {m['spec']} -->\n{tables[m['spec']][1]}<!-- /table -->",
+                                     text), encoding="utf-8")
+        print(f"rewrote {len(stale)} of {len(tables)} tables in {REPORT.name}")
+    elif args.check:
+        for spec in stale:
+            print(f"stale table: {spec} (run python bench/report.py --write)")
+        print(f"{len(tables) - len(stale)} of {len(tables)} tables match their JSON")
+        return 1 if stale else 0
+    else:
+        print("\n".join(f"<!-- table: {spec} -->\n{new}" for spec, (_, new) in tables.items()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,25 @@
+"""The one user-item interaction type, and the behaviour-type table.
+
+:class:`Interaction` is what the model side knows of an event; the stream side's accepted event
+(``streams.ingest.events.Event``) extends it with the event id and the scenario. The behaviour
+types are :data:`EVENT_TYPES`; :data:`TAOBAO_TYPES` maps the Taobao log's behaviours onto them.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+EVENT_TYPES = ("click", "purchase")
+TAOBAO_TYPES = {"pv": "click", "cart": "click", "fav": "click", "buy": "purchase"}
+
+
+@dataclass(frozen=True, slots=True)
+class Interaction:
+    """One user-item interaction: ``type`` is one of :data:`EVENT_TYPES`, ``ts`` epoch seconds (or
+    the position in the stream where the data has no time)."""
+
+    user_id: str
+    item_id: str
+    type: str = "click"
+    ts: float = 0.0
+    category: str | None = None

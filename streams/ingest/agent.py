@@ -1,0 +1,136 @@
+"""The ingest agent: ``events`` -> validated, deduplicated user state, dead letters, popularity.
+
+The agent (topic ``events``) takes batches of ``ingest_batch_size`` events and handles each in
+order as Faust's current event, so every table write lands in the store and changelog partition
+of its own event:
+
+- decode + validate; bad input -> ``events.dlq``, once per source offset even across crashes
+  (:mod:`streams.ingest.dead_letters`);
+- apply the event to the user's state once (dedupe by ``event_id``, :mod:`streams.ingest.user_state`),
+  written with :class:`~streams.kafka.direct_writes.TableWriter`;
+- count it in popularity (:class:`~streams.ingest.popularity.PopularityBoard`);
+- hand it on (``on_accepted``: ``streams.wiring`` queues the user for a recommendation);
+
+then send the batch's changelog records, before Faust acknowledges its events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Awaitable, Callable
+from functools import partial
+from typing import Any
+
+from ..app import WorkerApp
+from ..kafka.direct_writes import TableWriter, send_now
+from ..kafka.faust_patches.internals import set_current_event
+from .dead_letters import DeadLetter, DeadLetterMarks
+from .events import Event, InvalidEvent, parse_event
+from .popularity import PopularityBoard
+from .user_state import State, apply_event, decode, encode
+
+DEAD_LETTER_MARK = b"p%d"  # key of a partition's mark in the dead_letters table
+
+# on_accepted(event, new state, arrival time at the worker, Kafka record timestamp)
+OnAccepted = Callable[[Event, State, float, "float | None"], Awaitable[None]]
+
+
+class Ingest:
+    """The ingest side of one worker (event loop only)."""
+
+    def __init__(self, core: WorkerApp, popularity: PopularityBoard, on_accepted: OnAccepted) -> None:
+        self.core, self.settings, self.metrics = core, core.settings, core.metrics
+        self.popularity, self.on_accepted = popularity, on_accepted
+        self.dead_letter_marks = DeadLetterMarks()
+        # user_sequences is written once per accepted event: through TableWriter, not table[key] = ...
+        self.state_writer = TableWriter(core.app, core.user_sequences)
+        self.dead_letter_writer = TableWriter(core.app, core.dead_letters)
+
+    async def handle_events(self, events: list) -> None:
+        """Process a batch of ``events`` messages in order, then send the table changes they made
+        to the changelogs; Faust acknowledges the events after this returns."""
+        for event in events:
+            set_current_event(event)
+            await self.handle_event(event)
+        set_current_event(None)
+        await self.state_writer.flush()
+        await self.dead_letter_writer.flush()
+        self.metrics.ingest_batch_size.observe(len(events))
+
+    async def handle_event(self, event: Any) -> None:
+        """Process one message of ``events`` (``event`` is a Faust event with ``.message``, and the
+        current event); its table changes wait in the TableWriters for :meth:`handle_events`."""
+        s, metrics, msg = self.settings, self.metrics, event.message
+        now = time.time()
+        mark = self.dead_letter_marks.to_persist(msg.partition)
+        if mark is not None:
+            self.dead_letter_writer.put(msg.partition, DEAD_LETTER_MARK % msg.partition, mark)
+        try:
+            ev = parse_event(msg.value, max_bytes=s.max_message_bytes, max_future_s=s.max_future_s,
+                             now=now, default_ts=msg.timestamp or now)
+        except InvalidEvent as err:
+            await self.dead_letter(msg, err)
+            return
+        key = ev.user_id.encode()
+        if msg.key != key:
+            # A user's state lives in the partition of its key: re-publish keyed by user, with the
+            # ts and event_id made explicit so the copy dedupes like the original would have.
+            await self.core.events_topic.send(key=key, value=json.dumps(ev.to_json()).encode())
+            metrics.events.labels("rekeyed").inc()
+            return
+        raw = self.core.user_sequences.get(key)
+        new_state = apply_event(decode(raw), ev, seq_len=s.seq_len, dedupe_window=s.dedupe_window)
+        if new_state is None:
+            # Applied before, but perhaps only here: a kill between a table write and the delivery
+            # of its changelog record leaves RocksDB ahead of the changelog, and the message (its
+            # offset not committed) comes back as this duplicate. Writing the state again puts it
+            # in the changelog before this offset can be committed, so a worker that restores the
+            # partition from the changelog has the event too. The same value: harmless when it was there.
+            self.state_writer.put(msg.partition, key, raw)
+            metrics.events.labels("duplicate").inc()
+            return
+        self.state_writer.put(msg.partition, key, encode(new_state))  # = user_sequences[key] = ...
+        self.popularity.count(msg.partition, ev.item_id, ev.ts)
+        metrics.events.labels("accepted").inc()
+        await self.on_accepted(ev, new_state, now, msg.timestamp)
+
+    async def dead_letter(self, msg: Any, err: InvalidEvent) -> None:
+        """Send a malformed message to the DLQ with its reason, unless it was sent there before (a
+        message read again after a crash: streams/ingest/dead_letters.py)."""
+        marks, partition, metrics = self.dead_letter_marks, msg.partition, self.metrics
+        if not marks.known(partition):
+            marks.load(partition, self.core.dead_letters.get(DEAD_LETTER_MARK % partition))
+        if marks.written(partition, msg.offset):
+            metrics.events.labels("duplicate").inc()
+            return
+        record = DeadLetter.of(err.reason, err.error, msg.value, msg.topic, partition, msg.offset,
+                               max_raw_bytes=self.settings.max_message_bytes)
+        sent = await send_now(self.core.app, self.settings.topic_dlq, msg.key, record.to_bytes(),
+                              what="a dead letter")
+        marks.sent(partition, msg.offset)
+        sent.add_done_callback(partial(_dead_letter_delivered, marks, partition, msg.offset))
+        metrics.dlq.labels(err.reason).inc()
+        metrics.events.labels("rejected").inc()
+
+    def register(self) -> None:
+        """The ingest agent, and forgetting revoked partitions."""
+        app, s = self.core.app, self.settings
+
+        @app.agent(self.core.events_topic, name="ingest")
+        async def ingest(stream):
+            async for events in stream.take_events(s.ingest_batch_size, s.ingest_batch_window_s):
+                await self.handle_events(events)
+
+        @app.on_partitions_revoked.connect
+        async def forget_revoked(app, revoked, **kwargs):
+            for tp in revoked:
+                if tp.topic == s.topic_events:
+                    self.popularity.forget(tp.partition)
+                    self.dead_letter_marks.forget(tp.partition)
+
+
+def _dead_letter_delivered(marks: DeadLetterMarks, partition: int, offset: int, sent: asyncio.Future) -> None:
+    if not sent.cancelled() and sent.exception() is None:
+        marks.delivered(partition, offset)

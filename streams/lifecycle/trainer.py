@@ -1,0 +1,153 @@
+"""Continuous training on the leader: events -> training sequences -> incremental updates ->
+versioned checkpoints announced on ``model-updates``.
+
+The trainer reads ``events`` with its own consumer (every partition, no consumer group), so it
+learns from the whole stream whatever partitions its worker owns, and ingestion never waits for
+it. Between the reader and the update loop sits a bounded queue: when training falls behind,
+sequences are dropped and counted (``streamrec_train_dropped_total``), never silently.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections import OrderedDict
+
+from model.encoder import EncoderConfig
+from model.incremental import OnlineTrainer
+from model.recommender import Recommender
+
+from ..ingest.events import InvalidEvent, parse_event
+from ..kafka.clients import watch_consumer
+from ..metrics import Metrics
+from ..settings import Settings
+from ..tuning import lower_thread_priority
+from .model_store import ModelStore, ModelUpdate, verify
+
+log = logging.getLogger(__name__)
+
+UPDATE_BATCH = 128  # sequences per incremental update
+MAX_USERS = 100_000  # users whose recent items the reader remembers (least recently seen dropped)
+
+
+def initial_recommender(settings: Settings, latest: ModelUpdate | None):
+    """Continue from the version in force, else the configured checkpoint, else a fresh model."""
+    if latest is not None:
+        try:
+            return Recommender.from_checkpoint(str(verify(latest)))
+        except Exception as exc:
+            log.error("cannot continue from version %d (%s); starting afresh", latest.version, exc)
+    if settings.model_checkpoint is not None:
+        return Recommender.from_checkpoint(str(settings.model_checkpoint))
+    return Recommender.fresh(EncoderConfig(max_len=settings.seq_len))
+
+
+class StreamTrainer:
+    def __init__(self, settings: Settings, metrics: Metrics, publish) -> None:
+        """``publish(update)`` announces a version (called from the training thread)."""
+        self.settings, self.metrics, self.publish = settings, metrics, publish
+        self.store = ModelStore(settings.model_dir, settings.model_keep_versions)
+        self.queue: queue.Queue = queue.Queue(maxsize=settings.train_queue_size)
+        self.histories: OrderedDict[str, list[tuple[str, str]]] = OrderedDict()
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self.version = 0
+
+    # --- reader ---------------------------------------------------------------------------------
+    def offer(self, history: list[tuple[str, str]]) -> bool:
+        try:
+            self.queue.put_nowait(history)
+            return True
+        except queue.Full:
+            self.metrics.train_dropped.inc()
+            return False
+
+    def observe(self, raw: bytes, ts: float | None) -> None:
+        """One raw ``events`` message: remember the user's sequence and queue it for training."""
+        s = self.settings
+        now = time.time()
+        try:
+            ev = parse_event(raw, max_bytes=s.max_message_bytes, max_future_s=s.max_future_s, now=now,
+                             default_ts=ts or now)
+        except InvalidEvent:
+            return  # ingest sends it to the DLQ
+        history = self.histories.pop(ev.user_id, [])
+        history = (history + [(ev.item_id, ev.type)])[-s.seq_len:]
+        self.histories[ev.user_id] = history
+        if len(self.histories) > MAX_USERS:
+            self.histories.popitem(last=False)
+        if len(history) >= 2:
+            self.offer(list(history))
+
+    def _read(self) -> None:
+        consumer = None
+        while not self._stop.is_set():
+            try:
+                if consumer is None:
+                    consumer = watch_consumer(self.settings, [self.settings.topic_events], from_beginning=False)
+                for records in consumer.poll(timeout_ms=500).values():
+                    for record in records:
+                        self.observe(record.value, record.timestamp / 1000 if record.timestamp else None)
+                self.metrics.train_queue.set(self.queue.qsize())
+            except Exception as exc:
+                log.warning("trainer reader: %s; retrying", exc)
+                consumer = None
+                self._stop.wait(2.0)
+        if consumer is not None:
+            consumer.close()
+
+    # --- training -------------------------------------------------------------------------------
+    def _train(self, latest: ModelUpdate | None) -> None:
+        rec = initial_recommender(self.settings, latest)
+        trainer = OnlineTrainer(rec, replay_capacity=self.settings.replay_capacity)
+        self.version = max([rec.version, latest.version if latest else 0, *self.store.versions()])
+        if latest is None and self.settings.model_checkpoint is not None:
+            self._publish(rec, trainer, {"source": "pretrained"})  # serve the pretrained model at once
+        last_publish, losses = time.monotonic(), []
+        while not self._stop.is_set():
+            batch = self._take(UPDATE_BATCH, timeout=1.0)
+            if batch:
+                started = time.perf_counter()
+                losses.append(trainer.update(batch))
+                self.metrics.update_seconds.observe(time.perf_counter() - started)
+                self.metrics.training_loss.set(losses[-1])
+            if losses and time.monotonic() - last_publish >= self.settings.publish_interval_s:
+                self._publish(rec, trainer, {"loss": sum(losses) / len(losses), "updates": len(losses)})
+                last_publish, losses = time.monotonic(), []
+
+    def _take(self, n: int, timeout: float) -> list:
+        batch = []
+        deadline = time.monotonic() + timeout
+        while len(batch) < n:
+            try:
+                batch.append(self.queue.get(timeout=max(0.0, deadline - time.monotonic())))
+            except queue.Empty:
+                break
+        return batch
+
+    def _publish(self, rec, trainer, metrics: dict) -> None:
+        self.version += 1
+        snapshot = rec.snapshot()
+        snapshot.version = self.version
+        update = self.store.save(snapshot, metrics=metrics, optimizer_state=trainer.optimizer_state())
+        self.publish(update)
+        log.info("published model version %d (%d items)", update.version, len(snapshot.vocab) - 1)
+
+    # --- lifecycle ------------------------------------------------------------------------------
+    def start(self, latest: ModelUpdate | None) -> None:
+        for name, target, args in (("reader", self._read, ()), ("train", self._guarded_train, (latest,))):
+            thread = threading.Thread(target=target, args=args, name=f"streamrec-trainer-{name}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def _guarded_train(self, latest: ModelUpdate | None) -> None:
+        lower_thread_priority()
+        try:
+            self._train(latest)
+        except Exception:
+            log.exception("trainer stopped; serving continues with the last published version")
+
+    def stop(self) -> None:
+        self._stop.set()

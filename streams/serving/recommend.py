@@ -1,0 +1,98 @@
+"""What serving answers, whatever the backend: requests in, recommendation records out.
+
+:class:`Backend` is the one interface; :class:`~streams.serving.live_model.LiveModel` serves in
+the worker's process (its serving thread), :class:`~streams.serving.processes.ProcessBackend`
+from two child processes. :func:`build_records` is the one place a record is made: the model's
+answer where it has one, else recent popularity with the user's seen items removed
+(``source="popular"``). The stream and HTTP both call ``streams.serving.service.Serving.recommend``
+and get the same record bytes.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Protocol, Sequence
+
+from ..lifecycle.model_store import ModelUpdate
+from .records import Recommendation, ScoredItem
+
+History = list[tuple[str, str]]  # (item_id, type), oldest first
+Answer = list[tuple[str, float]] | None  # the model's top-k (item_id, score), None: no answer
+Ranked = Sequence[tuple[str, float]]  # (item_id, score), best first
+Payload = tuple[str, str, bytes]  # (user_id, source, the record's bytes): what the worker sends
+
+
+@dataclass(slots=True)
+class Request:
+    """A user whose recommendation is due (one accepted event, or an HTTP query)."""
+
+    user_id: str
+    history: History
+    event_ts: float | None = None
+    arrived: float = field(default_factory=time.time)  # when the worker received the event
+    msg_ts: float | None = None  # Kafka record timestamp
+
+
+class Backend(Protocol):
+    """Where the model runs. Serving calls ``recommend`` / ``serve`` from its serving thread and
+    ``load`` / ``add_items`` from its swap thread (one at a time each)."""
+
+    @property
+    def model_version(self) -> int: ...
+
+    @property
+    def index_version(self) -> int: ...
+
+    def recommend(self, histories: Sequence[History], k: int) -> list[Answer]:
+        """Top-k per history, seen items excluded; None where the model has no answer."""
+
+    def serve(self, requests: Sequence[Request], popular: Ranked, k: int) -> list[Payload]:
+        """The records of ``requests`` as bytes (:func:`build_records`)."""
+
+    last_refusal: str | None  # why the last refused version was refused
+
+    def load(self, update: ModelUpdate) -> bool:
+        """Verify, load and swap in ``update``; False (and logged) if it is refused."""
+
+    def wants(self, item_id: str) -> bool:
+        """Whether ``item_id`` is new to the served model (event loop: must be cheap)."""
+
+    def add_items(self, items: list[tuple[str, list[str]]]) -> list[str]:
+        """Give new items (id, co-items) cold-start vectors and index them; the ids added."""
+
+    def close(self) -> None: ...
+
+
+def unseen_top(history: History, ranked: Ranked, k: int) -> list[ScoredItem]:
+    """The first ``k`` of ``ranked`` that the user has not interacted with."""
+    seen = {item for item, _ in history}
+    out = [ScoredItem(item_id=item, score=round(score, 6)) for item, score in ranked if item not in seen]
+    return out[:k]
+
+
+def build_records(requests: Sequence[Request], answers: Sequence[Answer], popular: Ranked, k: int,
+                  model_version: int, index_version: int) -> list[Recommendation]:
+    """One record per request: the model's answer, else popularity (``popular`` holds at least
+    k + len(history) items)."""
+    now = time.time()
+    records = []
+    for request, answer in zip(requests, answers):
+        if answer:
+            items = [ScoredItem(i, round(float(s), 6)) for i, s in answer]
+            source = "model"
+        else:
+            items, source = unseen_top(request.history, popular, k), "popular"
+        records.append(Recommendation(
+            user_id=request.user_id, items=items, source=source, model_version=model_version,
+            index_version=index_version, event_ts=request.event_ts, emitted_ts=now))
+    return records
+
+
+def payloads(records: Sequence[Recommendation]) -> list[Payload]:
+    return [(r.user_id, r.source, r.to_bytes()) for r in records]
+
+
+def popular_payloads(requests: Sequence[Request], popular: Ranked, k: int) -> list[Payload]:
+    """The records while no model serves."""
+    return payloads(build_records(requests, [None] * len(requests), popular, k, 0, 0))

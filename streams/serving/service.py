@@ -1,0 +1,179 @@
+"""Serving: one ``recommend`` call for the stream and for HTTP, over one backend.
+
+:class:`Serving` owns the threads around a :class:`~streams.serving.recommend.recommend.Backend`
+(:class:`~streams.serving.recommend.live_model.LiveModel` in this process, or
+:class:`~streams.serving.recommend.processes.ProcessBackend` with two children; setting
+``serving_processes``):
+
+- the serving thread (``executor``): every query, so encoding and search never run on the event loop;
+- the swap thread, at a lower priority: loading announced versions and adding new items, one at a
+  time, so serving never waits for a rebuild;
+- the queue of accepted events waiting for their record (:class:`PendingRequests`) and the task
+  that sends their records to ``recommendations`` in micro-batches.
+
+Recent popularity (``popular(n)``, maintained by ingest) is the answer where the model has none.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+
+from ..kafka.direct_writes import send_many
+from ..lifecycle.model_store import ModelUpdate
+from ..metrics import Metrics
+from ..settings import Settings
+from ..tuning import lower_thread_priority
+from .live_model import LiveModel
+from .pending import PendingRequests
+from .processes import ProcessBackend
+from .recommend import Backend, Payload, Ranked, Request
+
+log = logging.getLogger(__name__)
+
+NEW_ITEMS_EVERY_S = 0.5  # how often items first seen in the stream are added to the index
+CO_ITEMS = 20  # the user's most recent items given with a new item (its cold-start vector)
+
+
+class Serving:
+    def __init__(self, settings: Settings, metrics: Metrics, popular: Callable[[int], Ranked],
+                 backend: Backend | None = None) -> None:
+        """``popular(n)``: the n most popular items now, best first; ``backend``: the settings'
+        choice if not given."""
+        self.settings, self.metrics, self.popular = settings, metrics, popular
+        self.app = None  # the Faust app records are sent with (register)
+        s = settings
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="streamrec-serve")
+        self._swap = ThreadPoolExecutor(max_workers=1, thread_name_prefix="streamrec-swap",
+                                        initializer=lower_thread_priority)
+        if backend is None:
+            backend = ProcessBackend(s, on_lost=self.load_async) if s.serving_processes else LiveModel(s)
+        self.backend = backend
+        # Accepted events waiting for their recommendation (a few batches: then ingestion waits).
+        self.pending = PendingRequests(maxsize=4 * s.batch_size)
+        self.in_force: ModelUpdate | None = None  # the version served
+        self._new_items: dict[str, tuple[float, list[str]]] = {}  # item -> (first seen, co-items)
+        self._new_lock = threading.Lock()
+
+    @property
+    def model_version(self) -> int:
+        return self.backend.model_version
+
+    @property
+    def index_version(self) -> int:
+        return self.backend.index_version
+
+    # --- answering -----------------------------------------------------------------------------
+    def _batch(self, requests: list[Request], k: int | None) -> tuple[list[Request], Ranked, int]:
+        latest: dict[str, Request] = {}
+        for request in requests:
+            latest[request.user_id] = request
+        k = k or self.settings.top_k
+        return list(latest.values()), self.popular(k + self.settings.seq_len), k
+
+    async def recommend(self, requests: list[Request], k: int | None = None) -> list[Payload]:
+        """The records (as bytes) of the latest request per user, computed on the serving thread."""
+        batch, popular, k = self._batch(requests, k)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.executor, self.backend.serve, batch, popular, k)
+
+    async def emit(self, requests: list[Request]) -> None:
+        """Compute and send the records of one micro-batch; observe their latencies."""
+        metrics = self.metrics
+        sent = await self.recommend(requests)
+        # one batch per partition, handed straight to the producer: see streams/kafka/direct_writes.py
+        await send_many(self.app, self.settings.topic_recommendations,
+                        [(user_id.encode(), value) for user_id, _, value in sent], what="recommendations")
+        sources: dict[str, int] = {}
+        for _, source, _ in sent:
+            sources[source] = sources.get(source, 0) + 1
+        for source, n in sources.items():
+            metrics.recommendations.labels(source).inc(n)
+        done = time.time()
+        metrics.batch_size.observe(len(sent))
+        for request in requests:
+            metrics.latency.observe(done - request.arrived)
+            if request.msg_ts:
+                metrics.event_age.observe(max(0.0, done - request.msg_ts))
+
+    async def accept(self, user_id: str, history: list[tuple[str, str]], event_ts: float,
+                     arrived: float, msg_ts: float | None) -> None:
+        """An accepted event (its item last in ``history``): note the item, queue the user's
+        record (waits while the queue is full: backpressure on ingestion)."""
+        item = history[-1][0]
+        self.note_item(item, [i for i, _ in history[-CO_ITEMS - 1:-1]])
+        await self.pending.put(Request(user_id, history, event_ts, arrived, msg_ts))
+
+    def note_item(self, item_id: str, co_items: list[str]) -> None:
+        """Remember an item the served model lacks, for the next :meth:`add_new_items`."""
+        if not self.backend.wants(item_id):
+            return
+        with self._new_lock:
+            if item_id not in self._new_items:
+                self._new_items[item_id] = (time.time(), co_items[-CO_ITEMS:])
+
+    # --- the swap thread -----------------------------------------------------------------------
+    def load(self, update: ModelUpdate) -> bool:
+        """Verify, load and swap in ``update`` (blocking: the swap thread)."""
+        started = time.perf_counter()
+        if not self.backend.load(update):
+            return False
+        self.in_force = update
+        took = time.perf_counter() - started
+        self.metrics.swap_seconds.observe(took)
+        self.metrics.model_version.set(update.version)
+        self.metrics.index_version.set(self.index_version)
+        log.info("serving model version %d (index v%d) after %.2f s%s", update.version,
+                 self.index_version, took, " [rollback]" if update.rollback else "")
+        return True
+
+    def load_async(self, update: ModelUpdate) -> Future:
+        return self._swap.submit(self.load, update)
+
+    def add_new_items(self) -> int:
+        """Give the noted new items cold-start vectors and add them to the index (swap thread)."""
+        with self._new_lock:
+            pending, self._new_items = self._new_items, {}
+        if not pending:
+            return 0
+        added = self.backend.add_items([(item, co) for item, (_, co) in pending.items()])
+        now = time.time()
+        for item in added:
+            self.metrics.freshness.observe(now - pending[item][0])
+        return len(added)
+
+    def add_new_items_async(self) -> Future:
+        return self._swap.submit(self.add_new_items)
+
+    def staleness(self) -> float | None:
+        update = self.in_force
+        return None if update is None else max(0.0, time.time() - update.created_ts)
+
+    # --- in the worker -------------------------------------------------------------------------
+    def register(self, app) -> None:
+        """The task that sends records to ``recommendations`` (with ``app``'s producer), and the
+        timer that adds new items."""
+        self.app, s = app, self.settings
+
+        @app.task
+        async def recommend_loop():
+            """Requests still queued when the worker stops get no record (their events are in state)."""
+            while True:
+                requests = await self.pending.batch(s.batch_size, s.batch_window_s)
+                try:
+                    await self.emit(requests)
+                except Exception:  # a bug or a send failure must not stop recommendations for good
+                    log.exception("recommendations for a batch of %d events were not sent", len(requests))
+
+        @app.timer(NEW_ITEMS_EVERY_S)
+        async def add_new_items():
+            await asyncio.wrap_future(self.add_new_items_async())
+
+    def close(self) -> None:
+        self._swap.shutdown(wait=False, cancel_futures=True)
+        self.executor.shutdown(wait=False)
+        self.backend.close()

@@ -1,0 +1,100 @@
+"""Building a worker: :func:`create` makes each part and connects them.
+
+::
+
+    events ──► Ingest ──(accepted event)──► Serving.accept ──► PendingRequests ──► Serving.emit ──► recommendations
+                 │  PopularityBoard ─────────────(popular(n))──────►┘
+                 └► events.dlq                 Lifecycle: model-updates ──► Serving.load_async
+    HTTP /recommend ──► Serving.recommend (the same call as the stream)
+
+The parts know each other only through the callables passed here, so ``ingest``, ``serving`` and
+``lifecycle`` import none of each other's agents.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
+
+from .app import WorkerApp
+from .ingest.agent import Ingest
+from .ingest.events import Event
+from .ingest.popularity import PopularityBoard
+from .ingest.user_state import State, history, lookup
+from .kafka import faust_patches
+from .kafka.monitoring import consumer_lag, table_entries
+from .lifecycle.leader import Lifecycle
+from .serving import views
+from .serving.recommend import Backend
+from .serving.service import Serving
+from .settings import Settings
+
+TABLE_SIZES_EVERY_S = 10.0
+LAG_EVERY_S = 2.0
+
+
+@dataclass
+class Worker:
+    """Everything one worker holds."""
+
+    core: WorkerApp
+    popularity: PopularityBoard
+    ingest: Ingest
+    serving: Serving
+    lifecycle: Lifecycle
+
+    @property
+    def app(self):
+        return self.core.app
+
+    @property
+    def settings(self) -> Settings:
+        return self.core.settings
+
+    @property
+    def metrics(self):
+        return self.core.metrics
+
+    def user_state(self, user_id: str | bytes) -> State | None:
+        return lookup(self.core.user_sequences, user_id)
+
+    def close(self) -> None:
+        """Stop the threads and serving processes (Faust stops the rest)."""
+        self.lifecycle.close()
+        self.serving.close()
+
+
+def create(settings: Settings, backend: Backend | None = None) -> Worker:
+    """A worker's app with its agents, timers and views registered (``backend``: serving's, if
+    not the one the settings choose). Stops with ``FaustPatchError`` if a private Faust/aiokafka
+    name it relies on has changed."""
+    faust_patches.check()
+    s = settings
+    core = WorkerApp(s)
+    popularity = PopularityBoard(core.item_popularity, s.popularity_half_life_s, s.popularity_capacity)
+    serving = Serving(s, core.metrics, popularity.top, backend)
+
+    async def accepted(event: Event, state: State, arrived: float, msg_ts: float | None) -> None:
+        await serving.accept(event.user_id, history(state), event.ts, arrived, msg_ts)
+
+    worker = Worker(core, popularity, Ingest(core, popularity, accepted), serving,
+                    Lifecycle(core, on_update=serving.load_async, staleness=serving.staleness))
+    worker.ingest.register()
+    serving.register(core.app)
+    worker.lifecycle.register()
+    views.register(core, serving, partial(lookup, core.user_sequences), history)
+    _register_gauges(core)
+    return worker
+
+
+def _register_gauges(core: WorkerApp) -> None:
+    app, metrics, s = core.app, core.metrics, core.settings
+
+    @app.timer(TABLE_SIZES_EVERY_S)
+    async def table_sizes():
+        for name, table in (("user_sequences", core.user_sequences), ("item_popularity", core.item_popularity)):
+            metrics.table_entries.labels(name).set(table_entries(table))
+
+    @app.timer(LAG_EVERY_S)
+    async def lag():
+        metrics.consumer_lag.set(consumer_lag(app, s.topic_events))
