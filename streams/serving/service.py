@@ -1,8 +1,8 @@
 """Serving: one ``recommend`` call for the stream and for HTTP, over one backend.
 
 :class:`Serving` owns the threads around a :class:`~streams.serving.recommend.recommend.Backend`
-(:class:`~streams.serving.recommend.live_model.LiveModel` in this process, or
-:class:`~streams.serving.recommend.processes.ProcessBackend` with two children; setting
+(:class:`~streams.serving.live_model.LiveModel` in this process, or
+:class:`~streams.serving.processes.ProcessBackend` with two children; setting
 ``serving_processes``):
 
 - the serving thread (``executor``): every query, so encoding and search never run on the event loop;

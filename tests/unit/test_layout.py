@@ -20,13 +20,13 @@ LAYERS = [
     {"streams.settings", "streams.metrics", "streams.tuning"},
     {"streams.kafka"},
     {"streams.app"},
-    {"streams.ingest", "streams.serving.recommend", "streams.lifecycle"},
+    {"streams.ingest", "streams.serving", "streams.lifecycle"},
     {"streams.wiring"},
     {"streams.cli", "streams.harness"},
 ]
 # imports between the parts of one layer that are allowed (importer part -> imported module)
 SIDEWAYS = {
-    ("streams.serving.recommend", "streams.lifecycle.model_store"),  # the version records serving loads
+    ("streams.serving", "streams.lifecycle.model_store"),  # the version records serving loads
     ("streams.lifecycle", "streams.ingest.events"),  # the trainer's reader parses the event contract
 }
 KAFKA_CLIENTS = ("faust", "mode", "aiokafka", "kafka")
