@@ -7,8 +7,7 @@ large buffers all the time (fetched record batches, serving batches' tensors) be
 long-lived objects, so its heap fragments and the RSS grows with freed memory that glibc keeps
 (``malloc_trim`` gave most of it back in a probe). Fixing the threshold
 (``mallopt(M_MMAP_THRESHOLD)``, which also stops it from rising) keeps those blocks out of the
-heap: in ``bench/throughput.py``'s soak, 737 -> 1,314 MiB with glibc's default against
-360 -> 435 MiB with 128 KiB (BENCHMARKS.md, "Worker memory").
+heap (BENCHMARKS.md, "Worker memory": the soak's RSS with glibc's default and with 128 KiB).
 """
 from __future__ import annotations
 

@@ -1,10 +1,8 @@
 """Records handed straight to the app's producer, and table writes built on that.
 
 Faust's ``topic.send`` and ``table[key] = value`` wrap every record in a FutureMessage, a pending
-message, a producer-buffer entry and sensor callbacks. On a worker draining a backlog (2-core box, scratch
-instrumentation, ingestion only): 2,390-2,830 events/s with ``table[key] = value``, 3,360-3,580
-with this (two runs each, alternating); a recommendation record cost ~140 µs of event-loop time
-through ``topic.send`` and ~35 µs here. The same bytes go to the same topic partitions, through
+message, a producer-buffer entry and sensor callbacks: several times the event-loop time of
+handing the record to aiokafka ourselves (BENCHMARKS.md, ``send_cost`` and ``throughput``). The same bytes go to the same topic partitions, through
 ``app.producer.send`` (aiokafka). The records of a recommendation micro-batch, and the
 changelog records of a batch of ingested events, go out together, one aiokafka batch per
 partition (:func:`send_many`).
@@ -52,8 +50,8 @@ async def send_many(app, topic: str, records: Iterable[tuple[bytes, bytes]], wha
 
     Each record goes to ``partition``, or else to the partition ``send_now`` (aiokafka's ``send``)
     would pick for its key: the same partitioner, through the producer's own partitioner. A
-    batch is built with aiokafka's ``create_batch`` / ``send_batch``: 4.7-6.9 µs of CPU a record
-    against 12-18 through ``send`` (``bench/send_cost.py``). The batches join the producer's queue
+    batch is built with aiokafka's ``create_batch`` / ``send_batch``: less than half the CPU per
+    record of ``send`` (BENCHMARKS.md, ``send_cost``). The batches join the producer's queue
     like any record, so ``app.producer.flush()`` waits for them.
     """
     producer = aiokafka_producer(app)
