@@ -15,6 +15,8 @@ import time
 from pathlib import Path
 from typing import IO, Iterator
 
+from tqdm import tqdm
+
 from model.interactions import TAOBAO_TYPES
 
 from ..errors import StreamRecError
@@ -106,8 +108,6 @@ def iter_messages(path: Path, fmt: str = "auto") -> Iterator[Message]:
 def produce_messages(settings: Settings, messages: Iterator[Message], *, rate: float = 0.0, limit: int = 0,
                      progress: bool = True, total: int | None = None, producer=None) -> int:
     """Send ``messages`` to the events topic at ``rate``/s (0: unthrottled); returns the count."""
-    from tqdm import tqdm
-
     own = producer is None
     producer = make_producer(settings) if own else producer
     bar = tqdm(total=limit or total, unit="ev", disable=not progress, desc="produce", mininterval=0.5)

@@ -17,6 +17,7 @@ import time
 from typing import Any
 
 import faust
+from aiokafka.helpers import create_ssl_context
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import KafkaError
 
@@ -68,8 +69,6 @@ def faust_credentials(settings: Settings) -> Any:
         return None
     context = None
     if settings.security_protocol in ("SSL", "SASL_SSL"):
-        from aiokafka.helpers import create_ssl_context
-
         context = create_ssl_context(
             cafile=settings.ssl_cafile and str(settings.ssl_cafile),
             certfile=settings.ssl_certfile and str(settings.ssl_certfile),
