@@ -43,6 +43,9 @@ class LiveModel:
         self.served: Served | None = None
         self.last_refusal: str | None = None  # why the last refused version was refused
         self._index_builds = 0
+        # items added from the stream -> the co-items their cold-start vector came from, so that a
+        # later version lacking them gives each its own vector again (in that version's space)
+        self._stream_items: dict[str, list[str]] = {}
 
     # --- what serving reads --------------------------------------------------------------------
     @property
@@ -96,9 +99,11 @@ class LiveModel:
         index = ItemIndex.build(ids, vectors, version=self._index_builds,
                                 base=previous.index if previous else None)
         if previous is not None:
+            for item in [i for i in self._stream_items if i in rec.vocab]:  # trained: its own row now
+                del self._stream_items[item]
             # before the pair is served: adding items takes the recommender's lock, which serving
             # would wait for (tens of ms for a grown 100k-item table)
-            self._carry_new_items(previous, rec, index)
+            self._carry_new_items(previous, rec, index, self._stream_items)
         self.served = Served(rec, index, update)
         del previous
         freeze_long_lived()  # the new version's objects live until the next swap
@@ -106,15 +111,17 @@ class LiveModel:
         return True
 
     @staticmethod
-    def _carry_new_items(previous: Served, rec: Recommender, index: ItemIndex) -> None:
+    def _carry_new_items(previous: Served, rec: Recommender, index: ItemIndex,
+                         co_items: dict[str, list[str]]) -> None:
         """Items the old pair had gained in the stream but the new version (``rec``, ``index``, not
-        served yet) lacks: cold-start them. The swap thread is the only one that adds items, so
-        none can reach the old pair after this."""
+        served yet) lacks: cold-start them again from the co-items they were first added with
+        (``co_items``), so each keeps a vector of its own. The swap thread is the only one that
+        adds items, so none can reach the old pair after this."""
         new_vocab = rec.vocab
         # rows 1..reused_rows are the same in both (ItemVocab.from_state was given the old one)
         missing = [i for i in previous.recommender.vocab.ids(new_vocab.reused_rows) if i not in new_vocab]
         if missing:
-            index.add(missing, rec.add_items(missing))
+            index.add(missing, rec.add_items(missing, co_items={i: co_items.get(i, []) for i in missing}))
 
     # --- items first seen in the stream --------------------------------------------------------
     def wants(self, item_id: str) -> bool:
@@ -131,6 +138,7 @@ class LiveModel:
             return []
         ids = list(new)
         served.index.add(ids, served.recommender.add_items(ids, co_items=new))
+        self._stream_items.update(new)
         return ids
 
     def close(self) -> None:

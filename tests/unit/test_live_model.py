@@ -7,6 +7,7 @@ import threading
 import weakref
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from model.encoder import EncoderConfig
@@ -118,9 +119,9 @@ def test_new_items_survive_a_swap_to_a_version_that_lacks_them(live, store):
     carry = LiveModel._carry_new_items
     served_then = []
 
-    def watched(previous, rec, index):
+    def watched(previous, rec, index, co_items):
         served_then.append(live.served)
-        carry(previous, rec, index)
+        carry(previous, rec, index, co_items)
 
     live._carry_new_items = watched
     assert live.load(store.save(make_rec(2)))
@@ -128,6 +129,20 @@ def test_new_items_survive_a_swap_to_a_version_that_lacks_them(live, store):
     # carried into the new pair before it was served (adding items takes the recommender's lock,
     # which serving would wait for), not added to it while serving read it
     assert served_then[0].update.version == 1 and live.model_version == 2
+
+
+def test_carried_over_items_keep_vectors_of_their_own(live, store):
+    """Items added from the stream and missing from the next version are cold-started again in
+    that version from the items they came with, so they do not all get the same fallback vector."""
+    assert live.load(store.save(make_rec(1)))
+    assert live.add_items([("near-i1", ["i1", "i2"]), ("near-i40", ["i40", "i41"])]) == ["near-i1", "near-i40"]
+    assert live.load(store.save(make_rec(2, seed=1)))  # a version that has neither
+    rec = live.served.recommender
+    _, vectors = rec.item_matrix()
+    a, b = (vectors[rec.vocab.row(i) - 1] for i in ("near-i1", "near-i40"))
+    assert not np.allclose(a, b)
+    expected = vectors[[rec.vocab.row(i) - 1 for i in ("i1", "i2")]].mean(0)
+    assert np.allclose(a, expected, atol=1e-5)  # the mean of its co-items in the new version
 
 
 def test_rollback_record_swaps_back_to_an_older_version(live, store):
