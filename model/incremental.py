@@ -6,7 +6,9 @@
 2. runs ``steps_per_update`` optimizer steps; each step trains on the fresh sequences mixed with
    a sample of older sequences from a bounded replay buffer (reservoir sampling), so the model
    keeps what it learned before;
-3. adds the fresh sequences to the replay buffer and the popularity counts;
+3. adds the fresh sequences to the replay buffer, and each sequence's NEW events (by default its
+   last one) to the popularity counts: an event is counted once, however many later windows of
+   its user's sequence hold it;
 4. increments ``version`` (once per update that ran at least one step) and copies it to
    ``recommender.version``. Publishing a snapshot is the caller's choice (e.g. every N versions or
    every T seconds); the version identifies the weights at the end of an update.
@@ -111,13 +113,21 @@ class OnlineTrainer:
                 self.opt = self._new_optimizer(self.opt)
             log.info("vocabulary grew by %d items to %d", len(new), len(self.rec.vocab) - 1)
 
-    def update(self, batch_of_sequences: list[list[tuple[str, str]]]) -> float:
+    def update(self, batch_of_sequences: list[list[tuple[str, str]]],
+               new_events: list[int] | None = None) -> float:
         """Grow the vocabulary, run ``steps_per_update`` steps on fresh + replayed sequences,
-        return the mean total loss (0.0 and no new version when nothing is trainable)."""
+        return the mean total loss (0.0 and no new version when nothing is trainable).
+
+        ``new_events[i]``: how many of sequence i's last events are new since the last update
+        (counted in popularity); 1 each if not given (one sequence per new event)."""
         with self.rec.lock:
             self._grow(batch_of_sequences)
-            fresh = [self.rec.to_rows(s) for s in batch_of_sequences]
-            fresh = [f for f in fresh if len(f[0]) >= 2]
+            rows = [self.rec.to_rows(s) for s in batch_of_sequences]
+            n_new = new_events if new_events is not None else [1] * len(rows)
+            for (items, _), n in zip(rows, n_new):
+                if n > 0 and len(items):
+                    self.rec.count(items[-n:])
+            fresh = [f for f in rows if len(f[0]) >= 2]
             if not fresh:
                 return 0.0
             max_len = self.rec.encoder.cfg.max_len
@@ -140,7 +150,6 @@ class OnlineTrainer:
             enc.eval()
             for f in fresh:
                 self.replay.add(f)
-                self.rec.count(f[0])
             self.version += 1
             self.rec.version = self.version
             return float(np.mean(losses))

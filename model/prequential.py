@@ -246,8 +246,11 @@ def run_prequential(events: list[Interaction], pretrained: Recommender, prefix: 
         # 3) learn from the chunk
         for e in part:
             counts[gid_of[e.item_id]] += 1
-        users = list(dict.fromkeys(e.user_id for e in part))
-        trainer.update([hist[u][-(max_len + 1):] for u in users])
+        in_chunk: dict[str, int] = {}
+        for e in part:
+            in_chunk[e.user_id] = in_chunk.get(e.user_id, 0) + 1
+        users = list(in_chunk)
+        trainer.update([hist[u][-(max_len + 1):] for u in users], new_events=[in_chunk[u] for u in users])
         preds["online"].refresh()
         t_learn += time.time() - t1
         t_predict += t1 - t0

@@ -147,6 +147,20 @@ def test_online_update_lowers_loss_and_grows_vocab():
     assert len(trainer.replay) <= 50
 
 
+def test_online_popularity_counts_each_event_once():
+    """A user's growing sequence is offered once per event (the stream trainer), or once per chunk
+    with its new events counted (prequential): each event counts once in popularity."""
+    rec = fresh(10)
+    trainer = OnlineTrainer(rec, replay_capacity=50, steps_per_update=1, device="cpu")
+    history = [("i1", "click"), ("i2", "click"), ("i3", "click"), ("i1", "purchase")]
+    for n in range(1, len(history) + 1):
+        trainer.update([history[:n]])                      # one new event each time
+    counts = {item: rec.popularity[rec.vocab.row(item)] for item in ("i1", "i2", "i3", "i4")}
+    assert counts == {"i1": 2.0, "i2": 1.0, "i3": 1.0, "i4": 0.0}
+    trainer.update([history + [("i4", "click"), ("i4", "click")]], new_events=[2])
+    assert rec.popularity[rec.vocab.row("i4")] == 2.0 and rec.popularity[rec.vocab.row("i1")] == 2.0
+
+
 def test_replay_buffer_is_bounded_reservoir():
     buf = ReplayBuffer(5, seed=0)
     for k in range(100):
