@@ -57,6 +57,23 @@ class ReplayBuffer:
     def __len__(self) -> int:
         return len(self.items)
 
+    def state(self) -> dict:
+        """The buffer as three flat tensors (a checkpoint loads with ``weights_only``)."""
+        lengths = [len(rows) for rows, _ in self.items]
+
+        def flat(parts, dtype):  # int32 rows and int8 types: ~5 bytes an item in the checkpoint
+            return torch.from_numpy(np.concatenate(parts).astype(dtype)) if parts else torch.zeros(0, dtype=torch.int64)
+
+        return {"rows": flat([r for r, _ in self.items], np.int32), "types": flat([t for _, t in self.items], np.int8),
+                "lengths": torch.tensor(lengths, dtype=torch.int64), "seen": self.seen}
+
+    def load(self, state: dict) -> None:
+        rows, types = state["rows"].numpy().astype(np.int64), state["types"].numpy().astype(np.int64)
+        ends = np.cumsum(state["lengths"].numpy())
+        starts = ends - state["lengths"].numpy()
+        self.items = [(rows[a:b].copy(), types[a:b].copy()) for a, b in zip(starts, ends)][-self.capacity:]
+        self.seen = max(int(state["seen"]), len(self.items))
+
 
 class OnlineTrainer:
     def __init__(self, recommender: Recommender, lr: float = 1e-3, replay_capacity: int = 10_000,
@@ -156,3 +173,21 @@ class OnlineTrainer:
 
     def optimizer_state(self) -> dict:
         return self.opt.state_dict()
+
+    def replay_state(self) -> dict:
+        return self.replay.state()
+
+    def restore(self, optimizer_state: dict | None, replay_state: dict | None) -> list[str]:
+        """Continue where the trainer that wrote a checkpoint stopped: its optimizer moments (if
+        they fit this model's parameters) and its replay buffer. Returns what was restored."""
+        restored = []
+        if optimizer_state:
+            try:
+                self.opt.load_state_dict(optimizer_state)
+                restored.append("optimizer")
+            except (ValueError, KeyError, RuntimeError) as exc:  # another model's parameters
+                log.warning("optimizer state not restored (%s); starting with fresh moments", exc)
+        if replay_state:
+            self.replay.load(replay_state)
+            restored.append("replay")
+        return restored

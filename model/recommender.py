@@ -70,7 +70,9 @@ class Recommender:
         return rec
 
     def save(self, path: str, optimizer_state: dict | None = None, step: int | None = None,
-             best_val: float | None = None, meta: dict | None = None) -> None:
+             best_val: float | None = None, meta: dict | None = None, replay_state: dict | None = None) -> None:
+        """``optimizer_state`` and ``replay_state``: the online trainer's, so that a trainer can
+        continue from this checkpoint (``OnlineTrainer.restore``)."""
         with self.lock:
             ck = {
                 "model": {k: v.detach().cpu() for k, v in self.encoder.state_dict().items()},
@@ -80,7 +82,7 @@ class Recommender:
                 "step": int(step if step is not None else getattr(self, "step", 0)),
                 "best_val": float(best_val if best_val is not None else getattr(self, "best_val", float("nan"))),
                 "version": self.version, "popularity": torch.from_numpy(self.popularity.astype(np.float32)),
-                "meta": meta or {},
+                "meta": meta or {}, "replay": replay_state,
             }
         save_checkpoint(path, ck)
 

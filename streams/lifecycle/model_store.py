@@ -69,10 +69,12 @@ class ModelStore:
     def versions(self) -> list[int]:
         return sorted(int(m.group(1)) for p in self.directory.iterdir() if (m := _NAME.match(p.name)))
 
-    def save(self, recommender, metrics: dict | None = None, optimizer_state: dict | None = None) -> ModelUpdate:
+    def save(self, recommender, metrics: dict | None = None, optimizer_state: dict | None = None,
+             replay_state: dict | None = None) -> ModelUpdate:
         """Write ``recommender`` (its ``version`` names the file) and return its update record."""
         path = self.path_for(recommender.version)
-        recommender.save(str(path), optimizer_state=optimizer_state, meta={"metrics": metrics or {}})
+        recommender.save(str(path), optimizer_state=optimizer_state, meta={"metrics": metrics or {}},
+                         replay_state=replay_state)
         update = ModelUpdate(recommender.version, str(path.resolve()), sha256_file(path), time.time(),
                              metrics or {})
         self.prune()

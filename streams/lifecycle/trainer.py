@@ -15,6 +15,7 @@ import threading
 import time
 from collections import OrderedDict
 
+from model.checkpoint import load_checkpoint
 from model.encoder import EncoderConfig
 from model.incremental import OnlineTrainer
 from model.recommender import Recommender
@@ -42,6 +43,23 @@ def initial_recommender(settings: Settings, latest: ModelUpdate | None):
     if settings.model_checkpoint is not None:
         return Recommender.from_checkpoint(str(settings.model_checkpoint))
     return Recommender.fresh(EncoderConfig(max_len=settings.seq_len))
+
+
+def initial_trainer(settings: Settings, latest: ModelUpdate | None) -> tuple[Recommender, OnlineTrainer]:
+    """The recommender to continue (:func:`initial_recommender`) and its online trainer; continuing
+    from the version in force, the trainer gets back that version's optimizer state and replay
+    buffer, so a restarted or new leader resumes training instead of starting it over."""
+    rec = initial_recommender(settings, latest)
+    trainer = OnlineTrainer(rec, replay_capacity=settings.replay_capacity)
+    if latest is not None and rec.version == latest.version:
+        try:
+            ck = load_checkpoint(str(verify(latest)))
+        except Exception as exc:  # the model loaded: train on without the optimizer state
+            log.warning("trainer state of version %d not read (%s)", latest.version, exc)
+        else:
+            restored = trainer.restore(ck.get("optimizer"), ck.get("replay"))
+            log.info("continuing version %d with its %s", latest.version, " and ".join(restored) or "weights only")
+    return rec, trainer
 
 
 class StreamTrainer:
@@ -100,8 +118,7 @@ class StreamTrainer:
 
     # --- training -------------------------------------------------------------------------------
     def _train(self, latest: ModelUpdate | None) -> None:
-        rec = initial_recommender(self.settings, latest)
-        trainer = OnlineTrainer(rec, replay_capacity=self.settings.replay_capacity)
+        rec, trainer = initial_trainer(self.settings, latest)
         self.version = max([rec.version, latest.version if latest else 0, *self.store.versions()])
         if latest is None and self.settings.model_checkpoint is not None:
             self._publish(rec, trainer, {"source": "pretrained"})  # serve the pretrained model at once
@@ -131,7 +148,8 @@ class StreamTrainer:
         self.version += 1
         snapshot = rec.snapshot()
         snapshot.version = self.version
-        update = self.store.save(snapshot, metrics=metrics, optimizer_state=trainer.optimizer_state())
+        update = self.store.save(snapshot, metrics=metrics, optimizer_state=trainer.optimizer_state(),
+                                 replay_state=trainer.replay_state())
         self.publish(update)
         log.info("published model version %d (%d items)", update.version, len(snapshot.vocab) - 1)
 
