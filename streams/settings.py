@@ -145,12 +145,23 @@ class Settings(BaseSettings):
         10_000, ge=1, description="Training sequences queued; overflow is dropped and counted."
     )
     replay_capacity: int = Field(20_000, ge=1, description="Sequences kept in the replay buffer.")
+    train_lr: float = Field(1e-3, gt=0, le=1, description="Learning rate of the continuous trainer (Adam).")
+    train_objectives: str = Field(
+        "next:1", min_length=1, description="Objectives of the continuous trainer with their weights, "
+        "name:weight[,name:weight] (next, masked, contrastive, adversarial; see model/objectives.py).",
+    )
 
     # --- HTTP --------------------------------------------------------------------------------
     http_host: str = Field("127.0.0.1", min_length=1, description="HTTP bind address.")
     http_port: int = Field(6066, ge=1, le=65535, description="HTTP port of the worker.")
 
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log level.")
+
+    @field_validator("train_objectives")
+    @classmethod
+    def _check_objectives(cls, value: str) -> str:
+        objective_weights(value)
+        return value
 
     @field_validator("bootstrap_servers")
     @classmethod
@@ -215,6 +226,27 @@ class Settings(BaseSettings):
 
 def _opt_str(path: Path | None) -> str | None:
     return None if path is None else str(path)
+
+
+ONLINE_OBJECTIVES = ("next", "masked", "contrastive", "adversarial")  # model.objectives, less purchase
+
+
+def objective_weights(spec: str) -> dict[str, float]:
+    """``"next:1,masked:0.5"`` -> ``{"next": 1.0, "masked": 0.5}``; ValueError names what is wrong.
+    The purchase objective needs purchase heads, which the online trainer does not have."""
+    weights: dict[str, float] = {}
+    for part in spec.split(","):
+        name, sep, weight = part.strip().partition(":")
+        if name not in ONLINE_OBJECTIVES:
+            raise ValueError(f"unknown objective {name!r} (the online trainer has {', '.join(ONLINE_OBJECTIVES)})")
+        try:
+            w = float(weight) if sep else 1.0
+        except ValueError:
+            raise ValueError(f"objective {name!r} has weight {weight!r}, not a number") from None
+        if not w > 0:
+            raise ValueError(f"objective {name!r} has weight {w}, must be > 0")
+        weights[name] = w
+    return weights
 
 
 def env_name(field: str) -> str:

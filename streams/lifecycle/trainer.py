@@ -18,12 +18,13 @@ from collections import OrderedDict
 from model.checkpoint import load_checkpoint
 from model.encoder import EncoderConfig
 from model.incremental import OnlineTrainer
+from model.objectives import ObjectiveConfig
 from model.recommender import Recommender
 
 from ..ingest.events import InvalidEvent, parse_event
 from ..kafka.clients import watch_consumer
 from ..metrics import Metrics
-from ..settings import Settings
+from ..settings import Settings, objective_weights
 from ..tuning import lower_thread_priority
 from .model_store import ModelStore, ModelUpdate, verify
 
@@ -50,7 +51,8 @@ def initial_trainer(settings: Settings, latest: ModelUpdate | None) -> tuple[Rec
     from the version in force, the trainer gets back that version's optimizer state and replay
     buffer, so a restarted or new leader resumes training instead of starting it over."""
     rec = initial_recommender(settings, latest)
-    trainer = OnlineTrainer(rec, replay_capacity=settings.replay_capacity)
+    trainer = OnlineTrainer(rec, lr=settings.train_lr, replay_capacity=settings.replay_capacity,
+                            objectives=ObjectiveConfig(weights=objective_weights(settings.train_objectives)))
     if latest is not None and rec.version == latest.version:
         try:
             ck = load_checkpoint(str(verify(latest)))

@@ -118,3 +118,29 @@ def test_kafka_python_security_options():
                           "ssl_cafile": "/ca.pem"}, environ={}).kafka_python_security()
     assert sasl["sasl_plain_username"] == "u" and sasl["sasl_plain_password"] == "p"
     assert sasl["ssl_cafile"] == "/ca.pem" and sasl["sasl_mechanism"] == "PLAIN"
+
+
+def test_trainer_objectives_and_learning_rate_are_settings(tmp_path):
+    from model.objectives import OBJECTIVES
+    from streams.lifecycle.trainer import initial_trainer
+    from streams.settings import ONLINE_OBJECTIVES, objective_weights
+
+    assert set(ONLINE_OBJECTIVES) == set(OBJECTIVES) - {"purchase"}  # one list, less what needs heads
+    assert objective_weights("next:1, masked:0.5") == {"next": 1.0, "masked": 0.5}
+    settings = load_settings({"data_dir": tmp_path, "train_lr": "0.01", "train_objectives": "next:1,contrastive:0.2"},
+                             environ={})
+    _, trainer = initial_trainer(settings, None)
+    assert trainer.lr == 0.01 and trainer.opt.param_groups[0]["lr"] == 0.01
+    assert trainer.ocfg.weights == {"next": 1.0, "contrastive": 0.2}
+
+
+@pytest.mark.parametrize("value, message", [
+    ("next:1,purchase:1", "unknown objective 'purchase'"),
+    ("nxt", "unknown objective 'nxt'"),
+    ("next:heavy", "weight 'heavy', not a number"),
+    ("next:0", "must be > 0"),
+])
+def test_invalid_trainer_objectives_are_an_error_naming_the_variable(value, message):
+    with pytest.raises(SettingsError, match="STREAMREC_TRAIN_OBJECTIVES") as err:
+        load_settings(environ={"STREAMREC_TRAIN_OBJECTIVES": value})
+    assert message in str(err.value)
