@@ -54,6 +54,8 @@ class Metrics:
                                       buckets=TASK_BUCKETS, registry=r)
         self.train_dropped = Counter("streamrec_train_dropped_total",
                                      "Training sequences dropped because the trainer queue was full.", registry=r)
+        self.train_duplicates = Counter("streamrec_train_duplicates_total",
+                                        "Events the trainer's reader read again and did not train on.", registry=r)
         self.train_queue = Gauge("streamrec_train_queue_depth", "Sequences waiting for the trainer.", registry=r)
 
     def exposition(self) -> bytes:

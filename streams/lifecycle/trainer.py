@@ -13,6 +13,7 @@ import logging
 import queue
 import threading
 import time
+from array import array
 from collections import OrderedDict
 
 from model.checkpoint import load_checkpoint
@@ -71,6 +72,10 @@ class StreamTrainer:
         self.store = ModelStore(settings.model_dir, settings.model_keep_versions)
         self.queue: queue.Queue = queue.Queue(maxsize=settings.train_queue_size)
         self.histories: OrderedDict[str, list[tuple[str, str]]] = OrderedDict()
+        # per user, hashes of the event ids of the remembered events: a message read twice (a
+        # replay after a crash, or ingest's re-keyed copy of it) is trained on once, as ingest
+        # applies it once
+        self.event_hashes: dict[str, array] = {}
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self.version = 0
@@ -93,11 +98,20 @@ class StreamTrainer:
                              default_ts=ts or now)
         except InvalidEvent:
             return  # ingest sends it to the DLQ
+        seen = self.event_hashes.setdefault(ev.user_id, array("q"))
+        key = hash(ev.event_id)
+        if key in seen:
+            self.metrics.train_duplicates.inc()
+            return
+        seen.append(key)
+        if len(seen) > s.seq_len:
+            del seen[0]
         history = self.histories.pop(ev.user_id, [])
         history = (history + [(ev.item_id, ev.type)])[-s.seq_len:]
         self.histories[ev.user_id] = history
         if len(self.histories) > MAX_USERS:
-            self.histories.popitem(last=False)
+            dropped, _ = self.histories.popitem(last=False)
+            self.event_hashes.pop(dropped, None)
         if len(history) >= 2:
             self.offer(list(history))
 

@@ -50,3 +50,26 @@ def test_a_version_without_trainer_state_starts_with_fresh_moments(tmp_path):
     update = ModelStore(settings.model_dir).save(rec.snapshot())  # e.g. a pretrained model announced
     _, resumed = initial_trainer(settings, update)
     assert resumed.opt.state_dict()["state"] == {} and len(resumed.replay) == 0
+
+
+def test_the_trainer_reader_trains_on_an_event_read_twice_once(tmp_path):
+    """A replay after a crash, or ingest's re-keyed copy of a message, reaches the trainer's reader
+    again with the same event_id: ingest applies it once, so the trainer learns from it once."""
+    import json
+
+    from streams.lifecycle.trainer import StreamTrainer
+    from streams.metrics import Metrics
+
+    settings = load_settings({"data_dir": tmp_path, "store": "memory"}, environ={})
+    metrics = Metrics()
+    reader = StreamTrainer(settings, metrics, publish=lambda update: None)
+
+    def event(item, event_id):
+        return json.dumps({"user_id": "u1", "item_id": item, "type": "click", "ts": 1000.0,
+                           "event_id": event_id}).encode()
+
+    for raw in (event("a", "e1"), event("b", "e2"), event("b", "e2"), event("c", "e3"), event("a", "e1")):
+        reader.observe(raw, None)
+    offered = [reader.queue.get_nowait() for _ in range(reader.queue.qsize())]
+    assert offered == [[("a", "click"), ("b", "click")], [("a", "click"), ("b", "click"), ("c", "click")]]
+    assert metrics.train_duplicates._value.get() == 2
