@@ -23,6 +23,7 @@ from ..kafka.broker import EmbeddedBroker, port_open
 from ..kafka.clients import watch_consumer
 from ..kafka.topics import ensure_topics
 from ..settings import Settings
+from .live_quality import LiveQuality
 from .produce import iter_messages, produce_messages
 
 MALFORMED = [
@@ -50,9 +51,9 @@ def _wait_http(url: str, timeout: float, ok=lambda body: True) -> bool:
 class Watcher(threading.Thread):
     """Reads recommendations and the DLQ; prints a live view; measures end-to-end latency."""
 
-    def __init__(self, settings: Settings, sent_at: dict[str, float]) -> None:
+    def __init__(self, settings: Settings, sent_at: dict[str, float], quality: LiveQuality) -> None:
         super().__init__(daemon=True, name="demo-watcher")
-        self.settings, self.sent_at = settings, sent_at
+        self.settings, self.sent_at, self.quality = settings, sent_at, quality
         self.recs = self.dlq = 0
         self.by_source: dict[str, int] = {}
         self.latencies: list[float] = []
@@ -80,6 +81,7 @@ class Watcher(threading.Thread):
                         self.recs += 1
                         rec = json.loads(record.value)
                         self.by_source[rec["source"]] = self.by_source.get(rec["source"], 0) + 1
+                        self.quality.record(rec["user_id"], rec["source"], [i["item_id"] for i in rec["items"]])
                         sent = self.sent_at.get(rec["user_id"])
                         if sent is not None:
                             self.latencies.append(now - sent)
@@ -137,7 +139,8 @@ def run_demo(settings: Settings, data: Path, duration_s: float = 45.0, rate: flo
               f"at {rate:g} events/s for at most {duration_s:g} s", flush=True)
 
         sent_at: dict[str, float] = {}
-        watcher = Watcher(settings, sent_at)
+        quality = LiveQuality(k=settings.top_k)
+        watcher = Watcher(settings, sent_at, quality)
         watcher.start()
         watcher.ready.wait(10)
         produce_messages(settings, iter((None, m) for m in MALFORMED), progress=False)
@@ -148,7 +151,9 @@ def run_demo(settings: Settings, data: Path, duration_s: float = 45.0, rate: flo
                 if time.monotonic() > deadline:
                     return
                 if key is not None:
-                    sent_at[key.decode()] = time.time()
+                    user = key.decode()
+                    quality.event(user, json.loads(value)["item_id"])  # before it is sent: test, then train
+                    sent_at[user] = time.time()
                 yield key, value
 
         t0 = time.monotonic()
@@ -173,6 +178,7 @@ def run_demo(settings: Settings, data: Path, duration_s: float = 45.0, rate: flo
         print(f"  recommendations      {watcher.recs} {watcher.by_source}")
         print(f"  model version served {model_version:.0f} (trained on the stream, published every "
               f"{settings.publish_interval_s:g} s)")
+        print(f"  live quality         {quality.summary()}")
         print(f"  end-to-end latency   p50 {_quantile(lat, .5) * 1000:.1f} ms, p99 {_quantile(lat, .99) * 1000:.1f} ms "
               f"(producer send of a user's last event -> its recommendation read back)")
         return 0 if watcher.recs > 0 else 1

@@ -1,0 +1,34 @@
+"""The demo's live quality (streams/cli/live_quality.py): the record in force before each event,
+seen items excluded, against all-time popularity with seen items removed."""
+
+from __future__ import annotations
+
+import math
+
+from streams.cli import live_quality
+from streams.cli.live_quality import LiveQuality
+
+
+def test_scores_the_record_in_force_and_the_popularity_baseline(monkeypatch):
+    monkeypatch.setattr(live_quality, "RANK_EVERY_S", 0.0)  # rank popularity at every event
+    q = LiveQuality(k=2)
+    q.event("u1", "a")  # no record yet for u1: not scored, but counted
+    q.event("u2", "a")
+    q.event("u2", "b")
+    assert q.events == 0 and q.counts == {"a": 2, "b": 1}
+    q.record("u1", "model", ["b", "c", "d"])  # only the first k count
+    q.event("u1", "c")  # in the model's top 2 (b, c): a hit
+    q.event("u1", "a")  # seen before: not scored
+    q.record("u3", "popular", ["x", "y"])
+    q.event("u3", "a")  # miss for the served record; a is the most popular item: popularity hits
+    assert q.events == 2 and q.scored == {"model": 1, "popular": 1} and q.hits == {"model": 1, "popular": 0}
+    assert q.hit_rate() == 0.5 and q.hit_rate("model") == 1.0 and q.hit_rate("popular") == 0.0
+    # popularity for u1 before "c": counts a 2, b 1, minus seen {a} -> [b]: miss; for u3: [a, b]: hit
+    assert q.popular_hits == 1 and q.popular_hit_rate() == 0.5
+    assert "HR@2 served 0.5000 vs popularity 0.5000 (1.00x) over 2 events" in q.summary()
+
+
+def test_nothing_scored_is_not_a_number():
+    q = LiveQuality()
+    assert math.isnan(q.hit_rate()) and math.isnan(q.popular_hit_rate())
+    assert "n/a" in q.summary()
