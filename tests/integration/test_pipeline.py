@@ -106,6 +106,8 @@ def test_events_become_recommendations_dead_letters_answers_and_metrics(worker, 
     assert response.status_code == 200 and response.headers["Content-Type"].startswith("application/json")
     answer = response.json()
     assert answer["user_id"] == "u-1" and answer["source"] == "popular"
+    stream_record = json.loads(next(r.value for r in recs if r.key == b"u-1"))
+    assert set(answer) == set(stream_record)  # HTTP makes the stream's call: the same record
     items = [item["item_id"] for item in answer["items"]]
     assert 0 < len(items) <= 5 and not seen & set(items)
     assert requests.get(f"{worker.base}/recommend/u-1/?k=0", timeout=10).status_code == 400
