@@ -21,7 +21,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -32,6 +31,7 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from streams.kafka.broker import EmbeddedBroker
+from streams.harness.procs import clean_env, free_port
 
 pytestmark = pytest.mark.integration
 
@@ -39,19 +39,6 @@ ROOT = Path(__file__).resolve().parents[2]
 DASHBOARD = ROOT / "ops" / "grafana" / "dashboards" / "streamrec.json"
 ALERTS = ROOT / "ops" / "prometheus" / "alerts.yml"
 PARTITIONS = 2
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _clean_env(**settings: str) -> dict[str, str]:
-    """This process's environment without STREAMREC_* (a stray one would be an error), plus ``settings``."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMREC_")}
-    env.update(settings)
-    return env
 
 
 def queried_sample_names() -> set[str]:
@@ -64,7 +51,7 @@ def queried_sample_names() -> set[str]:
 
 @pytest.fixture(scope="module")
 def dash_broker():
-    broker = EmbeddedBroker(_free_port()).start()
+    broker = EmbeddedBroker(free_port()).start()
     try:
         yield broker
     finally:
@@ -74,7 +61,7 @@ def dash_broker():
 @pytest.fixture(scope="module")
 def dash_topics(dash_broker):
     """ops/create_topics.py against the broker, as the compose file's `topics` service runs it."""
-    env = _clean_env(STREAMREC_BOOTSTRAP_SERVERS=dash_broker.bootstrap, STREAMREC_PARTITIONS=str(PARTITIONS))
+    env = clean_env(STREAMREC_BOOTSTRAP_SERVERS=dash_broker.bootstrap, STREAMREC_PARTITIONS=str(PARTITIONS))
     script = [sys.executable, str(ROOT / "ops" / "create_topics.py")]
     first = subprocess.run(script, env=env, capture_output=True, text=True, timeout=60)
     again = subprocess.run(script, env=env, capture_output=True, text=True, timeout=60)
@@ -87,13 +74,13 @@ def dash_topics(dash_broker):
 def dash_worker(dash_broker, dash_topics, tmp_path_factory):
     """A worker subprocess; stopped (SIGTERM, then SIGKILL of its process group) at teardown."""
     tmp = tmp_path_factory.mktemp("dash-worker")
-    port = _free_port()
+    port = free_port()
     log_path = tmp / "worker.log"
     cmd = [sys.executable, "-m", "streams.cli", "worker", "--bootstrap-servers", dash_broker.bootstrap,
            "--data-dir", str(tmp / "data"), "--http-port", str(port), "--app-id", f"dash-{port}",
            "--partitions", str(PARTITIONS), "--train", "false"]
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=_clean_env(), stdout=log, stderr=subprocess.STDOUT,
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=clean_env(), stdout=log, stderr=subprocess.STDOUT,
                                 start_new_session=True)
     base = f"http://127.0.0.1:{port}"
     try:
