@@ -1,0 +1,83 @@
+"""Item-to-item co-visitation: which items users reach next from an item, decayed over time.
+
+Each accepted event adds, for each of the user's ``window`` previous items ``p`` (at distance
+``d`` = 1, 2, ...), ``g(ts) / d`` to the weight of (p -> item) and half that to (item -> p): a
+session neighbour in either direction, the next item most. ``g(ts) = 2 ** ((ts - t0) / half_life)``
+grows with event time, so ranking by the summed weights ranks by counts decayed to any common
+time (the trick of :mod:`streams.ingest.popularity`); when ``g`` grows large every weight is scaled
+down together, which changes no ranking.
+
+:meth:`CoVisitation.recommend` scores candidates for a history by the weights from its most recent
+items (the latest counts most) and drops the user's seen items. Bounded: at most
+``max_neighbours`` per item (the lightest are dropped) and ``capacity`` source items (the lightest
+in total are dropped). One board per worker, on the event loop only; it is rebuilt from the
+stream after a restart (not persisted).
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Sequence
+from operator import itemgetter
+
+_WEIGHT = itemgetter(1)
+REBASE_AT = 64.0  # half-lives after t0 at which the weights are scaled down (2**64: far from overflow)
+
+
+class CoVisitation:
+    def __init__(self, half_life_s: float, window: int = 3, max_neighbours: int = 50,
+                 capacity: int = 200_000, query_items: int = 5) -> None:
+        self.half_life_s, self.window, self.max_neighbours = half_life_s, window, max_neighbours
+        self.capacity, self.query_items = capacity, query_items
+        self.next: dict[str, dict[str, float]] = {}
+        self.t0: float | None = None
+
+    def __len__(self) -> int:
+        return len(self.next)
+
+    def _gain(self, ts: float) -> float:
+        if self.t0 is None:
+            self.t0 = ts
+        x = (ts - self.t0) / self.half_life_s
+        if x > REBASE_AT:  # scale every weight down together: rankings stay as they are
+            scale = 2.0 ** -x
+            for neighbours in self.next.values():
+                for item in neighbours:
+                    neighbours[item] *= scale
+            self.t0, x = ts, 0.0
+        return 2.0 ** max(x, -REBASE_AT)  # an event older than t0 counts less, never negatively
+
+    def add(self, previous: Sequence[str], item: str, ts: float) -> None:
+        """The user reached ``item`` after ``previous`` (their items, oldest first)."""
+        gain = self._gain(ts)
+        for distance, prev in enumerate(reversed(previous[-self.window:]), 1):
+            if prev == item:
+                continue
+            self._bump(prev, item, gain / distance)
+            self._bump(item, prev, 0.5 * gain / distance)
+        if len(self.next) > self.capacity + self.capacity // 4:
+            totals = ((source, sum(n.values())) for source, n in self.next.items())
+            keep = {source for source, _ in heapq.nlargest(self.capacity, totals, key=_WEIGHT)}
+            self.next = {source: n for source, n in self.next.items() if source in keep}
+
+    def _bump(self, source: str, target: str, weight: float) -> None:
+        neighbours = self.next.get(source)
+        if neighbours is None:
+            neighbours = self.next[source] = {}
+        neighbours[target] = neighbours.get(target, 0.0) + weight
+        if len(neighbours) > 2 * self.max_neighbours:
+            self.next[source] = dict(heapq.nlargest(self.max_neighbours, neighbours.items(), key=_WEIGHT))
+
+    def recommend(self, history: Sequence[str], k: int) -> list[tuple[str, float]]:
+        """Top-k (item, score) reached from the history's recent items, seen items excluded."""
+        seen = set(history)
+        scores: dict[str, float] = {}
+        for rank, source in enumerate(reversed(history[-self.query_items:]), 1):
+            neighbours = self.next.get(source)
+            if not neighbours:
+                continue
+            total = sum(neighbours.values())
+            for item, weight in neighbours.items():
+                if item not in seen:  # normalised per source item: a popular item does not drown the rest
+                    scores[item] = scores.get(item, 0.0) + weight / (total * rank)
+        return [(item, round(score, 6)) for item, score in heapq.nlargest(k, scores.items(), key=_WEIGHT)]
