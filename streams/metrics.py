@@ -56,6 +56,10 @@ class Metrics:
                                      "Training sequences dropped because the trainer queue was full.", registry=r)
         self.train_duplicates = Counter("streamrec_train_duplicates_total",
                                         "Events the trainer's reader read again and did not train on.", registry=r)
+        self.gate_hit_rate = Gauge("streamrec_gate_hit_rate", "HR@k of each source per user segment, scored "
+                                   "test-then-train on the stream (decayed).", ["segment", "source"], registry=r)
+        self.gate_serving = Gauge("streamrec_gate_serving", "1 for the source the gate serves a segment with.",
+                                  ["segment", "source"], registry=r)
         self.train_queue = Gauge("streamrec_train_queue_depth", "Sequences waiting for the trainer.", registry=r)
 
     def exposition(self) -> bytes:

@@ -151,6 +151,22 @@ class Settings(BaseSettings):
         "name:weight[,name:weight] (next, masked, contrastive, adversarial; see model/objectives.py).",
     )
 
+    # --- Sources and the quality gate (see streams/serving/gate.py) -------------------------------
+    serving_gate: bool = Field(
+        True, description="Serve each user segment (cold, short, long history) from the source that scores "
+        "best test-then-train on the stream (model, co-visitation, popularity); false: the model where it "
+        "has an answer, else popularity.",
+    )
+    gate_min_evidence: int = Field(
+        200, ge=1, description="Events a source must be scored on in a segment before the gate may serve "
+        "it there (until then: popularity).",
+    )
+    gate_half_life_events: float = Field(
+        5000.0, gt=0, description="Half-life, in scored events, of the gate's hit counts.")
+    gate_long_from: int = Field(5, ge=1, description="Events from which a user's history counts as long.")
+    covisit_half_life_s: float = Field(
+        86_400.0, gt=0, description="Half-life of the item-to-item co-visitation weights (event time).")
+
     # --- HTTP --------------------------------------------------------------------------------
     http_host: str = Field("127.0.0.1", min_length=1, description="HTTP bind address.")
     http_port: int = Field(6066, ge=1, le=65535, description="HTTP port of the worker.")

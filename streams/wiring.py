@@ -18,6 +18,7 @@ from functools import partial
 
 from .app import WorkerApp
 from .ingest.agent import Ingest
+from .ingest.covisit import CoVisitation
 from .ingest.events import Event
 from .ingest.popularity import PopularityBoard
 from .ingest.user_state import State, history, lookup
@@ -39,6 +40,7 @@ class Worker:
 
     core: WorkerApp
     popularity: PopularityBoard
+    covisit: CoVisitation
     ingest: Ingest
     serving: Serving
     lifecycle: Lifecycle
@@ -72,12 +74,15 @@ def create(settings: Settings, backend: Backend | None = None) -> Worker:
     s = settings
     core = WorkerApp(s)
     popularity = PopularityBoard(core.item_popularity, s.popularity_half_life_s, s.popularity_capacity)
-    serving = Serving(s, core.metrics, popularity.top, backend)
+    covisit = CoVisitation(s.covisit_half_life_s)
+    serving = Serving(s, core.metrics, popularity.top, backend, covisit)
 
     async def accepted(event: Event, state: State, arrived: float, msg_ts: float | None) -> None:
-        await serving.accept(event.user_id, history(state), event.ts, arrived, msg_ts)
+        items = history(state)
+        covisit.add([item for item, _ in items[:-1]], event.item_id, event.ts)
+        await serving.accept(event.user_id, items, event.ts, arrived, msg_ts)
 
-    worker = Worker(core, popularity, Ingest(core, popularity, accepted), serving,
+    worker = Worker(core, popularity, covisit, Ingest(core, popularity, accepted), serving,
                     Lifecycle(core, on_update=serving.load_async, staleness=serving.staleness))
     worker.ingest.register()
     serving.register(core.app)

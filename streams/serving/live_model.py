@@ -24,7 +24,8 @@ from model.recommender import Recommender
 from ..lifecycle.model_store import ModelUpdate, verify
 from ..settings import Settings
 from ..tuning import freeze_long_lived
-from .recommend import Answer, History, Payload, Ranked, Request, build_records, payloads
+from .recommend import (Answer, Candidates, History, ModelIds, Payload, Request, build_records, model_ids,
+                        payloads)
 
 log = logging.getLogger(__name__)
 
@@ -74,11 +75,11 @@ class LiveModel:
             answers[row] = found or None  # (item_id, score as a Python float) pairs
         return answers
 
-    def serve(self, requests: Sequence[Request], popular: Ranked, k: int) -> list[Payload]:
+    def serve(self, requests: Sequence[Request], candidates: Candidates, k: int) -> tuple[list[Payload], ModelIds]:
         served = self.served  # one pair for the whole batch, even if a swap lands meanwhile
         versions = (served.update.version, served.index.version) if served else (0, 0)
         answers = self.recommend([r.history for r in requests], k)
-        return payloads(build_records(requests, answers, popular, k, *versions))
+        return payloads(build_records(requests, answers, candidates, k, *versions)), model_ids(answers)
 
     # --- new versions --------------------------------------------------------------------------
     def load(self, update: ModelUpdate) -> bool:

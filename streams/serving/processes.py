@@ -36,7 +36,7 @@ from ..lifecycle.model_store import ModelUpdate
 from ..settings import Settings
 from ..tuning import lower_thread_priority
 from .live_model import LiveModel
-from .recommend import Answer, History, Payload, Ranked, Request, popular_payloads
+from .recommend import Answer, Candidates, History, ModelIds, Payload, Request, modelless
 
 log = logging.getLogger(__name__)
 
@@ -72,8 +72,8 @@ def child_main(conn, settings: Settings) -> None:
         loaded = loader.submit(live.load, update).result()
         return loaded, live.model_version, live.index_version, live.last_refusal
 
-    def serve(requests: list[tuple[str, History, float | None]], popular, k: int) -> list[Payload]:
-        return live.serve([Request(u, h, ts) for u, h, ts in requests], popular, k)
+    def serve(requests: list[tuple[str, History, float | None]], candidates: Candidates, k: int):
+        return live.serve([Request(u, h, ts) for u, h, ts in requests], candidates, k)
 
     handlers = {
         "recommend": live.recommend,
@@ -180,14 +180,13 @@ class ProcessBackend:
         answers = self._call_active("recommend", list(histories), k)
         return [None] * len(histories) if answers is None else answers
 
-    def serve(self, requests: Sequence[Request], popular: Ranked, k: int) -> list[Payload]:
+    def serve(self, requests: Sequence[Request], candidates: Candidates, k: int) -> tuple[list[Payload], ModelIds]:
         """The records of ``requests`` as bytes, built by the active child: the parent only
-        pickles (user, history, ts) and unpickles bytes (with the records built here, the serving
-        thread took about twice the parent's GIL time). Popularity records, built here, while no
-        child serves."""
-        out = self._call_active("serve", [(r.user_id, r.history, r.event_ts) for r in requests],
-                                list(popular), k)
-        return popular_payloads(requests, popular, k) if out is None else out
+        pickles (user, history, ts) and the candidates, and unpickles bytes (with the records
+        built here, the serving thread took about twice the parent's GIL time). Records without
+        the model, built here, while no child serves."""
+        out = self._call_active("serve", [(r.user_id, r.history, r.event_ts) for r in requests], candidates, k)
+        return modelless(requests, candidates, k) if out is None else out
 
     def _call_active(self, op: str, *args):
         active = self._active

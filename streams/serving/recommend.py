@@ -4,7 +4,8 @@
 the worker's process (its serving thread), :class:`~streams.serving.processes.ProcessBackend`
 from two child processes. :func:`build_records` is the one place a record is made: the model's
 answer where it has one, else recent popularity with the user's seen items removed
-(``source="popular"``). The stream and HTTP both call ``streams.serving.service.Serving.recommend``
+(``source="popular"``), or the co-visitation list where the gate (``streams.serving.gate``) serves
+a segment with it. The stream and HTTP both call ``streams.serving.service.Serving.recommend``
 and get the same record bytes.
 """
 
@@ -15,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Protocol, Sequence
 
 from ..lifecycle.model_store import ModelUpdate
+from .gate import segment
 from .records import Recommendation, ScoredItem
 
 History = list[tuple[str, str]]  # (item_id, type), oldest first
@@ -34,6 +36,28 @@ class Request:
     msg_ts: float | None = None  # Kafka record timestamp
 
 
+@dataclass(slots=True)
+class Candidates:
+    """What a batch's records are made from besides the model: recent popularity (best first, at
+    least k + len(history) items), each request's co-visitation top-k, and the source the gate
+    serves each segment with (None: the model where it has an answer, else popularity)."""
+
+    popular: Ranked
+    covisit: list[Ranked] | None = None
+    choice: dict[str, str] | None = None
+    long_from: int = 5
+
+
+class CandidateSource(Protocol):
+    """A stream-maintained source (``streams.ingest.covisit.CoVisitation``)."""
+
+    def recommend(self, history: Sequence[str], k: int) -> list[tuple[str, float]]:
+        """Top-k (item, score) for a history of item ids, seen items excluded."""
+
+
+ModelIds = list[list[str] | None]  # the model's item ids per request (for the gate); None: no answer
+
+
 class Backend(Protocol):
     """Where the model runs. Serving calls ``recommend`` / ``serve`` from its serving thread and
     ``load`` / ``add_items`` from its swap thread (one at a time each)."""
@@ -47,8 +71,8 @@ class Backend(Protocol):
     def recommend(self, histories: Sequence[History], k: int) -> list[Answer]:
         """Top-k per history, seen items excluded; None where the model has no answer."""
 
-    def serve(self, requests: Sequence[Request], popular: Ranked, k: int) -> list[Payload]:
-        """The records of ``requests`` as bytes (:func:`build_records`)."""
+    def serve(self, requests: Sequence[Request], candidates: Candidates, k: int) -> tuple[list[Payload], ModelIds]:
+        """The records of ``requests`` as bytes (:func:`build_records`), and the model's answers."""
 
     last_refusal: str | None  # why the last refused version was refused
 
@@ -71,16 +95,26 @@ def unseen_top(history: History, ranked: Ranked, k: int) -> list[ScoredItem]:
     return out[:k]
 
 
-def build_records(requests: Sequence[Request], answers: Sequence[Answer], popular: Ranked, k: int,
+def build_records(requests: Sequence[Request], answers: Sequence[Answer], candidates: Candidates, k: int,
                   model_version: int, index_version: int) -> list[Recommendation]:
-    """One record per request: the model's answer, else popularity (``popular`` holds at least
-    k + len(history) items)."""
+    """One record per request, from the source chosen for the user's segment: the model's answer,
+    the co-visitation list (filled up with popularity), or popularity; popularity wherever the
+    chosen source has no answer for the user."""
     now = time.time()
+    popular, choice = candidates.popular, candidates.choice
     records = []
-    for request, answer in zip(requests, answers):
-        if answer:
+    for n, (request, answer) in enumerate(zip(requests, answers)):
+        chosen = choice[segment(len(request.history), candidates.long_from)] if choice else "model"
+        covisit = candidates.covisit[n] if candidates.covisit and chosen == "covisit" else None
+        if chosen == "model" and answer:
             items = [ScoredItem(i, round(float(s), 6)) for i, s in answer]
             source = "model"
+        elif covisit:
+            items = [ScoredItem(i, s) for i, s in covisit[:k]]
+            have = {item.item_id for item in items}
+            items += [item for item in unseen_top(request.history, popular, k + len(items))
+                      if item.item_id not in have][:k - len(items)]
+            source = "covisit"
         else:
             items, source = unseen_top(request.history, popular, k), "popular"
         records.append(Recommendation(
@@ -93,6 +127,11 @@ def payloads(records: Sequence[Recommendation]) -> list[Payload]:
     return [(r.user_id, r.source, r.to_bytes()) for r in records]
 
 
-def popular_payloads(requests: Sequence[Request], popular: Ranked, k: int) -> list[Payload]:
+def model_ids(answers: Sequence[Answer]) -> ModelIds:
+    return [[item for item, _ in answer] if answer else None for answer in answers]
+
+
+def modelless(requests: Sequence[Request], candidates: Candidates, k: int) -> tuple[list[Payload], ModelIds]:
     """The records while no model serves."""
-    return payloads(build_records(requests, [None] * len(requests), popular, k, 0, 0))
+    answers = [None] * len(requests)
+    return payloads(build_records(requests, answers, candidates, k, 0, 0)), model_ids(answers)

@@ -31,20 +31,25 @@ from ..tuning import lower_thread_priority
 from .live_model import LiveModel
 from .pending import PendingRequests
 from .processes import ProcessBackend
-from .recommend import Backend, Payload, Ranked, Request
+from .gate import Gate
+from .recommend import Backend, Candidates, CandidateSource, ModelIds, Payload, Ranked, Request, unseen_top
 
 log = logging.getLogger(__name__)
 
+GATE_METRICS_EVERY_S = 5.0
 NEW_ITEMS_EVERY_S = 0.5  # how often items first seen in the stream are added to the index
 CO_ITEMS = 20  # the user's most recent items given with a new item (its cold-start vector)
 
 
 class Serving:
     def __init__(self, settings: Settings, metrics: Metrics, popular: Callable[[int], Ranked],
-                 backend: Backend | None = None) -> None:
+                 backend: Backend | None = None, covisit: CandidateSource | None = None) -> None:
         """``popular(n)``: the n most popular items now, best first; ``backend``: the settings'
-        choice if not given."""
-        self.settings, self.metrics, self.popular = settings, metrics, popular
+        choice if not given; ``covisit``: the co-visitation board ingest keeps (None: no such source)."""
+        self.settings, self.metrics, self.popular, self.covisit = settings, metrics, popular, covisit
+        # None: the model wherever it has an answer, else popularity (setting serving_gate)
+        self.gate = Gate(half_life_events=settings.gate_half_life_events, min_evidence=settings.gate_min_evidence,
+                         long_from=settings.gate_long_from) if settings.serving_gate else None
         self.app = None  # the Faust app records are sent with (register)
         s = settings
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="streamrec-serve")
@@ -68,26 +73,40 @@ class Serving:
         return self.backend.index_version
 
     # --- answering -----------------------------------------------------------------------------
-    def _batch(self, requests: list[Request], k: int | None) -> tuple[list[Request], Ranked, int]:
+    def _batch(self, requests: list[Request], k: int | None) -> tuple[list[Request], Candidates, int]:
+        """The latest request per user, and what their records are made from besides the model
+        (on the event loop: the popularity and co-visitation boards are the event loop's)."""
         latest: dict[str, Request] = {}
         for request in requests:
             latest[request.user_id] = request
-        k = k or self.settings.top_k
-        return list(latest.values()), self.popular(k + self.settings.seq_len), k
+        batch, k = list(latest.values()), k or self.settings.top_k
+        candidates = Candidates(self.popular(k + self.settings.seq_len))
+        if self.covisit is not None:
+            candidates.covisit = [self.covisit.recommend([item for item, _ in r.history], k) for r in batch]
+        if self.gate is not None:
+            candidates.choice, candidates.long_from = self.gate.choices(), self.gate.long_from
+        return batch, candidates, k
+
+    async def _serve(self, requests: list[Request], k: int | None) -> tuple[list[Request], Candidates, list[Payload], ModelIds]:
+        batch, candidates, k = self._batch(requests, k)
+        loop = asyncio.get_running_loop()
+        sent, ids = await loop.run_in_executor(self.executor, self.backend.serve, batch, candidates, k)
+        return batch, candidates, sent, ids
 
     async def recommend(self, requests: list[Request], k: int | None = None) -> list[Payload]:
         """The records (as bytes) of the latest request per user, computed on the serving thread."""
-        batch, popular, k = self._batch(requests, k)
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self.executor, self.backend.serve, batch, popular, k)
+        return (await self._serve(requests, k))[2]
 
     async def emit(self, requests: list[Request]) -> None:
-        """Compute and send the records of one micro-batch; observe their latencies."""
+        """Compute and send the records of one micro-batch; remember every source's lists for the
+        gate; observe the latencies."""
         metrics = self.metrics
-        sent = await self.recommend(requests)
+        batch, candidates, sent, ids = await self._serve(requests, None)
         # one batch per partition, handed straight to the producer: see streams/kafka/direct_writes.py
         await send_many(self.app, self.settings.topic_recommendations,
                         [(user_id.encode(), value) for user_id, _, value in sent], what="recommendations")
+        if self.gate is not None:
+            self._remember(batch, candidates, ids)
         sources: dict[str, int] = {}
         for _, source, _ in sent:
             sources[source] = sources.get(source, 0) + 1
@@ -100,11 +119,22 @@ class Serving:
             if request.msg_ts:
                 metrics.event_age.observe(max(0.0, done - request.msg_ts))
 
+    def _remember(self, batch: list[Request], candidates: Candidates, ids: ModelIds) -> None:
+        k = self.settings.top_k
+        for n, request in enumerate(batch):
+            self.gate.remember(request.user_id, self.gate.segment(len(request.history)), {
+                "model": ids[n] or [],
+                "covisit": [item for item, _ in candidates.covisit[n]] if candidates.covisit else [],
+                "popular": [item.item_id for item in unseen_top(request.history, candidates.popular, k)],
+            })
+
     async def accept(self, user_id: str, history: list[tuple[str, str]], event_ts: float,
                      arrived: float, msg_ts: float | None) -> None:
         """An accepted event (its item last in ``history``): note the item, queue the user's
         record (waits while the queue is full: backpressure on ingestion)."""
         item = history[-1][0]
+        if self.gate is not None:  # test, then train: the record in force before this event
+            self.gate.score(user_id, item, seen_before=any(i == item for i, _ in history[:-1]))
         self.note_item(item, [i for i, _ in history[-CO_ITEMS - 1:-1]])
         await self.pending.put(Request(user_id, history, event_ts, arrived, msg_ts))
 
@@ -172,6 +202,14 @@ class Serving:
         @app.timer(NEW_ITEMS_EVERY_S)
         async def add_new_items():
             await asyncio.wrap_future(self.add_new_items_async())
+
+        @app.timer(GATE_METRICS_EVERY_S)
+        async def gate_metrics():
+            if self.gate is None:
+                return
+            for (seg, source), score in self.gate.scores.items():
+                self.metrics.gate_hit_rate.labels(seg, source).set(score.hit_rate)
+                self.metrics.gate_serving.labels(seg, source).set(float(self.gate.choice(seg) == source))
 
     def close(self) -> None:
         self._swap.shutdown(wait=False, cancel_futures=True)

@@ -58,6 +58,7 @@ def register(core: WorkerApp, serving: Serving, user_state: Callable[[str], dict
             "partitions": assigned_partitions(app, settings.topic_events),
             "model_version": serving.model_version,
             "index_version": serving.index_version,
+            "gate": serving.gate.report() if serving.gate is not None else None,
         })
 
     @app.page("/metrics")

@@ -23,8 +23,11 @@ ITEMS = [f"item-{n}" for n in range(1000)]  # more than any user sees: answers a
 @pytest.fixture(scope="module", params=[False, True], ids=["serving-thread", "serving-processes"])
 def live(request, worker_factory, kafka_producer):
     """One worker that trains on the stream and publishes a version every 2 s; it serves from a
-    thread of its own, then (second run of these tests) from two child processes."""
-    [worker] = worker_factory.start(1, train=True, publish_interval_s=2, serving_processes=request.param)
+    thread of its own, then (second run of these tests) from two child processes. These tests are
+    about the model path, so the quality gate is off: the model answers wherever it can (the gate
+    is tested in tests/unit/test_gate.py and tests/unit/test_ingest_agent.py)."""
+    [worker] = worker_factory.start(1, train=True, publish_interval_s=2, serving_processes=request.param,
+                                    serving_gate=False)
     return {"base": worker.base, "settings": worker.settings, "producer": kafka_producer, "worker": worker,
             "processes": request.param}
 

@@ -304,3 +304,21 @@ def test_table_entries_of_a_rocksdb_store_is_rocksdb_s_estimate(tmp_path):
     assert table_entries(SimpleNamespace(data={b"a": 1, b"b": 2})) == 2  # memory store: len()
     for db in dbs:
         db.close()
+
+
+async def test_accepted_events_feed_co_visitation_and_the_gate_scores_the_record_in_force(sr):
+    async with sr.app.agents["ingest"].test_context() as ingest:
+        for user in ("v1", "v2", "v3"):  # everyone goes a -> b
+            await ingest.put(event(user=user, item="a", ts=NOW - 20), key=user.encode())
+            await ingest.put(event(user=user, item="b", ts=NOW - 19), key=user.encode())
+        await handled(sr, 6)
+        assert [item for item, _ in sr.covisit.recommend(["a"], 1)] == ["b"]
+        await sr.serving.emit(await queued(sr))  # records for v1..v3: the gate remembers every source's list
+        await ingest.put(event(user="v1", item="c", ts=NOW - 18), key=b"v1")  # new to v1: scored
+        await ingest.put(event(user="v2", item="a", ts=NOW - 18), key=b"v2")  # seen by v2: not scored
+        await handled(sr, 8)
+    gate = sr.serving.gate
+    assert {src: gate.scores["short", src].events for src in ("model", "covisit", "popular")} == \
+        {"model": 1, "covisit": 1, "popular": 1}
+    assert gate.scores["short", "popular"].hits == 0.0  # c had never been seen: no source had it
+    assert sr.serving.gate.report()["short"]["serving"] == "popular"  # not enough evidence yet
