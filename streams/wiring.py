@@ -83,7 +83,8 @@ def create(settings: Settings, backend: Backend | None = None) -> Worker:
         await serving.accept(event.user_id, items, event.ts, arrived, msg_ts)
 
     worker = Worker(core, popularity, covisit, Ingest(core, popularity, accepted), serving,
-                    Lifecycle(core, on_update=serving.load_async, staleness=serving.staleness))
+                    Lifecycle(core, on_update=serving.load_async, staleness=serving.staleness,
+                              quality=lambda: serving.gate.report() if serving.gate is not None else {}))
     worker.ingest.register()
     serving.register(core.app)
     worker.lifecycle.register()

@@ -25,9 +25,11 @@ LEAD_CHECK_S = 2.0
 
 class Lifecycle:
     def __init__(self, core: WorkerApp, on_update: Callable[[ModelUpdate], object],
-                 staleness: Callable[[], float | None]) -> None:
+                 staleness: Callable[[], float | None], quality: Callable[[], dict] = dict) -> None:
         """``on_update(update)``: serve an announced version; ``staleness()``: the age of the
-        version served (seconds, None before a first one)."""
+        version served (seconds, None before a first one); ``quality()``: the live quality gate's
+        scores, part of every version the trainer announces."""
+        self.quality = quality
         self.core, self.settings, self.metrics = core, core.settings, core.metrics
         self.watcher = UpdateWatcher(self.settings, on_update)
         self.staleness = staleness
@@ -39,7 +41,8 @@ class Lifecycle:
         if leader and self.trainer is None and self.watcher.caught_up.is_set():
             if self._publisher is None:
                 self._publisher = UpdatePublisher(self.settings)
-            self.trainer = StreamTrainer(self.settings, self.metrics, publish=self._publisher.publish)
+            self.trainer = StreamTrainer(self.settings, self.metrics, publish=self._publisher.publish,
+                                         quality=self.quality)
             self.trainer.start(self.watcher.latest_update)
             log.info("this worker leads the group: continuous training started")
         elif not leader and self.trainer is not None:

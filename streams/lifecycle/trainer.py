@@ -66,9 +66,10 @@ def initial_trainer(settings: Settings, latest: ModelUpdate | None) -> tuple[Rec
 
 
 class StreamTrainer:
-    def __init__(self, settings: Settings, metrics: Metrics, publish) -> None:
-        """``publish(update)`` announces a version (called from the training thread)."""
-        self.settings, self.metrics, self.publish = settings, metrics, publish
+    def __init__(self, settings: Settings, metrics: Metrics, publish, quality=dict) -> None:
+        """``publish(update)`` announces a version (called from the training thread);
+        ``quality()``: the live quality gate's scores, written into every version's record."""
+        self.settings, self.metrics, self.publish, self.quality = settings, metrics, publish, quality
         self.store = ModelStore(settings.model_dir, settings.model_keep_versions)
         self.queue: queue.Queue = queue.Queue(maxsize=settings.train_queue_size)
         self.histories: OrderedDict[str, list[tuple[str, str]]] = OrderedDict()
@@ -161,6 +162,7 @@ class StreamTrainer:
         return batch
 
     def _publish(self, rec, trainer, metrics: dict) -> None:
+        metrics = {**metrics, "gate": self.quality()}
         self.version += 1
         snapshot = rec.snapshot()
         snapshot.version = self.version

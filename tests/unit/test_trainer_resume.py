@@ -73,3 +73,18 @@ def test_the_trainer_reader_trains_on_an_event_read_twice_once(tmp_path):
     offered = [reader.queue.get_nowait() for _ in range(reader.queue.qsize())]
     assert offered == [[("a", "click"), ("b", "click")], [("a", "click"), ("b", "click"), ("c", "click")]]
     assert metrics.train_duplicates._value.get() == 2
+
+
+def test_every_published_version_carries_the_gate_scores(tmp_path):
+    from streams.lifecycle.trainer import StreamTrainer
+    from streams.metrics import Metrics
+
+    settings = load_settings({"data_dir": tmp_path, "store": "memory"}, environ={})
+    published = []
+    scores = {"long": {"serving": "covisit", "hr": {"model": 0.01, "covisit": 0.03, "popular": 0.02}}}
+    stream_trainer = StreamTrainer(settings, Metrics(), publish=published.append, quality=lambda: scores)
+    rec, trainer = trained(steps=1)
+    stream_trainer._publish(rec, trainer, {"loss": 1.5})
+    [update] = published
+    assert update.metrics == {"loss": 1.5, "gate": scores}
+    assert update.path.endswith(".pt") and update.version == 1
