@@ -90,9 +90,18 @@ class Backend(Protocol):
 
 def unseen_top(history: History, ranked: Ranked, k: int) -> list[ScoredItem]:
     """The first ``k`` of ``ranked`` that the user has not interacted with."""
+    return [ScoredItem(item, round(score, 6)) for item, score in unseen(history, ranked, k)]
+
+
+def unseen(history: History, ranked: Ranked, k: int) -> list[tuple[str, float]]:
     seen = {item for item, _ in history}
-    out = [ScoredItem(item_id=item, score=round(score, 6)) for item, score in ranked if item not in seen]
-    return out[:k]
+    out = []
+    for pair in ranked:
+        if pair[0] not in seen:
+            out.append(pair)
+            if len(out) == k:
+                break
+    return out
 
 
 def build_records(requests: Sequence[Request], answers: Sequence[Answer], candidates: Candidates, k: int,

@@ -32,7 +32,7 @@ from .live_model import LiveModel
 from .pending import PendingRequests
 from .processes import ProcessBackend
 from .gate import Gate
-from .recommend import Backend, Candidates, CandidateSource, ModelIds, Payload, Ranked, Request, unseen_top
+from .recommend import Backend, Candidates, CandidateSource, ModelIds, Payload, Ranked, Request, unseen
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +125,7 @@ class Serving:
             self.gate.remember(request.user_id, self.gate.segment(len(request.history)), {
                 "model": ids[n] or [],
                 "covisit": [item for item, _ in candidates.covisit[n]] if candidates.covisit else [],
-                "popular": [item.item_id for item in unseen_top(request.history, candidates.popular, k)],
+                "popular": [item for item, _ in unseen(request.history, candidates.popular, k)],
             })
 
     async def accept(self, user_id: str, history: list[tuple[str, str]], event_ts: float,
