@@ -63,6 +63,7 @@ class Serving:
         self.in_force: ModelUpdate | None = None  # the version served
         self._new_items: dict[str, tuple[float, list[str]]] = {}  # item -> (first seen, co-items)
         self._new_lock = threading.Lock()
+        self.update_gate_metrics()  # every (segment, source) is exported from the start
 
     @property
     def model_version(self) -> int:
@@ -205,11 +206,14 @@ class Serving:
 
         @app.timer(GATE_METRICS_EVERY_S)
         async def gate_metrics():
-            if self.gate is None:
-                return
-            for (seg, source), score in self.gate.scores.items():
-                self.metrics.gate_hit_rate.labels(seg, source).set(score.hit_rate)
-                self.metrics.gate_serving.labels(seg, source).set(float(self.gate.choice(seg) == source))
+            self.update_gate_metrics()
+
+    def update_gate_metrics(self) -> None:
+        if self.gate is None:
+            return
+        for (seg, source), score in self.gate.scores.items():
+            self.metrics.gate_hit_rate.labels(seg, source).set(score.hit_rate)
+            self.metrics.gate_serving.labels(seg, source).set(float(self.gate.choice(seg) == source))
 
     def close(self) -> None:
         self._swap.shutdown(wait=False, cancel_futures=True)
