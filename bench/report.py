@@ -219,7 +219,21 @@ def prequential_windows(d):
         [f"online / frozen (~{num(w[0]['end'] - w[0]['start'])})"] + [f"{x['online'] / x['frozen']:.2f}" for x in w]])
 
 
-RENDER = {"crash_recovery": crash_recovery, "fuzz_dlq": fuzz_dlq, "throughput_drain": throughput_runs,
+def live_quality(*docs):
+    rows = []
+    for path, d in docs:
+        hr, after = d["hr"], d["hr_after_first_10pct"]
+        name = "Taobao sample" if d["format"] == "taobao" else "ML-1M"
+        rows.append([name, num(d["events"]), num(d["scored_events"])] + [f"{hr[s]:.4f}" for s in
+                    ("alltime", "popular", "covisit", "gated")] + [
+                    f"{d['gated_over_best_simple']:.2f}×", f"{after['gated'] / after['alltime']:.2f}×",
+                    f"{d['worst_window_gated_over_best']:.2f}", num(d["cpu_us_per_event"])])
+    return table(["stream", "events", "scored", "all-time popularity", "decayed popularity", "co-visitation",
+                  "gated", "gated / best simple", "gated / all-time pop., after 10 %",
+                  "worst 5k window, gated / best", "CPU µs / event"], rows)
+
+
+RENDER = {"live_quality_taobao": live_quality, "crash_recovery": crash_recovery, "fuzz_dlq": fuzz_dlq, "throughput_drain": throughput_runs,
           "throughput_fresh": throughput_steps, "throughput_search": throughput_steps, "live_swap": live_swap,
           "index_latency": index_latency, "encode_gil": encode_gil, "broker_fetch_wait": broker_fetch_wait,
           "group_drain": group_drain, "send_cost": send_cost, "user_state_cost": user_state_cost,

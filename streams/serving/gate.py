@@ -76,11 +76,11 @@ class Gate:
 
     def choice(self, seg: str) -> str:
         """The source serving ``seg``: the best hit rate once every source has enough evidence."""
-        scored = [(self.scores[seg, source].hit_rate, -n, source) for n, source in enumerate(SOURCES)
+        scored = [(self.scores[seg, source].hit_rate, source == DEFAULT, -n, source) for n, source in enumerate(SOURCES)
                   if self.scores[seg, source].events >= self.min_evidence]
         if len(scored) < len(SOURCES):
             return DEFAULT
-        return max(scored)[2]
+        return max(scored)[-1]  # a tie goes to the default, then to the earlier source
 
     def choices(self) -> dict[str, str]:
         return {seg: self.choice(seg) for seg in SEGMENTS}
