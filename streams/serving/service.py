@@ -11,7 +11,11 @@
 - the queue of accepted events waiting for their record (:class:`PendingRequests`) and the task
   that sends their records to ``recommendations`` in micro-batches.
 
-Recent popularity (``popular(n)``, maintained by ingest) is the answer where the model has none.
+Besides the model, two sources maintained by ingest make records: recent popularity
+(``popular(n)``) and item-to-item co-visitation (``covisit``). The quality gate
+(:mod:`streams.serving.gate`, setting ``serving_gate``) scores all three on every user's next
+event and chooses the source per user segment; without it, the model answers where it can and
+popularity elsewhere.
 """
 
 from __future__ import annotations
