@@ -167,6 +167,8 @@ def run_demo(settings: Settings, data: Path, duration_s: float = 45.0, rate: flo
         watcher.join(5)
         with urllib.request.urlopen(f"{base}/metrics/", timeout=5) as resp:
             metrics = resp.read().decode()
+        with urllib.request.urlopen(f"{base}/health/", timeout=5) as resp:
+            gate = json.loads(resp.read()).get("gate") or {}
         accepted = _metric(metrics, 'streamrec_events_total{outcome="accepted"}')
         model_version = _metric(metrics, "streamrec_model_version")
         lat = watcher.latencies
@@ -179,6 +181,11 @@ def run_demo(settings: Settings, data: Path, duration_s: float = 45.0, rate: flo
         print(f"  model version served {model_version:.0f} (trained on the stream, published every "
               f"{settings.publish_interval_s:g} s)")
         print(f"  live quality         {quality.summary()}")
+        for segment, scores in gate.items():  # every source, served or not, scored in the worker
+            if scores["events"]:
+                hr = ", ".join(f"{source} {value:.4f}" for source, value in scores["hr"].items())
+                print(f"  gate, {segment + ' histories':<14} HR@{settings.top_k} {hr} over {scores['events']:,} events "
+                      f"(decayed) -> serving {scores['serving']}")
         print(f"  end-to-end latency   p50 {_quantile(lat, .5) * 1000:.1f} ms, p99 {_quantile(lat, .99) * 1000:.1f} ms "
               f"(producer send of a user's last event -> its recommendation read back)")
         return 0 if watcher.recs > 0 else 1
