@@ -60,6 +60,11 @@ class Metrics:
                                    "test-then-train on the stream (decayed).", ["segment", "source"], registry=r)
         self.gate_serving = Gauge("streamrec_gate_serving", "1 for the source the gate serves a segment with.",
                                   ["segment", "source"], registry=r)
+        self.promotion_hit_rate = Gauge("streamrec_promotion_hit_rate", "HR@10 on the trainer's held-back tail at "
+                                        "the last judgement: the candidate version, the version in force, popularity.",
+                                        ["model"], registry=r)
+        self.versions_held_back = Counter("streamrec_versions_held_back_total", "Candidate versions not announced: "
+                                          "no better than the version in force on the held-back tail.", registry=r)
         self.train_queue = Gauge("streamrec_train_queue_depth", "Sequences waiting for the trainer.", registry=r)
 
     def exposition(self) -> bytes:

@@ -146,6 +146,15 @@ class Settings(BaseSettings):
     )
     replay_capacity: int = Field(20_000, ge=1, description="Sequences kept in the replay buffer.")
     train_lr: float = Field(1e-3, gt=0, le=1, description="Learning rate of the continuous trainer (Adam).")
+    promotion_tail: int = Field(
+        1000, ge=0, description="Most recent training sequences held back from the trainer: each new "
+        "version is scored on them against the version in force and announced only if its HR@10 is "
+        "higher (streams/lifecycle/promotion.py); 0: every version is announced.",
+    )
+    promotion_min_events: int = Field(
+        100, ge=1, description="New-item events the held-back tail must hold before a version is judged "
+        "(until then the trainer waits, holding the tail).",
+    )
     train_objectives: str = Field(
         "next:1", min_length=1, description="Objectives of the continuous trainer with their weights, "
         "name:weight[,name:weight] (next, masked, contrastive, adversarial; see model/objectives.py).",

@@ -5,6 +5,10 @@ The trainer reads ``events`` with its own consumer (every partition, no consumer
 learns from the whole stream whatever partitions its worker owns, and ingestion never waits for
 it. Between the reader and the update loop sits a bounded queue: when training falls behind,
 sequences are dropped and counted (``streamrec_train_dropped_total``), never silently.
+
+Once a version is in force, a new one is announced only when it beats that version on the most
+recent sequences, held back from training until it has been judged on them
+(``streams/lifecycle/promotion.py``).
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from ..metrics import Metrics
 from ..settings import Settings, objective_weights
 from ..tuning import lower_thread_priority
 from .model_store import ModelStore, ModelUpdate, verify
+from .promotion import HeldBackTail, scorable, score_tail
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +85,8 @@ class StreamTrainer:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self.version = 0
+        self.in_force: Recommender | None = None  # the last version announced
+        self.tail = HeldBackTail(settings.promotion_tail)
 
     # --- reader ---------------------------------------------------------------------------------
     def offer(self, history: list[tuple[str, str]]) -> bool:
@@ -137,19 +144,54 @@ class StreamTrainer:
     def _train(self, latest: ModelUpdate | None) -> None:
         rec, trainer = initial_trainer(self.settings, latest)
         self.version = max([rec.version, latest.version if latest else 0, *self.store.versions()])
-        if latest is None and self.settings.model_checkpoint is not None:
+        if latest is not None:
+            self.in_force = rec.snapshot()
+        elif self.settings.model_checkpoint is not None:
             self._publish(rec, trainer, {"source": "pretrained"})  # serve the pretrained model at once
         last_publish, losses = time.monotonic(), []
         while not self._stop.is_set():
             batch = self._take(UPDATE_BATCH, timeout=1.0)
-            if batch:
-                started = time.perf_counter()
-                losses.append(trainer.update(batch))
-                self.metrics.update_seconds.observe(time.perf_counter() - started)
-                self.metrics.training_loss.set(losses[-1])
-            if losses and time.monotonic() - last_publish >= self.settings.publish_interval_s:
-                self._publish(rec, trainer, {"loss": sum(losses) / len(losses), "updates": len(losses)})
+            if self.in_force is not None and self.settings.promotion_tail:
+                batch = self.tail.push(batch)  # the newest are held back to judge the next version
+            self._update(trainer, batch, losses)
+            if time.monotonic() - last_publish < self.settings.publish_interval_s:
+                continue
+            if self.in_force is None or not self.settings.promotion_tail:
+                if losses:
+                    self._publish(rec, trainer, {"loss": sum(losses) / len(losses), "updates": len(losses)})
+                    last_publish, losses = time.monotonic(), []
+            elif self._judge(rec, trainer, losses):
                 last_publish, losses = time.monotonic(), []
+
+    def _update(self, trainer: OnlineTrainer, seqs: list, losses: list[float]) -> None:
+        for start in range(0, len(seqs), UPDATE_BATCH):
+            started = time.perf_counter()
+            losses.append(trainer.update(seqs[start:start + UPDATE_BATCH]))
+            self.metrics.update_seconds.observe(time.perf_counter() - started)
+            self.metrics.training_loss.set(losses[-1])
+
+    def _judge(self, rec, trainer: OnlineTrainer, losses: list[float]) -> bool:
+        """Score the candidate against the version in force on the held-back tail; announce it if
+        better; then train on the tail. False while the tail holds too little to judge on."""
+        s = self.settings
+        tail = self.tail.release()
+        if len(scorable(tail)[0]) < s.promotion_min_events and len(tail) < s.promotion_tail:
+            self.tail.push(tail)
+            return False
+        candidate = rec.snapshot()
+        scores = score_tail(candidate, self.in_force, tail)
+        for name, value in (("candidate", scores.candidate), ("in_force", scores.in_force),
+                            ("popular", scores.popular)):
+            self.metrics.promotion_hit_rate.labels(model=name).set(value)
+        if scores.promote:
+            self._publish(rec, trainer, {"loss": sum(losses) / len(losses) if losses else None,
+                                         "updates": len(losses), "tail": scores.as_dict()}, candidate)
+        else:
+            self.metrics.versions_held_back.inc()
+            log.info("candidate held back: HR@10 %.4f vs %.4f in force on %d held-back events",
+                     scores.candidate, scores.in_force, scores.events)
+        self._update(trainer, tail, losses)
+        return True
 
     def _take(self, n: int, timeout: float) -> list:
         batch = []
@@ -161,11 +203,12 @@ class StreamTrainer:
                 break
         return batch
 
-    def _publish(self, rec, trainer, metrics: dict) -> None:
+    def _publish(self, rec, trainer, metrics: dict, snapshot: Recommender | None = None) -> None:
         metrics = {**metrics, "gate": self.quality()}
         self.version += 1
-        snapshot = rec.snapshot()
+        snapshot = snapshot or rec.snapshot()
         snapshot.version = self.version
+        self.in_force = snapshot
         update = self.store.save(snapshot, metrics=metrics, optimizer_state=trainer.optimizer_state(),
                                  replay_state=trainer.replay_state())
         self.publish(update)

@@ -25,9 +25,11 @@ def live(request, worker_factory, kafka_producer):
     """One worker that trains on the stream and publishes a version every 2 s; it serves from a
     thread of its own, then (second run of these tests) from two child processes. These tests are
     about the model path, so the quality gate is off: the model answers wherever it can (the gate
-    is tested in tests/unit/test_gate.py and tests/unit/test_ingest_agent.py)."""
+    is tested in tests/unit/test_gate.py and tests/unit/test_ingest_agent.py), and so is promotion:
+    every version is announced (a version no better than the one in force is held back, which on
+    this short stream is most of them: tests/unit/test_promotion.py)."""
     [worker] = worker_factory.start(1, train=True, publish_interval_s=2, serving_processes=request.param,
-                                    serving_gate=False)
+                                    serving_gate=False, promotion_tail=0)
     return {"base": worker.base, "settings": worker.settings, "producer": kafka_producer, "worker": worker,
             "processes": request.param}
 

@@ -1,0 +1,149 @@
+"""A new model version is announced only when it beats the version in force on the held-back tail
+(streams/lifecycle/promotion.py and the trainer's judgement in streams/lifecycle/trainer.py)."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from model.encoder import EncoderConfig
+from model.incremental import OnlineTrainer
+from model.recommender import Recommender
+from streams.lifecycle.promotion import HeldBackTail, model_hits, scorable, score_tail
+from streams.lifecycle.trainer import StreamTrainer
+from streams.metrics import Metrics
+from streams.settings import load_settings
+
+ITEMS = [f"i{n}" for n in range(40)]
+
+
+def walks(n: int, rng: random.Random, length: int = 6, step: int = 1) -> list[list[tuple[str, str]]]:
+    """Users walk the catalogue in steps of ``step``: a rule a model can learn."""
+    out = []
+    for _ in range(n):
+        start = rng.randrange(len(ITEMS))
+        out.append([(ITEMS[(start + step * k) % len(ITEMS)], "click") for k in range(length)])
+    return out
+
+
+def fresh() -> Recommender:
+    return Recommender.fresh(EncoderConfig(dim=16, n_layers=1, max_len=10), item_ids=ITEMS, seed=0)
+
+
+@pytest.fixture(scope="module")
+def learned() -> tuple[Recommender, OnlineTrainer]:
+    rec = fresh()
+    trainer = OnlineTrainer(rec, lr=5e-3, replay_capacity=200, device="cpu")
+    rng = random.Random(0)
+    for _ in range(60):
+        trainer.update(walks(16, rng))
+    return rec, trainer
+
+
+def test_the_tail_holds_the_newest_and_hands_back_the_oldest():
+    tail = HeldBackTail(3)
+    assert tail.push([1, 2]) == [] and tail.push([3, 4, 5]) == [1, 2] and len(tail) == 3
+    assert tail.release() == [3, 4, 5] and len(tail) == 0
+
+
+def test_only_events_on_items_new_to_the_user_are_scored():
+    seqs = [[("a", "click"), ("b", "click")], [("a", "click"), ("b", "click"), ("a", "buy")], [("a", "click")]]
+    prefixes, targets = scorable(seqs)
+    assert prefixes == [[("a", "click")]] and targets == ["b"]
+
+
+@pytest.mark.parametrize("which", ["learned", "fresh"])
+def test_hits_agree_with_the_recommenders_own_top_k(learned, which):
+    rec = learned[0] if which == "learned" else fresh()
+    prefixes, targets = scorable(walks(60, random.Random(1), length=4) + [[("unknown", "click"), ("i3", "click")]]
+                                 + [[(ITEMS[n], "click"), ("new-item", "click")] for n in range(3)])
+    hits = model_hits(rec, prefixes, targets, k=5)
+    answers = rec.recommend(prefixes, k=5)
+    expected = [t in [i for i, _ in a["items"]] for a, t in zip(answers, targets)]
+    assert list(hits) == expected and 0 < sum(expected) < len(expected)
+    assert answers[-4]["source"] == "popular"  # the unknown history: popularity, as in serving
+
+
+def test_a_model_that_learned_the_stream_scores_above_a_fresh_one(learned):
+    rec, _ = learned
+    scores = score_tail(rec, fresh(), walks(200, random.Random(2)))
+    assert scores.events == 200 and scores.candidate > 0.8 > 0.5 > scores.in_force
+    assert scores.promote and not score_tail(fresh(), rec, walks(200, random.Random(2))).promote
+
+
+def judge(tmp_path, candidate: Recommender, in_force: Recommender, tail: list, **settings):
+    s = load_settings({"data_dir": tmp_path, "store": "memory", "promotion_tail": 100, "promotion_min_events": 20,
+                       **settings}, environ={})
+    published, metrics = [], Metrics()
+    stream_trainer = StreamTrainer(s, metrics, publish=published.append)
+    stream_trainer.in_force = in_force
+    stream_trainer.tail.push(tail)
+    trainer = OnlineTrainer(candidate, replay_capacity=500, device="cpu")
+    replayed = len(trainer.replay)
+    judged = stream_trainer._judge(candidate, trainer, [])
+    return judged, published, metrics, stream_trainer, len(trainer.replay) - replayed
+
+
+def test_a_better_candidate_is_announced_with_its_tail_scores(tmp_path, learned):
+    rec, _ = learned
+    judged, published, metrics, st, trained_on = judge(tmp_path, rec.snapshot(), fresh(), walks(60, random.Random(3)))
+    [update] = published
+    tail = update.metrics["tail"]
+    assert judged and tail["events"] == 60 and tail["candidate"] > tail["in_force"]
+    assert metrics.promotion_hit_rate.labels(model="candidate")._value.get() == tail["candidate"]
+    assert metrics.versions_held_back._value.get() == 0
+    assert st.in_force is not None and st.in_force.version == update.version
+    assert len(st.tail) == 0 and trained_on == 60  # the judged tail is trained on afterwards
+
+
+def test_a_candidate_no_better_than_the_version_in_force_is_held_back(tmp_path, learned):
+    rec, _ = learned
+    in_force = rec.snapshot()
+    judged, published, metrics, st, trained_on = judge(tmp_path, fresh(), in_force, walks(60, random.Random(4)))
+    assert judged and published == [] and metrics.versions_held_back._value.get() == 1
+    assert st.in_force is in_force and trained_on == 60
+    assert metrics.promotion_hit_rate.labels(model="in_force")._value.get() > 0.8
+
+
+def test_too_small_a_tail_waits_for_more_events(tmp_path, learned):
+    rec, _ = learned
+    judged, published, _, st, trained_on = judge(tmp_path, rec.snapshot(), fresh(), walks(10, random.Random(5)))
+    assert not judged and published == [] and len(st.tail) == 10 and trained_on == 0
+
+
+def test_the_training_loop_holds_back_versions_until_one_is_better(tmp_path):
+    """The trainer's loop, fed walks in steps of one: the first version is announced as soon as it
+    has trained, and learns the walk (HR@10 1.0), so later candidates are no better and are held
+    back. Then the users change their walk to steps of seven: the version in force is wrong about
+    it, the candidate learns it from what leaves the tail, and is announced with its tail scores."""
+    import threading
+    import time
+
+    s = load_settings({"data_dir": tmp_path, "store": "memory", "promotion_tail": 200, "promotion_min_events": 50,
+                       "publish_interval_s": 0.5, "seq_len": 10}, environ={})
+    published, metrics = [], Metrics()
+    stream_trainer = StreamTrainer(s, metrics, publish=published.append)
+    thread = threading.Thread(target=stream_trainer._train, args=(None,), daemon=True)
+    thread.start()
+    rng = random.Random(6)
+
+    def feed(step: int, until, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while not until() and time.monotonic() < deadline:
+            for seq in walks(32, rng, step=step):
+                stream_trainer.offer(seq)
+            time.sleep(0.05)
+
+    try:
+        feed(1, lambda: metrics.versions_held_back._value.get() >= 2)
+        announced = len(published)
+        feed(7, lambda: len(published) > announced)
+    finally:
+        stream_trainer.stop()
+        thread.join(10)
+    assert metrics.versions_held_back._value.get() >= 2 and len(published) > announced >= 1
+    assert "tail" not in published[0].metrics  # the first version: nothing in force to beat
+    for update in published[1:]:
+        tail = update.metrics["tail"]
+        assert tail["candidate"] > tail["in_force"] and tail["events"] >= 50
