@@ -3,7 +3,7 @@
 
 Every panel of ``ops/grafana/dashboards/streamrec.json`` is drawn where its ``gridPos`` puts it,
 with the same PromQL (``$__rate_interval`` as Grafana computes it), units, legends and thresholds
-(dashed lines); a stat panel shows its last value, coloured by its thresholds, over its series.
+(dashed lines, where within twice the data's maximum); a stat panel shows its last value, coloured by its thresholds, over its series.
 
     python ops/render_dashboard.py --prometheus http://127.0.0.1:9090 --minutes 30 --out dash.png
     python ops/render_dashboard.py --demo 150 --out docs/dashboard.png
@@ -84,11 +84,12 @@ def render(prometheus: str, out: Path, start: float, end: float, *, dashboard: P
     step = max(1.0, (end - start) / 300)
     interval = f"{max(step + scrape_interval_s, 4 * scrape_interval_s):g}s"  # Grafana's $__rate_interval
     unit_h = 0.42  # inches per grid row
-    fig = plt.figure(figsize=(24, rows * unit_h + 0.6))
+    head = 0.9  # inches above the grid for the title
+    fig = plt.figure(figsize=(24, rows * unit_h + head))
     title = f"{board['title']} — rendered from Prometheus with matplotlib (not Grafana), " \
             f"last {(end - start) / 60:.0f} min" + (f"; {note}" if note else "")
-    fig.suptitle(title, x=0.01, ha="left", fontsize=13)
-    top = 1 - 0.6 / (rows * unit_h + 0.6)
+    fig.suptitle(title, x=0.01, y=1 - 0.25 / (rows * unit_h + head), ha="left", va="top", fontsize=13)
+    top = 1 - head / (rows * unit_h + head)
     found: dict[str, int] = {}
     for panel in panels:
         g = panel["gridPos"]
@@ -97,6 +98,8 @@ def render(prometheus: str, out: Path, start: float, end: float, *, dashboard: P
         if panel["type"] == "row":
             fig.text(box[0], box[1] + box[3] / 2, panel["title"], fontsize=12, weight="bold", va="center")
             continue
+        if panel["type"] == "timeseries":  # room for the tick labels
+            box = [box[0] + 0.022, box[1] + 0.012, box[2] - 0.024, box[3] - 0.012]
         ax = fig.add_axes(box)
         defaults = panel["fieldConfig"]["defaults"]
         unit, steps = defaults.get("unit", "short"), defaults["thresholds"]["steps"]
@@ -118,7 +121,10 @@ def render(prometheus: str, out: Path, start: float, end: float, *, dashboard: P
             continue
         for name, ts, vs in series:
             ax.plot(ts, vs, linewidth=1, label=name)
-        for threshold in steps[1:]:
+        top_value = max((v for _, _, vs in series for v in vs if math.isfinite(v)), default=0.0)
+        for threshold in steps[1:]:  # within reach of the data only, so that the data stays readable
+            if threshold["value"] * factor > 2 * top_value:
+                continue
             ax.axhline(threshold["value"] * factor, linestyle="--", linewidth=0.8,
                        color=COLORS.get(threshold["color"], threshold["color"]))
         if not series:
