@@ -7,7 +7,7 @@ latency above 10 ms into ``+Inf``.
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, generate_latest
 
 # Event -> recommendation budget is ~100 ms; buckets resolve 1 ms .. 10 s.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -17,6 +17,9 @@ TASK_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300
 class Metrics:
     def __init__(self) -> None:
         r = self.registry = CollectorRegistry()
+        # process_cpu_seconds_total, process_resident_memory_bytes, ... of the worker process (the
+        # dashboard's Process row); prometheus_client registers them only in its default registry.
+        ProcessCollector(registry=r)
         self.events = Counter("streamrec_events_total", "Input messages by outcome (duplicate: applied or dead-lettered before).", ["outcome"], registry=r)
         self.dlq = Counter("streamrec_dlq_total", "Messages sent to the dead-letter topic.", ["reason"],
                            registry=r)

@@ -245,3 +245,22 @@ def read_topic() -> Callable:
     yield read
     for consumer in consumers:
         consumer.close()
+
+
+@pytest.fixture(scope="session")
+def ops_binary() -> Callable[[str, str], str]:
+    """``ops_binary("promtool", "prometheus")``: the path of an operations tool. Missing, the test
+    skips with the Debian package to install, except under CI (``CI=true``, where `.ci/run`
+    installs the packages), where a missing tool fails the test."""
+    import shutil
+
+    def find(binary: str, package: str) -> str:
+        path = shutil.which(binary)
+        if path:
+            return path
+        message = f"{binary} not found: install the Debian package {package} (apt-get install {package})"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message + "; CI must run this test")
+        pytest.skip(message)
+
+    return find

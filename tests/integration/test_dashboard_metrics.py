@@ -144,7 +144,9 @@ def test_worker_exports_every_dashboard_metric(dash_worker, dash_broker):
         return {name for names in _scrape(dash_worker).values() for name in names}
 
     deadline = time.monotonic() + 60
-    needed = {"streamrec_events_total", "streamrec_dlq_total", "streamrec_recommendations_total"}
+    # streamrec_table_entries (labelled by table) is set by a timer (streams/wiring.py), after a while.
+    needed = {"streamrec_events_total", "streamrec_dlq_total", "streamrec_recommendations_total",
+              "streamrec_table_entries"}
     while not needed <= samples():
         assert time.monotonic() < deadline, f"no samples for {needed - samples()} after 60 s"
         time.sleep(0.5)
