@@ -37,7 +37,8 @@ DATA = {"taobao": ("../shared/data/taobao-userbehavior-sample/flink_ecommerce-ti
 SOURCES = ("alltime", "popular", "covisit", "gated")
 
 
-def replay(events, k: int, window: int, rank_every: int, allow_repeats: bool, seq_len: int) -> dict:
+def replay(events, k: int, window: int, rank_every: int, allow_repeats: bool, seq_len: int,
+           new_item_s: float = 1800.0) -> dict:
     s = Settings()
     popularity = Popularity(s.popularity_half_life_s, 10 * s.popularity_capacity)  # one worker, all partitions
     covisit = CoVisitation(s.covisit_half_life_s)
@@ -48,6 +49,8 @@ def replay(events, k: int, window: int, rank_every: int, allow_repeats: bool, se
     hits = {src: [] for src in SOURCES}  # per scored event: 1/0
     seg_hits = {(seg, src): [0, 0] for seg in SEGMENTS for src in SOURCES}
     served_by: dict[str, int] = {}
+    first_seen: dict[str, float] = {}  # item -> event time of its first event
+    new_hits = {src: [0, 0] for src in SOURCES}  # events on an item first seen within new_item_s
     ranked_all: list[str] = []
     ranked_pop: list[str] = []
     started = time.process_time()
@@ -65,9 +68,13 @@ def replay(events, k: int, window: int, rank_every: int, allow_repeats: bool, se
                 hits[src].append(hit)
                 seg_hits[seg, src][0] += hit
                 seg_hits[seg, src][1] += 1
+                if e.ts - first_seen.get(e.item_id, e.ts) <= new_item_s:
+                    new_hits[src][0] += hit
+                    new_hits[src][1] += 1
         gate.score(e.user_id, e.item_id, seen_before and not allow_repeats)
         # learn
         counts[e.item_id] = counts.get(e.item_id, 0) + 1
+        first_seen.setdefault(e.item_id, e.ts)
         popularity.add(e.item_id, e.ts)
         covisit.add(h, e.item_id, e.ts)
         h.append(e.item_id)
@@ -105,7 +112,8 @@ def replay(events, k: int, window: int, rank_every: int, allow_repeats: bool, se
             "worst_window_gated_over_best": worst, "window": window,
             "segments": {f"{seg}/{src}": {"hr": h / t if t else None, "events": t}
                          for (seg, src), (h, t) in seg_hits.items()},
-            "served_by_choice": served_by, "gate": gate.report(), "windows": windows,
+            "new_items": {src: {"hr": h / t if t else None, "events": t} for src, (h, t) in new_hits.items()},
+            "new_item_s": new_item_s, "served_by_choice": served_by, "gate": gate.report(), "windows": windows,
             "cpu_us_per_event": cpu / max(1, len(events)) * 1e6}
 
 
@@ -136,6 +144,9 @@ def main() -> None:
     ap.add_argument("--window", type=int, default=5000, help="scored events per window of the curve")
     ap.add_argument("--rank-every", type=int, default=1000)
     ap.add_argument("--allow-repeats", action="store_true")
+    ap.add_argument("--new-item-s", type=float, default=1800.0,
+                    help="an event's item is new when first seen at most this long before (event time; "
+                         "ML-1M's time is the event's position)")
     ap.add_argument("--limit", type=int, default=0, help="replay at most this many events (0: all)")
     ap.add_argument("--out", default=None, help="output path without suffix (default bench/results/live_quality_<data>)")
     args = ap.parse_args()
@@ -146,14 +157,16 @@ def main() -> None:
     name = args.data if args.data in DATA else Path(path).stem
     out = args.out or str(HERE / "results" / f"live_quality_{name}{'_repeats' if args.allow_repeats else ''}")
     print(f"{len(events):,} events from {path}", flush=True)
-    result = replay(events, args.k, args.window, args.rank_every, args.allow_repeats, Settings().seq_len)
+    result = replay(events, args.k, args.window, args.rank_every, args.allow_repeats, Settings().seq_len,
+                    args.new_item_s)
     result.update({"data": path, "format": fmt, "command": "python bench/live_quality.py " + " ".join(
         f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if v not in (None, False, 0) and k != "out")})
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     Path(out + ".json").write_text(json.dumps(result, indent=1))
     plot(result, out + ".png", f"live quality, {name}{' (repeats allowed)' if args.allow_repeats else ''}")
     print(json.dumps({k: result[k] for k in ("scored_events", "hr", "gated_over_best_simple",
-                                             "worst_window_gated_over_best", "cpu_us_per_event", "served_by_choice")},
+                                             "worst_window_gated_over_best", "new_items", "cpu_us_per_event",
+                                             "served_by_choice")},
                      indent=1))
 
 

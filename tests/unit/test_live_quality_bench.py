@@ -21,11 +21,15 @@ def test_the_bench_replays_a_stream_and_the_gate_serves_the_better_source(tmp_pa
                 f.write(f"{user},i{(7 * user) % 190 + step},c,pv,{1_000_000 + 10 * user + step}\n")
     out = tmp_path / "lq"
     subprocess.run([sys.executable, str(ROOT / "bench" / "live_quality.py"), "--data", str(data), "--format",
-                    "taobao", "--window", "500", "--rank-every", "100", "--out", str(out)], check=True, timeout=120,
+                    "taobao", "--window", "500", "--rank-every", "100", "--new-item-s", "200", "--out", str(out)], check=True, timeout=120,
                    capture_output=True)
     result = json.loads((tmp_path / "lq.json").read_text())
     assert result["events"] == 3000 and result["scored_events"] == 2700  # every event after a user's first
     hr = result["hr"]
     assert hr["covisit"] > 0.5 > 0.2 > hr["alltime"]
     assert hr["gated"] > hr["alltime"] and result["served_by_choice"].get("covisit", 0) > 0
+    # items a user walks into just after the previous user first saw them: co-visitation knows them
+    new = result["new_items"]
+    assert new["covisit"]["events"] == new["alltime"]["events"] > 100
+    assert new["covisit"]["hr"] > 0.15 > 0.05 > new["alltime"]["hr"]
     assert (tmp_path / "lq.png").stat().st_size > 0
