@@ -47,6 +47,7 @@ def replay(events, k: int, window: int, rank_every: int, allow_repeats: bool, se
     history: dict[str, list[str]] = {}
     in_force: dict[str, dict[str, list[str]]] = {}  # user -> source -> record for the next event
     hits = {src: [] for src in SOURCES}  # per scored event: 1/0
+    scored_at: list[int] = []  # the position in the stream of each scored event
     seg_hits = {(seg, src): [0, 0] for seg in SEGMENTS for src in SOURCES}
     served_by: dict[str, int] = {}
     first_seen: dict[str, float] = {}  # item -> event time of its first event
@@ -63,6 +64,7 @@ def replay(events, k: int, window: int, rank_every: int, allow_repeats: bool, se
         records = in_force.pop(e.user_id, None)
         if records is not None and (allow_repeats or not seen_before):
             seg = gate.segment(len(h))
+            scored_at.append(n)
             for src in SOURCES:
                 hit = e.item_id in records[src]
                 hits[src].append(hit)
@@ -107,7 +109,16 @@ def replay(events, k: int, window: int, rank_every: int, allow_repeats: bool, se
     tail = [w for w in windows if w["start"] >= scored // 10]  # after the first 10 % of the scored events
     tail_hr = {src: sum(w[src] * (w["end"] - w["start"]) for w in tail) / max(1, sum(w["end"] - w["start"] for w in tail))
                for src in SOURCES}
-    return {"events": len(events), "scored_events": scored, "hr_after_first_10pct": tail_hr, "k": k, "allow_repeats": allow_repeats,
+    # over the part of the stream that bench/prequential.py replays after pretraining (Taobao: the
+    # second half; ML-1M: the last 30 %), to set the sources beside the encoder on the same events
+    hr_from = {}
+    for fraction in (0.5, 0.7):
+        first = next((j for j, at in enumerate(scored_at) if at >= fraction * len(events)), scored)
+        part = scored - first
+        hr_from[str(fraction)] = {"events": part, **{src: sum(hits[src][first:]) / part if part else None
+                                                     for src in SOURCES}}
+    return {"events": len(events), "scored_events": scored, "hr_after_first_10pct": tail_hr,
+            "hr_from_stream_fraction": hr_from, "k": k, "allow_repeats": allow_repeats,
             "hr": hr, "gated_over_best_simple": hr["gated"] / best_simple if best_simple else None,
             "worst_window_gated_over_best": worst, "window": window,
             "segments": {f"{seg}/{src}": {"hr": h / t if t else None, "events": t}

@@ -173,6 +173,10 @@ class Settings(BaseSettings):
     gate_half_life_events: float = Field(
         5000.0, gt=0, description="Half-life, in scored events, of the gate's hit counts.")
     gate_long_from: int = Field(5, ge=1, description="Events from which a user's history counts as long.")
+    covisit: bool = Field(
+        True, description="Keep the item-to-item co-visitation source from accepted events "
+        "(streams/ingest/covisit.py); false: no such source (the gate chooses between the model and popularity).",
+    )
     covisit_half_life_s: float = Field(
         86_400.0, gt=0, description="Half-life of the item-to-item co-visitation weights (event time).")
 

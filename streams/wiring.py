@@ -40,7 +40,7 @@ class Worker:
 
     core: WorkerApp
     popularity: PopularityBoard
-    covisit: CoVisitation
+    covisit: CoVisitation | None
     ingest: Ingest
     serving: Serving
     lifecycle: Lifecycle
@@ -74,12 +74,13 @@ def create(settings: Settings, backend: Backend | None = None) -> Worker:
     s = settings
     core = WorkerApp(s)
     popularity = PopularityBoard(core.item_popularity, s.popularity_half_life_s, s.popularity_capacity)
-    covisit = CoVisitation(s.covisit_half_life_s)
+    covisit = CoVisitation(s.covisit_half_life_s) if s.covisit else None
     serving = Serving(s, core.metrics, popularity.top, backend, covisit)
 
     async def accepted(event: Event, state: State, arrived: float, msg_ts: float | None) -> None:
         items = history(state)
-        covisit.add([item for item, _ in items[:-1]], event.item_id, event.ts)
+        if covisit is not None:
+            covisit.add([item for item, _ in items[:-1]], event.item_id, event.ts)
         await serving.accept(event.user_id, items, event.ts, arrived, msg_ts)
 
     worker = Worker(core, popularity, covisit, Ingest(core, popularity, accepted), serving,
