@@ -42,7 +42,8 @@ def replay(events, k: int, window: int, rank_every: int, allow_repeats: bool, se
     s = Settings()
     popularity = Popularity(s.popularity_half_life_s, 10 * s.popularity_capacity)  # one worker, all partitions
     covisit = CoVisitation(s.covisit_half_life_s)
-    gate = Gate(half_life_events=s.gate_half_life_events, min_evidence=s.gate_min_evidence, long_from=s.gate_long_from)
+    gate = Gate(half_life_events=s.gate_half_life_events, min_evidence=s.gate_min_evidence, long_from=s.gate_long_from,
+                sample=s.gate_sample)
     counts: dict[str, int] = {}
     history: dict[str, list[str]] = {}
     in_force: dict[str, dict[str, list[str]]] = {}  # user -> source -> record for the next event
@@ -95,7 +96,10 @@ def replay(events, k: int, window: int, rank_every: int, allow_repeats: bool, se
         served_by[choice] = served_by.get(choice, 0) + 1
         lists["gated"] = chosen
         in_force[e.user_id] = lists
-        gate.remember(e.user_id, seg, {"model": [], "covisit": lists["covisit"], "popular": lists["popular"]})
+        remembered = {"model": [], "popular": lists["popular"]}
+        if choice == "covisit" or gate.samples(e.user_id):  # as serving lists it (Gate.samples)
+            remembered["covisit"] = lists["covisit"]
+        gate.remember(e.user_id, seg, remembered)
     cpu = time.process_time() - started
     scored = len(hits["alltime"])
     hr = {src: sum(v) / scored if scored else 0.0 for src, v in hits.items()}

@@ -172,6 +172,9 @@ class Settings(BaseSettings):
     )
     gate_half_life_events: float = Field(
         5000.0, gt=0, description="Half-life, in scored events, of the gate's hit counts.")
+    gate_sample: int = Field(
+        4, ge=1, description="Co-visitation, where it does not serve a user's segment, is listed and scored for "
+        "1 user in this many (the gate's choice stays unbiased at a fraction of the cost).")
     gate_long_from: int = Field(5, ge=1, description="Events from which a user's history counts as long.")
     covisit: bool = Field(
         True, description="Keep the item-to-item co-visitation source from accepted events "

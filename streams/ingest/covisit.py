@@ -30,6 +30,7 @@ class CoVisitation:
         self.half_life_s, self.window, self.max_neighbours = half_life_s, window, max_neighbours
         self.capacity, self.query_items = capacity, query_items
         self.next: dict[str, dict[str, float]] = {}
+        self.totals: dict[str, float] = {}  # source -> sum of its neighbours' weights
         self.t0: float | None = None
 
     def __len__(self) -> int:
@@ -44,6 +45,8 @@ class CoVisitation:
             for neighbours in self.next.values():
                 for item in neighbours:
                     neighbours[item] *= scale
+            for source in self.totals:
+                self.totals[source] *= scale
             self.t0, x = ts, 0.0
         return 2.0 ** max(x, -REBASE_AT)  # an event older than t0 counts less, never negatively
 
@@ -56,28 +59,31 @@ class CoVisitation:
             self._bump(prev, item, gain / distance)
             self._bump(item, prev, 0.5 * gain / distance)
         if len(self.next) > self.capacity + self.capacity // 4:
-            totals = ((source, sum(n.values())) for source, n in self.next.items())
-            keep = {source for source, _ in heapq.nlargest(self.capacity, totals, key=_WEIGHT)}
+            keep = {source for source, _ in heapq.nlargest(self.capacity, self.totals.items(), key=_WEIGHT)}
             self.next = {source: n for source, n in self.next.items() if source in keep}
+            self.totals = {source: t for source, t in self.totals.items() if source in keep}
 
     def _bump(self, source: str, target: str, weight: float) -> None:
         neighbours = self.next.get(source)
         if neighbours is None:
             neighbours = self.next[source] = {}
         neighbours[target] = neighbours.get(target, 0.0) + weight
+        self.totals[source] = self.totals.get(source, 0.0) + weight
         if len(neighbours) > 2 * self.max_neighbours:
-            self.next[source] = dict(heapq.nlargest(self.max_neighbours, neighbours.items(), key=_WEIGHT))
+            kept = self.next[source] = dict(heapq.nlargest(self.max_neighbours, neighbours.items(), key=_WEIGHT))
+            self.totals[source] = sum(kept.values())
 
     def recommend(self, history: Sequence[str], k: int) -> list[tuple[str, float]]:
         """Top-k (item, score) reached from the history's recent items, seen items excluded."""
-        seen = set(history)
         scores: dict[str, float] = {}
+        get = scores.get
         for rank, source in enumerate(reversed(history[-self.query_items:]), 1):
             neighbours = self.next.get(source)
             if not neighbours:
                 continue
-            total = sum(neighbours.values())
-            for item, weight in neighbours.items():
-                if item not in seen:  # normalised per source item: a popular item does not drown the rest
-                    scores[item] = scores.get(item, 0.0) + weight / (total * rank)
+            share = 1.0 / (self.totals[source] * rank)  # normalised per source item: a popular one
+            for item, weight in neighbours.items():     # does not drown the rest
+                scores[item] = get(item, 0.0) + weight * share
+        for item in history:  # seen items excluded
+            scores.pop(item, None)
         return [(item, round(score, 6)) for item, score in heapq.nlargest(k, scores.items(), key=_WEIGHT)]

@@ -10,6 +10,11 @@ scores follow the stream. Each segment is served by the source with the best hit
 source has been scored on ``min_evidence`` events there; until then by popularity, the baseline a consumer has
 for free. Because unserved sources are scored too, the choice can always change back.
 
+A source that costs work to list and does not serve a user's segment (co-visitation) is listed,
+and so scored, for one user in ``sample`` only (:meth:`Gate.samples`): the choice stays unbiased
+(users are sampled by a hash of their id), at a fraction of the cost. A source absent from a
+remembered record is not scored on the user's next event.
+
 Segments are by what is known of the user when the record is made: ``cold`` (no event),
 ``short`` (fewer than ``long_from`` events), ``long``.
 """
@@ -45,6 +50,7 @@ class Gate:
     min_evidence: float = 200.0
     long_from: int = 5
     capacity: int = 200_000  # users whose lists are remembered (least recently served dropped)
+    sample: int = 4  # 1 user in ``sample`` gets the lists of sources that do not serve their segment
     scores: dict[tuple[str, str], Score] = field(
         default_factory=lambda: {(seg, src): Score() for seg in SEGMENTS for src in SOURCES})
     _lists: OrderedDict = field(default_factory=OrderedDict)  # user -> (segment, {source: set of ids})
@@ -68,11 +74,15 @@ class Gate:
         if remembered is None or seen_before:
             return
         seg, lists = remembered
-        for source in SOURCES:
+        for source, items in lists.items():
             score = self.scores[seg, source]
             score.trials = score.trials * self._decay + 1.0
-            score.hits = score.hits * self._decay + (item_id in lists.get(source, ()))
+            score.hits = score.hits * self._decay + (item_id in items)
             score.events += 1
+
+    def samples(self, user_id: str) -> bool:
+        """Whether the user's records list every source, serving their segment or not."""
+        return hash(user_id) % self.sample == 0
 
     def choice(self, seg: str) -> str:
         """The source serving ``seg``: the best hit rate once every source has enough evidence."""

@@ -14,8 +14,9 @@
 Besides the model, two sources maintained by ingest make records: recent popularity
 (``popular(n)``) and item-to-item co-visitation (``covisit``). The quality gate
 (:mod:`streams.serving.gate`, setting ``serving_gate``) scores all three on every user's next
-event and chooses the source per user segment; without it, the model answers where it can and
-popularity elsewhere.
+event (co-visitation, where it does not serve, on a sample of users: ``gate_sample``) and
+chooses the source per user segment; without it, the model answers where it can and popularity
+elsewhere (and no co-visitation lists are made).
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ class Serving:
         self.settings, self.metrics, self.popular, self.covisit = settings, metrics, popular, covisit
         # None: the model wherever it has an answer, else popularity (setting serving_gate)
         self.gate = Gate(half_life_events=settings.gate_half_life_events, min_evidence=settings.gate_min_evidence,
-                         long_from=settings.gate_long_from) if settings.serving_gate else None
+                         long_from=settings.gate_long_from, sample=settings.gate_sample) if settings.serving_gate else None
         self.app = None  # the Faust app records are sent with (register)
         s = settings
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="streamrec-serve")
@@ -86,10 +87,14 @@ class Serving:
             latest[request.user_id] = request
         batch, k = list(latest.values()), k or self.settings.top_k
         candidates = Candidates(self.popular(k + self.settings.seq_len))
-        if self.covisit is not None:
-            candidates.covisit = [self.covisit.recommend([item for item, _ in r.history], k) for r in batch]
-        if self.gate is not None:
-            candidates.choice, candidates.long_from = self.gate.choices(), self.gate.long_from
+        gate = self.gate
+        if gate is not None:  # without the gate, co-visitation lists would serve nobody
+            candidates.choice, candidates.long_from = gate.choices(), gate.long_from
+            if self.covisit is not None:  # for the users it serves, and a sample of the rest (to score it)
+                serves = {seg for seg, source in candidates.choice.items() if source == "covisit"}
+                candidates.covisit = [
+                    self.covisit.recommend([item for item, _ in r.history], k)
+                    if gate.segment(len(r.history)) in serves or gate.samples(r.user_id) else None for r in batch]
         return batch, candidates, k
 
     async def _serve(self, requests: list[Request], k: int | None) -> tuple[list[Request], Candidates, list[Payload], ModelIds]:
@@ -126,12 +131,13 @@ class Serving:
 
     def _remember(self, batch: list[Request], candidates: Candidates, ids: ModelIds) -> None:
         k = self.settings.top_k
+        covisit = candidates.covisit or [None] * len(batch)
         for n, request in enumerate(batch):
-            self.gate.remember(request.user_id, self.gate.segment(len(request.history)), {
-                "model": ids[n] or [],
-                "covisit": [item for item, _ in candidates.covisit[n]] if candidates.covisit else [],
-                "popular": [item for item, _ in unseen(request.history, candidates.popular, k)],
-            })
+            lists = {"model": ids[n] or [],
+                     "popular": [item for item, _ in unseen(request.history, candidates.popular, k)]}
+            if covisit[n] is not None:  # listed for this user (see Gate.samples)
+                lists["covisit"] = [item for item, _ in covisit[n]]
+            self.gate.remember(request.user_id, self.gate.segment(len(request.history)), lists)
 
     async def accept(self, user_id: str, history: list[tuple[str, str]], event_ts: float,
                      arrived: float, msg_ts: float | None) -> None:

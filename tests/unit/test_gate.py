@@ -45,3 +45,12 @@ def test_segments_and_capacity():
     assert gate.scores["cold", "popular"].events == 0
     gate.score("c", "x", False)
     assert gate.scores["cold", "popular"].hits == 1.0
+
+
+def test_a_source_missing_from_a_record_is_not_scored_and_users_are_sampled():
+    gate = Gate(min_evidence=1, sample=4)
+    serve_and_score(gate, "u", "long", {"model": ["x"], "popular": ["y"]}, "x")  # no co-visitation list
+    assert gate.scores["long", "covisit"].events == 0 and gate.scores["long", "model"].hits == 1.0
+    assert gate.choice("long") == DEFAULT  # co-visitation has no evidence yet
+    sampled = sum(gate.samples(f"user-{n}") for n in range(4000))
+    assert 800 < sampled < 1200 and gate.samples("user-1") == gate.samples("user-1")

@@ -307,6 +307,7 @@ def test_table_entries_of_a_rocksdb_store_is_rocksdb_s_estimate(tmp_path):
 
 
 async def test_accepted_events_feed_co_visitation_and_the_gate_scores_the_record_in_force(sr):
+    sr.serving.gate.sample = 1  # every user gets every source's list (the default samples: see below)
     async with sr.app.agents["ingest"].test_context() as ingest:
         for user in ("v1", "v2", "v3"):  # everyone goes a -> b
             await ingest.put(event(user=user, item="a", ts=NOW - 20), key=user.encode())
@@ -322,3 +323,22 @@ async def test_accepted_events_feed_co_visitation_and_the_gate_scores_the_record
         {"model": 1, "covisit": 1, "popular": 1}
     assert gate.scores["short", "popular"].hits == 0.0  # c had never been seen: no source had it
     assert sr.serving.gate.report()["short"]["serving"] == "popular"  # not enough evidence yet
+
+
+async def test_co_visitation_is_listed_where_it_serves_and_for_a_sample_elsewhere(sr):
+    from streams.serving.recommend import Request
+
+    gate = sr.serving.gate
+    requests = [Request(f"user-{n}", [("a", "click")]) for n in range(400)]
+    _, candidates, _ = sr.serving._batch(requests, None)
+    listed = [c is not None for c in candidates.covisit]
+    assert listed == [gate.samples(r.user_id) for r in requests]  # popularity serves "short": a sample
+    assert 60 < sum(listed) < 140  # about 1 in gate_sample (4)
+    gate.scores["short", "covisit"].hits = gate.scores["short", "covisit"].trials = 1.0  # now co-visitation is the best source for "short"
+    for score in gate.scores.values():
+        score.events = gate.min_evidence
+    assert gate.choice("short") == "covisit"
+    _, candidates, _ = sr.serving._batch(requests, None)
+    assert all(c is not None for c in candidates.covisit)  # where it serves: everyone
+    sr.serving.gate = None  # without the gate nothing would use the lists
+    assert sr.serving._batch(requests, None)[1].covisit is None
