@@ -233,7 +233,36 @@ def live_quality(*docs):
                   "worst 5k window, gated / best", "CPU µs / event"], rows)
 
 
-RENDER = {"live_quality_taobao": live_quality, "crash_recovery": crash_recovery, "fuzz_dlq": fuzz_dlq, "throughput_drain": throughput_runs,
+def live_quality_cold(*docs):
+    """New items, a user's first events, and the stretch the encoder is replayed on in bench/prequential.py."""
+    rows = []
+    for path, d in docs:
+        name = "Taobao sample" if d["format"] == "taobao" else "ML-1M"
+        new, seg = d["new_items"], d["segments"]
+        part = d["hr_from_stream_fraction"]["0.5" if d["format"] == "taobao" else "0.7"]
+        share = "last 50 %" if d["format"] == "taobao" else "last 30 %"
+        for label, get, n in (
+                (f"new items (first seen ≤ {d['new_item_s']:,.0f} s before)", lambda s: new[s]["hr"], new["gated"]["events"]),
+                ("a user's first events (short segment)", lambda s: seg[f"short/{s}"]["hr"], seg["short/gated"]["events"]),
+                (f"{share} of the stream", lambda s: part[s], part["events"])):
+            rows.append([name, label, num(n)] + [f"{get(s):.4f}" if get(s) is not None else "–"
+                                                 for s in ("alltime", "popular", "covisit", "gated")])
+    return table(["stream", "events", "scored", "all-time popularity", "decayed popularity", "co-visitation", "gated"],
+                 rows)
+
+
+def sources_cost(d):
+    rows = [[r["round"] + 1, r["config"], num(r["drained"]), num(r["events_per_s"]), f"{r['cpu_us_per_event']:.0f}",
+             f"{r['paced_p50_ms']:.1f}", f"{r['paced_p99_ms']:.1f}"] for r in d["rounds"]]
+    for config, m in d["median"].items():
+        rows.append(["median", f"**{config}**", "", f"**{num(m['events_per_s'])}**", f"{m['cpu_us_per_event']:.0f}",
+                     f"{m['paced_p50_ms']:.1f}", f"{m['paced_p99_ms']:.1f}"])
+    return table(["round", "gate + co-visitation", "events drained", "drain events/s", "CPU µs / event",
+                  f"p50 ms at {d['config']['paced_rate']:,.0f}/s", "p99 ms"], rows)
+
+
+RENDER = {"live_quality_taobao": live_quality, "live_quality_taobao#cold": live_quality_cold,
+          "sources_cost": sources_cost, "crash_recovery": crash_recovery, "fuzz_dlq": fuzz_dlq, "throughput_drain": throughput_runs,
           "throughput_fresh": throughput_steps, "throughput_search": throughput_steps, "live_swap": live_swap,
           "index_latency": index_latency, "encode_gil": encode_gil, "broker_fetch_wait": broker_fetch_wait,
           "group_drain": group_drain, "send_cost": send_cost, "user_state_cost": user_state_cost,
