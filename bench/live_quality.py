@@ -10,8 +10,10 @@ seen items left in every list).
 Sources: ``popular`` (the worker's decayed popularity, ``streams.ingest.popularity``), ``covisit``
 (``streams.ingest.covisit``), ``gated`` (the record the gate, ``streams.serving.gate``, serves: it
 chooses per segment between popular and covisit, scoring both), and the baseline a consumer gets
-for free, ``alltime`` (all-time popularity so far). The encoder is not in this bench (a model from
-a cold start needs the trainer in the loop: bench/prequential.py measures it). Rankings of
+for free, ``alltime`` (all-time popularity so far). With ``--checkpoint`` or ``--pretrain-minutes``
+a pretrained encoder is a source too (``model``, frozen: online training is measured in
+bench/prequential.py), the gate chooses among all three, records are made per micro-batch, and
+only the events after ``--from-fraction`` of the stream are scored. Rankings of
 popularity are refreshed every ``--rank-every`` events (the worker: every second). Settings are
 the worker's defaults, not tuned on these streams.
 
@@ -25,6 +27,9 @@ import json
 import time
 from pathlib import Path
 
+import numpy as np
+
+from model.recommender import Recommender
 from model.replay import load_events
 from streams.ingest.covisit import CoVisitation
 from streams.ingest.popularity import Popularity
@@ -35,10 +40,36 @@ HERE = Path(__file__).resolve().parent
 DATA = {"taobao": ("../shared/data/taobao-userbehavior-sample/flink_ecommerce-time-slice/UserBehavior.csv.gz", "taobao"),
         "ml1m": ("../shared/data/ml-1m/ml-1m.txt.gz", "ml1m")}
 SOURCES = ("alltime", "popular", "covisit", "gated")
+GATE_WARMUP = 20_000  # events before the scored ones with records made: the gate's evidence
+
+
+def model_lists(rec, items: tuple, histories: list, k: int, allow_repeats: bool) -> list[list[str]]:
+    """The model's top-k per history (seen items removed unless ``allow_repeats``); [] for a
+    history without a known item (serving gives that user another source). ``items``: ``(ids,
+    W, row of each id)`` of the (frozen) model."""
+    ids, W, row_of = items
+    U, known = rec.user_vectors_and_known(histories)
+    S = U @ W.T
+    out = []
+    for b, row in enumerate(S):
+        if not known[b]:
+            out.append([])
+            continue
+        if not allow_repeats:
+            seen = [r for r in (row_of.get(i) for i, _ in histories[b]) if r is not None]
+            row[seen] = -np.inf
+        top = np.argpartition(-row, k)[:k]
+        out.append([ids[j] for j in top[np.argsort(-row[top], kind="stable")]])
+    return out
 
 
 def replay(events, k: int, window: int, rank_every: int, allow_repeats: bool, seq_len: int,
-           new_item_s: float = 1800.0) -> dict:
+           new_item_s: float = 1800.0, model=None, batch: int = 1, score_from: int = 0) -> dict:
+    """``model``: a Recommender served as the ``model`` source (frozen); records are then made per
+    micro-batch of ``batch`` events, as the worker makes them. Events before ``score_from`` are
+    learned from, not scored (records are made for the last ``GATE_WARMUP`` of them, so that the
+    gate has its evidence when scoring starts)."""
+    sources = SOURCES + (("model",) if model is not None else ())
     s = Settings()
     popularity = Popularity(s.popularity_half_life_s, 10 * s.popularity_capacity)  # one worker, all partitions
     covisit = CoVisitation(s.covisit_half_life_s)
@@ -47,14 +78,49 @@ def replay(events, k: int, window: int, rank_every: int, allow_repeats: bool, se
     counts: dict[str, int] = {}
     history: dict[str, list[str]] = {}
     in_force: dict[str, dict[str, list[str]]] = {}  # user -> source -> record for the next event
-    hits = {src: [] for src in SOURCES}  # per scored event: 1/0
+    typed: dict[str, list[tuple[str, str]]] = {}  # the model's view of the history
+    due: dict[str, None] = {}  # users whose record is made at the end of the micro-batch
+    hits = {src: [] for src in sources}  # per scored event: 1/0
     scored_at: list[int] = []  # the position in the stream of each scored event
-    seg_hits = {(seg, src): [0, 0] for seg in SEGMENTS for src in SOURCES}
+    seg_hits = {(seg, src): [0, 0] for seg in SEGMENTS for src in sources}
     served_by: dict[str, int] = {}
     first_seen: dict[str, float] = {}  # item -> event time of its first event
-    new_hits = {src: [0, 0] for src in SOURCES}  # events on an item first seen within new_item_s
+    new_hits = {src: [0, 0] for src in sources}  # events on an item first seen within new_item_s
     ranked_all: list[str] = []
     ranked_pop: list[str] = []
+    if model is not None:
+        ids, W = model.item_matrix()
+        items = (ids, W, {item: n for n, item in enumerate(ids)})
+
+    def make_records(users: list[str]) -> None:
+        """The records in force for these users' next events."""
+        models = model_lists(model, items, [typed[u] for u in users], k, allow_repeats) if model is not None else None
+        for j, user in enumerate(users):
+            h = history[user]
+            seen = () if allow_repeats else set(h)
+            lists = {"alltime": [i for i in ranked_all if i not in seen][:k],
+                     "popular": [i for i in ranked_pop if i not in seen][:k],
+                     "covisit": [i for i, _ in covisit.recommend(h, k + (len(h) if allow_repeats else 0))
+                                 if allow_repeats or i not in seen][:k]}
+            if models is not None:
+                lists["model"] = models[j]
+            seg = gate.segment(len(h))
+            choice = gate.choice(seg)
+            if choice == "model" and lists.get("model"):
+                chosen = lists["model"]
+            elif choice == "covisit" and lists["covisit"]:  # filled up with popularity, as serving does
+                chosen = lists["covisit"] + [i for i in lists["popular"] if i not in lists["covisit"]]
+                chosen = chosen[:k]
+            else:
+                chosen = lists["popular"]
+            served_by[choice] = served_by.get(choice, 0) + 1
+            lists["gated"] = chosen
+            in_force[user] = lists
+            remembered = {"model": lists.get("model", []), "popular": lists["popular"]}
+            if choice == "covisit" or gate.samples(user):  # as serving lists it (Gate.samples)
+                remembered["covisit"] = lists["covisit"]
+            gate.remember(user, seg, remembered)
+
     started = time.process_time()
     for n, e in enumerate(events):
         if n % rank_every == 0:
@@ -63,10 +129,10 @@ def replay(events, k: int, window: int, rank_every: int, allow_repeats: bool, se
         h = history.setdefault(e.user_id, [])
         seen_before = e.item_id in h
         records = in_force.pop(e.user_id, None)
-        if records is not None and (allow_repeats or not seen_before):
+        if records is not None and (allow_repeats or not seen_before) and n >= score_from:
             seg = gate.segment(len(h))
             scored_at.append(n)
-            for src in SOURCES:
+            for src in sources:
                 hit = e.item_id in records[src]
                 hits[src].append(hit)
                 seg_hits[seg, src][0] += hit
@@ -82,37 +148,30 @@ def replay(events, k: int, window: int, rank_every: int, allow_repeats: bool, se
         covisit.add(h, e.item_id, e.ts)
         h.append(e.item_id)
         del h[:-seq_len]
-        # the records in force for this user's next event
-        seen = () if allow_repeats else set(h)
-        lists = {"alltime": [i for i in ranked_all if i not in seen][:k],
-                 "popular": [i for i in ranked_pop if i not in seen][:k],
-                 "covisit": [i for i, _ in covisit.recommend(h, k + (len(h) if allow_repeats else 0))
-                             if allow_repeats or i not in seen][:k]}
-        seg = gate.segment(len(h))
-        choice = gate.choice(seg)
-        chosen = lists["covisit"] if choice == "covisit" and lists["covisit"] else lists["popular"]
-        if choice == "covisit" and lists["covisit"]:  # filled up with popularity, as serving does
-            chosen = chosen + [i for i in lists["popular"] if i not in chosen][:k - len(chosen)]
-        served_by[choice] = served_by.get(choice, 0) + 1
-        lists["gated"] = chosen
-        in_force[e.user_id] = lists
-        remembered = {"model": [], "popular": lists["popular"]}
-        if choice == "covisit" or gate.samples(e.user_id):  # as serving lists it (Gate.samples)
-            remembered["covisit"] = lists["covisit"]
-        gate.remember(e.user_id, seg, remembered)
+        if model is not None:
+            t = typed.setdefault(e.user_id, [])
+            t.append((e.item_id, e.type))
+            del t[:-seq_len]
+        if n >= score_from - GATE_WARMUP:  # before that, the sources only learn
+            due[e.user_id] = None
+        if due and (len(due) >= batch or n == len(events) - 1):
+            make_records(list(due))
+            due.clear()
+        if model is not None and n % 50_000 == 0:
+            print(f"  {n:,} of {len(events):,} events", flush=True)
     cpu = time.process_time() - started
     scored = len(hits["alltime"])
     hr = {src: sum(v) / scored if scored else 0.0 for src, v in hits.items()}
     windows = []
     for a in range(0, scored, window):
         b = min(scored, a + window)
-        windows.append({"start": a, "end": b, **{src: sum(hits[src][a:b]) / (b - a) for src in SOURCES}})
+        windows.append({"start": a, "end": b, **{src: sum(hits[src][a:b]) / (b - a) for src in sources}})
     best_simple = max(hr["alltime"], hr["popular"], hr["covisit"])
     worst = min((w["gated"] / max(w["alltime"], w["popular"], w["covisit"]) for w in windows
                  if max(w["alltime"], w["popular"], w["covisit"]) > 0), default=None)
     tail = [w for w in windows if w["start"] >= scored // 10]  # after the first 10 % of the scored events
     tail_hr = {src: sum(w[src] * (w["end"] - w["start"]) for w in tail) / max(1, sum(w["end"] - w["start"] for w in tail))
-               for src in SOURCES}
+               for src in sources}
     # over the part of the stream that bench/prequential.py replays after pretraining (Taobao: the
     # second half; ML-1M: the last 30 %), to set the sources beside the encoder on the same events
     hr_from = {}
@@ -120,7 +179,7 @@ def replay(events, k: int, window: int, rank_every: int, allow_repeats: bool, se
         first = next((j for j, at in enumerate(scored_at) if at >= fraction * len(events)), scored)
         part = scored - first
         hr_from[str(fraction)] = {"events": part, **{src: sum(hits[src][first:]) / part if part else None
-                                                     for src in SOURCES}}
+                                                     for src in sources}}
     return {"events": len(events), "scored_events": scored, "hr_after_first_10pct": tail_hr,
             "hr_from_stream_fraction": hr_from, "k": k, "allow_repeats": allow_repeats,
             "hr": hr, "gated_over_best_simple": hr["gated"] / best_simple if best_simple else None,
@@ -139,7 +198,7 @@ def plot(result: dict, path: str, title: str) -> None:
 
     fig, ax = plt.subplots(figsize=(9, 4))
     x = [w["end"] for w in result["windows"]]
-    for src in SOURCES:
+    for src in result["hr"]:
         ax.plot(x, [w[src] for w in result["windows"]], label=f"{src} ({result['hr'][src]:.4f})")
     ax.set_xlabel("scored events")
     ax.set_ylabel(f"HR@{result['k']} per window of {result['window']:,}")
@@ -163,6 +222,14 @@ def main() -> None:
                     help="an event's item is new when first seen at most this long before (event time; "
                          "ML-1M's time is the event's position)")
     ap.add_argument("--limit", type=int, default=0, help="replay at most this many events (0: all)")
+    ap.add_argument("--checkpoint", default=None, help="serve this pretrained model as the source 'model' (frozen)")
+    ap.add_argument("--pretrain-minutes", type=float, default=0.0,
+                    help="pretrain a model on the first --from-fraction of the stream for this long (CPU) and "
+                         "serve it as 'model' (frozen)")
+    ap.add_argument("--from-fraction", type=float, default=0.7,
+                    help="with a model: score only the events after this fraction of the stream (the model "
+                         "was trained on the ones before; every source learns from them)")
+    ap.add_argument("--batch", type=int, default=64, help="with a model: records made per micro-batch of this many")
     ap.add_argument("--out", default=None, help="output path without suffix (default bench/results/live_quality_<data>)")
     args = ap.parse_args()
     path, fmt = DATA.get(args.data, (args.data, args.format))
@@ -170,10 +237,27 @@ def main() -> None:
     if args.limit:
         events = events[:args.limit]
     name = args.data if args.data in DATA else Path(path).stem
+    model = None
+    if args.checkpoint or args.pretrain_minutes:
+        name += "_model"
     out = args.out or str(HERE / "results" / f"live_quality_{name}{'_repeats' if args.allow_repeats else ''}")
     print(f"{len(events):,} events from {path}", flush=True)
+    if args.checkpoint:
+        model = Recommender.from_checkpoint(args.checkpoint)
+    elif args.pretrain_minutes:
+        from model.encoder import EncoderConfig
+        from model.pretrain import TrainConfig
+        from model.prequential_run import pretrain_on_events
+
+        prefix = events[:int(args.from_fraction * len(events))]
+        print(f"pretraining on the first {len(prefix):,} events for {args.pretrain_minutes} minutes", flush=True)
+        model = pretrain_on_events(prefix, out + "-pretrain", EncoderConfig(dim=64, n_layers=2, n_heads=1, max_len=Settings().seq_len, dropout=0.2),
+                                   tcfg=TrainConfig(epochs=30, max_minutes=args.pretrain_minutes, patience=5))
+    if model is not None:
+        model.prepare_serving()
     result = replay(events, args.k, args.window, args.rank_every, args.allow_repeats, Settings().seq_len,
-                    args.new_item_s)
+                    args.new_item_s, model, args.batch if model is not None else 1,
+                    int(args.from_fraction * len(events)) if model is not None else 0)
     result.update({"data": path, "format": fmt, "command": "python bench/live_quality.py " + " ".join(
         f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if v not in (None, False, 0) and k != "out")})
     Path(out).parent.mkdir(parents=True, exist_ok=True)
