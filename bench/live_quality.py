@@ -251,7 +251,8 @@ def main() -> None:
 
         prefix = events[:int(args.from_fraction * len(events))]
         print(f"pretraining on the first {len(prefix):,} events for {args.pretrain_minutes} minutes", flush=True)
-        model = pretrain_on_events(prefix, out + "-pretrain", EncoderConfig(dim=64, n_layers=2, n_heads=1, max_len=Settings().seq_len, dropout=0.2),
+        encoder = EncoderConfig(dim=64, n_layers=2, n_heads=1, max_len=Settings().seq_len, dropout=0.2)
+        model = pretrain_on_events(prefix, str(HERE.parent / "runs" / "live_quality" / f"{name}-pretrain"), encoder,
                                    tcfg=TrainConfig(epochs=30, max_minutes=args.pretrain_minutes, patience=5))
     if model is not None:
         model.prepare_serving()

@@ -251,6 +251,22 @@ def live_quality_cold(*docs):
                  rows)
 
 
+def live_quality_model(d):
+    hr, served = d["hr"], d["served_by_choice"]
+    total = sum(served.values())
+    def seg(name, src):
+        value = d["segments"][f"{name}/{src}"]["hr"]
+        return "–" if value is None else f"{value:.4f}"
+
+    rows = [[src, f"{hr[src]:.4f}", seg("short", src), seg("long", src)]
+            for src in ("alltime", "popular", "covisit", "model", "gated")]
+    rows.append(["gated / best simple", f"**{d['gated_over_best_simple']:.2f}×**", "", ""])
+    rows.append(["records by the gate's choice", ", ".join(f"{src} {n / total:.0%}" for src, n in sorted(served.items())),
+                 "", ""])
+    return table([f"source ({num(d['scored_events'])} events scored)", "HR@10", "short histories", "long histories"],
+                 rows)
+
+
 def sources_cost(d):
     rows = [[r["round"] + 1, r["config"], num(r["drained"]), num(r["events_per_s"]), f"{r['cpu_us_per_event']:.0f}",
              f"{r['paced_p50_ms']:.1f}", f"{r['paced_p99_ms']:.1f}"] for r in d["rounds"]]
@@ -262,7 +278,7 @@ def sources_cost(d):
 
 
 RENDER = {"live_quality_taobao": live_quality, "live_quality_taobao#cold": live_quality_cold,
-          "sources_cost": sources_cost, "crash_recovery": crash_recovery, "fuzz_dlq": fuzz_dlq, "throughput_drain": throughput_runs,
+          "sources_cost": sources_cost, "live_quality_ml1m_model": live_quality_model, "crash_recovery": crash_recovery, "fuzz_dlq": fuzz_dlq, "throughput_drain": throughput_runs,
           "throughput_fresh": throughput_steps, "throughput_search": throughput_steps, "live_swap": live_swap,
           "index_latency": index_latency, "encode_gil": encode_gil, "broker_fetch_wait": broker_fetch_wait,
           "group_drain": group_drain, "send_cost": send_cost, "user_state_cost": user_state_cost,
