@@ -72,5 +72,6 @@ class LiveQuality:
         served, popular = self.hit_rate(), self.popular_hit_rate()
         parts = ", ".join(f"{s} {self.hit_rate(s):.4f} on {self.scored[s]:,}" for s in sorted(self.scored))
         ratio = f"{served / popular:.2f}x" if popular and popular == popular and served == served else "n/a"
-        return (f"HR@{self.k} served {served:.4f} vs popularity {popular:.4f} ({ratio}) over {self.events:,} "
-                f"events with a record in force, seen items excluded; by source: {parts or 'none'}")
+        return (f"HR@{self.k} served {served:.4f} vs popularity {popular:.4f} ({ratio}; {sum(self.hits.values()):,} "
+                f"against {self.popular_hits:,} hits) over {self.events:,} events with a record in force, seen items "
+                f"excluded; by source: {parts or 'none'}")

@@ -25,7 +25,7 @@ def test_scores_the_record_in_force_and_the_popularity_baseline(monkeypatch):
     assert q.hit_rate() == 0.5 and q.hit_rate("model") == 1.0 and q.hit_rate("popular") == 0.0
     # popularity for u1 before "c": counts a 2, b 1, minus seen {a} -> [b]: miss; for u3: [a, b]: hit
     assert q.popular_hits == 1 and q.popular_hit_rate() == 0.5
-    assert "HR@2 served 0.5000 vs popularity 0.5000 (1.00x) over 2 events" in q.summary()
+    assert "HR@2 served 0.5000 vs popularity 0.5000 (1.00x; 1 against 1 hits) over 2 events" in q.summary()
 
 
 def test_nothing_scored_is_not_a_number():
