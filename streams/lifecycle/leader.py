@@ -31,10 +31,17 @@ class Lifecycle:
         scores, part of every version the trainer announces."""
         self.quality = quality
         self.core, self.settings, self.metrics = core, core.settings, core.metrics
-        self.watcher = UpdateWatcher(self.settings, on_update)
+        self.watcher = UpdateWatcher(self.settings, self._announced)
+        self._serve = on_update
         self.staleness = staleness
         self.trainer: StreamTrainer | None = None  # while this worker leads the group
         self._publisher: UpdatePublisher | None = None
+
+    def _announced(self, update: ModelUpdate):
+        trainer = self.trainer
+        if trainer is not None:
+            trainer.follow(update)  # a rollback becomes the version candidates must beat
+        return self._serve(update)
 
     def lead(self, leader: bool) -> None:
         """Start or stop the trainer as this worker becomes or stops being the leader."""

@@ -86,6 +86,7 @@ class StreamTrainer:
         self._threads: list[threading.Thread] = []
         self.version = 0
         self.in_force: Recommender | None = None  # the last version announced
+        self._rollback: ModelUpdate | None = None  # a rollback announced on model-updates, to judge against
         self.tail = HeldBackTail(settings.promotion_tail)
 
     # --- reader ---------------------------------------------------------------------------------
@@ -150,6 +151,7 @@ class StreamTrainer:
             self._publish(rec, trainer, {"source": "pretrained"})  # serve the pretrained model at once
         last_publish, losses = time.monotonic(), []
         while not self._stop.is_set():
+            self._follow_rollback()
             batch = self._take(UPDATE_BATCH, timeout=1.0)
             if self.in_force is not None and self.settings.promotion_tail:
                 batch = self.tail.push(batch)  # the newest are held back to judge the next version
@@ -162,6 +164,23 @@ class StreamTrainer:
                     last_publish, losses = time.monotonic(), []
             elif self._judge(rec, trainer, losses):
                 last_publish, losses = time.monotonic(), []
+
+    def follow(self, update: ModelUpdate) -> None:
+        """A version announced on ``model-updates`` (the watcher's thread). After a rollback the
+        version in force is the rolled-back one: candidates are judged against it from then on."""
+        if update.rollback:
+            self._rollback = update
+
+    def _follow_rollback(self) -> None:
+        update, self._rollback = self._rollback, None
+        if update is None:
+            return
+        try:
+            self.in_force = Recommender.from_checkpoint(str(verify(update)))
+        except Exception as exc:
+            log.error("rollback to version %d not followed (%s)", update.version, exc)
+        else:
+            log.info("rolled back to version %d: candidates are judged against it", update.version)
 
     def _update(self, trainer: OnlineTrainer, seqs: list, losses: list[float]) -> None:
         for start in range(0, len(seqs), UPDATE_BATCH):

@@ -147,3 +147,23 @@ def test_the_training_loop_holds_back_versions_until_one_is_better(tmp_path):
     for update in published[1:]:
         tail = update.metrics["tail"]
         assert tail["candidate"] > tail["in_force"] and tail["events"] >= 50
+
+
+def test_after_a_rollback_candidates_are_judged_against_the_rolled_back_version(tmp_path, learned):
+    from streams.lifecycle.model_store import ModelStore
+
+    rec, _ = learned
+    s = load_settings({"data_dir": tmp_path, "store": "memory"}, environ={})
+    stream_trainer = StreamTrainer(s, Metrics(), publish=lambda update: None)
+    stream_trainer.in_force = fresh()  # the trainer's own last announcement
+    good = rec.snapshot()
+    good.version = 3
+    store = ModelStore(s.model_dir)
+    store.save(good)
+    stream_trainer.follow(store.update_for(3))  # announced again, but not as a rollback: ignored
+    stream_trainer._follow_rollback()
+    assert stream_trainer.in_force.version == 0
+    stream_trainer.follow(store.update_for(3, rollback=True))
+    stream_trainer._follow_rollback()
+    assert stream_trainer.in_force.version == 3
+    assert score_tail(fresh(), stream_trainer.in_force, walks(100, random.Random(7))).in_force > 0.8
