@@ -39,6 +39,18 @@ def bearer_ok(authorization: str | None, token: str) -> bool:
     return hmac.compare_digest(credentials.strip().encode(), token.encode())
 
 
+def parse_k(raw: str | None, default: int) -> int | None:
+    """``k`` of ``/recommend``: ``default`` when absent, None (a 400) unless it is ASCII digits
+    for a number in 1..MAX_K. Python's ``int()`` alone also took ``" 5"``, ``"1_000"``, ``"+5"``
+    and non-ASCII digits such as ``"\u0665"``, none of which is an integer to the OpenAPI schema."""
+    if raw is None:
+        return default
+    if not (raw.isascii() and raw.isdigit()):
+        return None
+    k = int(raw)
+    return k if 1 <= k <= openapi.MAX_K else None
+
+
 def guarded(token: str | None):
     """A view decorator: the view answers 401 unless the request carries the bearer ``token``;
     ``token`` None: the view is open."""
@@ -77,12 +89,9 @@ def register(core: WorkerApp, serving: Serving, user_state: Callable[[str], dict
     @app.table_route(table=core.user_sequences, match_info="user_id")
     async def recommend_view(web, request, user_id: str):
         started = time.perf_counter()
-        try:
-            k = int(request.query.get("k", settings.top_k))
-            if not 1 <= k <= 1000:
-                raise ValueError
-        except ValueError:
-            return web.json({"error": "k must be an integer between 1 and 1000"}, status=400)
+        k = parse_k(request.query.get("k"), settings.top_k)
+        if k is None:
+            return web.json({"error": f"k must be an integer between 1 and {openapi.MAX_K}"}, status=400)
         [(_, _, record)] = await serving.recommend([Request(user_id, history(user_state(user_id)))], k=k)
         metrics.http_latency.labels("/recommend").observe(time.perf_counter() - started)
         return web.bytes(record, content_type=JSON)

@@ -15,6 +15,7 @@ One worker on the embedded broker, with a token and log level debug, a few event
 from __future__ import annotations
 
 import json
+import os
 from collections import Counter
 import time
 
@@ -31,7 +32,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
 TOKEN = "tok-" + "7f3c9e1a5b2d4c6e8f0a1b3c5d7e9f21"
 USER = "u-api-1"
-MAX_EXAMPLES = 15  # per operation and mode (9 operations x 2 modes)
+# per operation and mode: 8 operations positive, the 2 with k negative too (HTTP_FUZZ_EXAMPLES=500 for a longer run)
+MAX_EXAMPLES = int(os.environ.get("HTTP_FUZZ_EXAMPLES", "40"))
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +72,7 @@ def test_every_response_conforms_to_the_openapi_description(api_worker, api_sche
         query = any(p.get("in") == "query" for p in operation.definition.raw.get("parameters", []))
         modes = list(GenerationMode) if query else [GenerationMode.POSITIVE]
         for mode in modes:
-            @hypothesis_settings(max_examples=MAX_EXAMPLES, deadline=None, database=None, derandomize=True,
+            @hypothesis_settings(max_examples=MAX_EXAMPLES, deadline=None, database=None, derandomize=not os.environ.get("HTTP_FUZZ_EXAMPLES"),
                                  suppress_health_check=list(HealthCheck))
             @given(case=operation.as_strategy(generation_mode=mode))
             def fuzz(case):
@@ -132,7 +134,7 @@ def test_the_token_never_appears_in_the_log_nor_the_settings_repr(api_worker):
     requests.get(f"{api_worker.base}/metrics", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=10)
     requests.get(f"{api_worker.base}/metrics", headers={"Authorization": "Bearer wrong"}, timeout=10)
     log = api_worker.log()
-    assert " DEBUG" in log or "[D]" in log or "DEBUG" in log  # the worker did log at debug level
+    assert "[DEBUG]" in log  # the worker did log at debug level
     assert TOKEN not in log
     assert TOKEN[4:] not in log
     settings = api_worker.settings
