@@ -186,6 +186,11 @@ class Settings(BaseSettings):
     # --- HTTP --------------------------------------------------------------------------------
     http_host: str = Field("127.0.0.1", min_length=1, description="HTTP bind address.")
     http_port: int = Field(6066, ge=1, le=65535, description="HTTP port of the worker.")
+    http_token: SecretStr | None = Field(
+        None, min_length=1, description="Bearer token that GET /users/... and /metrics require "
+        "(`Authorization: Bearer <token>`; 401 without it); unset: open. /health, /recommend and "
+        "/openapi.json stay open. Never logged.",
+    )
 
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log level.")
 

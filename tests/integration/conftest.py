@@ -27,11 +27,12 @@ from typing import Callable
 
 import pytest
 import requests
+from pydantic import SecretStr
 
 from streams.kafka.broker import EmbeddedBroker
 from streams.kafka.clients import watch_consumer
 from streams.kafka.clients import make_producer
-from streams.settings import Settings, load_settings
+from streams.settings import Settings, env_name, load_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 READY_TIMEOUT_S = 60.0
@@ -73,8 +74,10 @@ def get_json(url: str, timeout: float = 5.0):
 class WorkerProcess:
     """One ``python -m streams.cli worker`` in its own process group, logging to a file."""
 
-    def __init__(self, name: str, settings: Settings, flags: list[str], log_path: Path) -> None:
+    def __init__(self, name: str, settings: Settings, flags: list[str], log_path: Path,
+                 env: dict[str, str] | None = None) -> None:
         self.name, self.settings, self.log_path = name, settings, log_path
+        self.env = env or {}  # STREAMREC_* variables on top of clean_env() (secrets: never flags)
         self.cmd = [sys.executable, "-m", "streams.cli", "worker", *flags]
         self.proc: subprocess.Popen | None = None
 
@@ -92,7 +95,7 @@ class WorkerProcess:
 
     def start(self) -> "WorkerProcess":
         with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(self.cmd, cwd=ROOT, env=clean_env(), stdout=log,
+            self.proc = subprocess.Popen(self.cmd, cwd=ROOT, env={**clean_env(), **self.env}, stdout=log,
                                          stderr=subprocess.STDOUT, start_new_session=True)
         _running.append(self)
         return self
@@ -163,11 +166,14 @@ class WorkerFactory:
             port = free_port()
             worker_settings = load_settings({**settings.model_dump(exclude_defaults=True),
                                              "sasl_password": None, "http_port": port}, environ={})
-            flags = []
+            flags, env = [], {}
             for name, value in worker_settings.model_dump(exclude_defaults=True).items():
+                if isinstance(value, SecretStr):  # through the environment, not the command line
+                    env[env_name(name)] = value.get_secret_value()
+                    continue
                 flags += ["--" + name.replace("_", "-"), str(value).lower() if isinstance(value, bool) else str(value)]
             name = f"{settings.app_id}-w{len(self.workers) + 1}"
-            worker = WorkerProcess(name, worker_settings, flags, self.tmp / f"{name}.log").start()
+            worker = WorkerProcess(name, worker_settings, flags, self.tmp / f"{name}.log", env).start()
             self.workers.append(worker)
             started.append(worker)
         if wait:
