@@ -27,8 +27,6 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
-
 from model.recommender import Recommender
 from model.replay import load_events
 from streams.ingest.covisit import CoVisitation
@@ -43,24 +41,11 @@ SOURCES = ("alltime", "popular", "covisit", "gated")
 GATE_WARMUP = 20_000  # events before the scored ones with records made: the gate's evidence
 
 
-def model_lists(rec, items: tuple, histories: list, k: int, allow_repeats: bool) -> list[list[str]]:
+def model_lists(rec, histories: list, k: int, allow_repeats: bool) -> list[list[str]]:
     """The model's top-k per history (seen items removed unless ``allow_repeats``); [] for a
-    history without a known item (serving gives that user another source). ``items``: ``(ids,
-    W, row of each id)`` of the (frozen) model."""
-    ids, W, row_of = items
-    U, known = rec.user_vectors_and_known(histories)
-    S = U @ W.T
-    out = []
-    for b, row in enumerate(S):
-        if not known[b]:
-            out.append([])
-            continue
-        if not allow_repeats:
-            seen = [r for r in (row_of.get(i) for i, _ in histories[b]) if r is not None]
-            row[seen] = -np.inf
-        top = np.argpartition(-row, k)[:k]
-        out.append([ids[j] for j in top[np.argsort(-row[top], kind="stable")]])
-    return out
+    history without a known item (serving gives that user another source)."""
+    return [[item for item, _ in a["items"]] if a["source"] == "model" else []
+            for a in rec.recommend(histories, k, exclude_seen=not allow_repeats)]
 
 
 def replay(events, k: int, window: int, rank_every: int, allow_repeats: bool, seq_len: int,
@@ -88,13 +73,10 @@ def replay(events, k: int, window: int, rank_every: int, allow_repeats: bool, se
     new_hits = {src: [0, 0] for src in sources}  # events on an item first seen within new_item_s
     ranked_all: list[str] = []
     ranked_pop: list[str] = []
-    if model is not None:
-        ids, W = model.item_matrix()
-        items = (ids, W, {item: n for n, item in enumerate(ids)})
 
     def make_records(users: list[str]) -> None:
         """The records in force for these users' next events."""
-        models = model_lists(model, items, [typed[u] for u in users], k, allow_repeats) if model is not None else None
+        models = model_lists(model, [typed[u] for u in users], k, allow_repeats) if model is not None else None
         for j, user in enumerate(users):
             h = history[user]
             seen = () if allow_repeats else set(h)

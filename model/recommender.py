@@ -150,22 +150,25 @@ class Recommender:
             W = self.encoder.item_vectors().detach()[1:len(self.vocab)]
             return self.vocab.ids(), W.float().cpu().numpy().copy()
 
-    def recommend(self, histories, k: int = 10, exclude_seen: bool = True) -> list[dict]:
-        """Exact top-k by brute force (reference for the FAISS path and for small catalogues).
-        Each answer is ``{"source": "model"|"popular", "items": [(item_id, score), ...]}``."""
+    def recommend(self, histories, k: int = 10, exclude_seen: bool = True, batch_size: int = 256) -> list[dict]:
+        """Exact top-k by brute force (reference for the FAISS path, for small catalogues, and for
+        scoring a version on held-back events). Each answer is ``{"source": "model"|"popular",
+        "items": [(item_id, score), ...]}``; equal scores rank by row (as a stable sort would)."""
         with self.lock:
             U, known = self.user_vectors_and_known(histories)
             ids, W = self.item_matrix()
             out = []
-            for b, h in enumerate(histories):
-                seen = {i for i, _ in h} if exclude_seen else set()
-                if not known[b]:
-                    out.append({"source": "popular", "items": self.popular(k, exclude=seen)})
-                    continue
-                s = W @ U[b]
-                order = np.argsort(-s, kind="stable")
-                items = [(ids[j], float(s[j])) for j in order if ids[j] not in seen][:k]
-                out.append({"source": "model", "items": items})
+            for start in range(0, len(histories), batch_size):
+                S = U[start:start + batch_size] @ W.T
+                for b, s in enumerate(S, start):
+                    h = histories[b]
+                    seen = {i for i, _ in h} if exclude_seen else set()
+                    if not known[b]:
+                        out.append({"source": "popular", "items": self.popular(k, exclude=seen)})
+                        continue
+                    masked = [r - 1 for r in (self.vocab.row(i) for i in seen) if r is not None]
+                    s[masked] = -np.inf
+                    out.append({"source": "model", "items": [(ids[j], float(s[j])) for j in _top(s, k)]})
             return out
 
     def popular(self, k: int = 10, exclude=()) -> list[tuple[str, float]]:
@@ -227,17 +230,24 @@ class Recommender:
             return W[[self.vocab.row(i) for i in item_ids]].float().cpu().numpy()
 
 
+def _top(scores: np.ndarray, k: int) -> list[int]:
+    """Indices of the k highest finite scores, best first, ties by index: what a stable sort of
+    the whole row gives, from a partition and a sort of the candidates only."""
+    n = min(k, len(scores))
+    if n <= 0:
+        return []
+    if n < len(scores):
+        kth = np.partition(scores, len(scores) - n)[len(scores) - n]
+        candidates = np.flatnonzero(scores >= kth)
+    else:
+        candidates = np.arange(len(scores))
+    order = candidates[np.argsort(-scores[candidates], kind="stable")][:n]
+    return [int(j) for j in order if np.isfinite(scores[j])]
+
+
 def _top_rows(popularity: np.ndarray, n: int) -> list[int]:
     """The ``n`` most popular rows (row 0, padding, excluded), most popular first; ties by row."""
-    scores = -popularity[1:]
-    if len(scores) > n:
-        part = np.argpartition(scores, n - 1)[:n]
-        cut = scores[part].max()  # rows tied with the n-th are all candidates, then the lowest rows win
-        part = np.flatnonzero(scores <= cut)
-    else:
-        part = np.arange(len(scores))
-    order = part[np.lexsort((part, scores[part]))][:n]
-    return (order + 1).tolist()
+    return [j + 1 for j in _top(popularity[1:], n)]
 
 
 def grow_to(encoder: SeqEncoder, n_rows: int, init: torch.Tensor | None = None) -> None:

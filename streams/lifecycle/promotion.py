@@ -20,7 +20,6 @@ from dataclasses import dataclass
 import numpy as np
 
 K = 10
-CHUNK = 256  # histories scored per matrix product (256 x 75k items: 77 MB of float32)
 
 
 class HeldBackTail:
@@ -72,29 +71,11 @@ def scorable(tail: list) -> tuple[list, list[str]]:
 
 
 def model_hits(rec, prefixes: list, targets: list[str], k: int = K) -> np.ndarray:
-    """1 where ``rec``'s top-k for the prefix, seen items removed, holds the target. A prefix
-    without a known item gets the model's popularity list, as serving gives it."""
-    ids, W = rec.item_matrix()
-    row_of = {item: n for n, item in enumerate(ids)}
-    U, known = rec.user_vectors_and_known(prefixes)
-    hits = np.zeros(len(prefixes), dtype=bool)
-    fallback = popular_hits(rec, prefixes, targets, k)
-    for start in range(0, len(prefixes), CHUNK):
-        part = range(start, min(len(prefixes), start + CHUNK))
-        S = U[part.start:part.stop] @ W.T
-        for b, row in zip(part, S):
-            if not known[b]:
-                hits[b] = fallback[b]
-                continue
-            t = row_of.get(targets[b])
-            if t is None:
-                continue  # an item the model does not know: a miss
-            seen = [r for r in (row_of.get(i) for i, _ in prefixes[b]) if r is not None]
-            row[seen] = -np.inf
-            # a hit iff fewer than k unseen items score above the target (ties: the earlier row)
-            above = np.count_nonzero(row > row[t]) + np.count_nonzero(row[:t] == row[t])
-            hits[b] = above < k
-    return hits
+    """1 where ``rec``'s top-k for the prefix, seen items removed, holds the target: its exact
+    answer (``Recommender.recommend``), popularity for a prefix without a known item, as serving
+    gives it."""
+    answers = rec.recommend(prefixes, k)
+    return np.array([t in {item for item, _ in a["items"]} for a, t in zip(answers, targets)], dtype=bool)
 
 
 def popular_hits(rec, prefixes: list, targets: list[str], k: int = K) -> np.ndarray:
