@@ -7,7 +7,7 @@
 2. ``--events`` valid events (keyed by user, unique event_ids) are produced as a backlog;
 3. ceiling: a plain kafka-python consumer loop (all partitions, manual assignment) reads the
    backlog and only ``json.loads`` each value; then a bare Faust agent does the same
-   (``bench/_faust_floor.py``): what Faust's own per-message machinery leaves of the ceiling;
+   (``bench/_floor.py``): what Faust's own per-message machinery leaves of the ceiling;
 4. the worker (``--train false``) drains the same backlog: its events/s (accepted events, from
    /metrics/) is the highest rate it sustains; ratio = worker / ceiling;
 5. check: producer paced at ``--confirm-share`` × that rate for ``--confirm-s`` s, consumer lag
@@ -138,7 +138,7 @@ def ceiling(settings, n: int) -> dict:
 
 def faust_floor(bootstrap: str, partitions: int, n: int) -> dict:
     """A bare Faust agent (own consumer group, from the beginning) that only decodes each value."""
-    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "_faust_floor.py"), "--bootstrap", bootstrap,
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "_floor.py"), "--bootstrap", bootstrap,
                            "--partitions", str(partitions), "--messages", str(n)],
                           cwd=ROOT, env=clean_env(), capture_output=True, text=True, timeout=300)
     lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]

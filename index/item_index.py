@@ -101,7 +101,9 @@ class ItemIndex:
         plain empty list. Repeated ids: the last one wins. ``sample_queries`` (a few hundred real
         user vectors) make the nprobe/efSearch tuning exact for the real query distribution.
         ``base``: the index this one will replace; the id map of the ids both start with is
-        copied from it (the same index, built with less work holding the GIL).
+        copied from it (the same index, built with less work holding the GIL), and an IVF index
+        reuses its coarse centroids instead of training k-means again, unless they would need
+        more than twice its nprobe (``factory.build_faiss``).
         """
         params = params or IndexParams()
         if dim is not None and np.asarray(vectors).size == 0:
@@ -118,8 +120,14 @@ class ItemIndex:
         kind = factory.choose_kind(len(vectors), params, exact_threshold)
         if sample_queries is not None:
             sample_queries = as_matrix(sample_queries, vectors.shape[1], "sample_queries")
+        centroids = None
+        if base is not None and base.kind == kind:
+            with base._lock.read():
+                centroids = factory.reusable_centroids(factory.to_cpu(base._index) if base.on_gpu else base._index,
+                                                       kind, len(vectors), vectors.shape[1], params)
         built = factory.build_faiss(kind, vectors, params, use_gpu=use_gpu, device=device,
-                                    sample_queries=sample_queries)
+                                    sample_queries=sample_queries, centroids=centroids,
+                                    max_effort_reused=2 * base.effort if centroids is not None else None)
         return cls(faiss_index=built["index"], kind=kind, dim=vectors.shape[1], version=version,
                    params=params, effort=built["effort"],
                    on_gpu=built["on_gpu"], gpu_res=built["gpu_res"], ids=ids,

@@ -7,11 +7,58 @@ latency above 10 ms into ``+Inf``.
 
 from __future__ import annotations
 
+import time
+from collections import defaultdict
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, generate_latest
 
 # Event -> recommendation budget is ~100 ms; buckets resolve 1 ms .. 10 s.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.5, 5.0, 10.0)
 TASK_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
+# One stage's time for one batch: 10 µs .. 1 s.
+STAGE_BUCKETS = (1e-5, 3e-5, 1e-4, 3e-4, 0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
+
+# The stages of ``streamrec_stage_seconds`` (the per-event cost budget, bench/cost.py), where they run
+# and how they are timed. Event loop (wall time of synchronous code, no awaits inside: CPU unless
+# the loop waits for the GIL): decode (parse + validate), state (RocksDB read, dedupe, apply,
+# encode, write), popularity, covisit (co-visitation add), gate (scoring the record in force and
+# remembering the new one), queue (new-item note, queueing the request), changelog (building the
+# changelog batches), candidates (popularity and co-visitation lists for a micro-batch), produce
+# (building the recommendation batches). Serving thread (its CPU time): ipc (pickling to and from a
+# serving child). Where the model runs (a serving child, or the serving thread): encode (user
+# vectors), search (index top-k), records (record objects and their bytes). Trainer threads (their
+# CPU time): train_read (reading and parsing events), train_update (incremental updates).
+STAGES = ("decode", "state", "popularity", "covisit", "gate", "queue", "changelog", "candidates", "produce",
+          "ipc", "encode", "search", "records", "train_read", "train_update")
+
+
+class StageTimes:
+    """Seconds per stage, gathered over a batch and observed once per batch (event loop only).
+
+    :meth:`start` then :meth:`mark` attribute the time since the previous call to a stage, for the
+    per-event code of ingest (about 60 ns a call); :meth:`add` takes a measured duration; and
+    :meth:`observe` hands what was gathered to the histogram (one observation per stage)."""
+
+    def __init__(self, histogram: Histogram) -> None:
+        self._histogram = histogram
+        self._gathered: defaultdict[str, float] = defaultdict(float)
+        self._since = time.perf_counter()
+
+    def start(self) -> None:
+        self._since = time.perf_counter()
+
+    def mark(self, stage: str) -> None:
+        now = time.perf_counter()
+        self._gathered[stage] += now - self._since
+        self._since = now
+
+    def add(self, stage: str, seconds: float) -> None:
+        self._gathered[stage] += seconds
+
+    def observe(self) -> None:
+        gathered, self._gathered = self._gathered, defaultdict(float)
+        for stage, seconds in gathered.items():
+            self._histogram.labels(stage).observe(seconds)
 
 
 class Metrics:
@@ -26,6 +73,13 @@ class Metrics:
         self.latency = Histogram("streamrec_event_to_recommendation_seconds",
                                  "Time from an event's arrival at the worker to its recommendation's send.",
                                  buckets=LATENCY_BUCKETS, registry=r)
+        self.worker_latency = Histogram("streamrec_worker_latency_seconds",
+                                        "Time from the ingest agent receiving an event to the broker "
+                                        "acknowledging its recommendation.", buckets=LATENCY_BUCKETS, registry=r)
+        self.stage_seconds = Histogram("streamrec_stage_seconds", "Time spent in one stage of the worker's "
+                                       "per-event work, per batch (stages: streams/metrics.py).", ["stage"],
+                                       buckets=STAGE_BUCKETS, registry=r)
+        self.stages = StageTimes(self.stage_seconds)
         self.event_age = Histogram("streamrec_event_age_seconds",
                                    "Time from the Kafka record timestamp to its recommendation's send.",
                                    buckets=LATENCY_BUCKETS, registry=r)

@@ -133,6 +133,11 @@ class Settings(BaseSettings):
         description="Intra-op CPU threads of torch in a worker. 1 by default: small serving batches "
         "run ~100x slower when torch's thread pool competes with the event loop for the cores.",
     )
+    index_exact_below: int = Field(
+        20_000, ge=0, description="Catalogues of fewer items are searched exactly (FAISS flat); larger ones "
+        "through IVF with nprobe tuned to recall@10 >= 0.95, which costs about a tenth per query at 75k items "
+        "(exact search was most of the worker's CPU per event there: BENCHMARKS.md, cost).",
+    )
     serving_processes: bool = Field(
         True, description="Serve from two child processes (blue/green: one loads a new version while "
         "the other serves; streams/serving/processes.py); false: from a thread of the worker process "

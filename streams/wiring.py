@@ -79,8 +79,10 @@ def create(settings: Settings, backend: Backend | None = None) -> Worker:
 
     async def accepted(event: Event, state: State, arrived: float, msg_ts: float | None) -> None:
         items = history(state)
+        core.metrics.stages.mark("state")
         if covisit is not None:
             covisit.add([item for item, _ in items[:-1]], event.item_id, event.ts)
+            core.metrics.stages.mark("covisit")
         await serving.accept(event.user_id, items, event.ts, arrived, msg_ts)
 
     worker = Worker(core, popularity, covisit, Ingest(core, popularity, accepted), serving,

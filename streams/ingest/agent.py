@@ -55,15 +55,20 @@ class Ingest:
             set_current_event(event)
             await self.handle_event(event)
         set_current_event(None)
+        stages = self.metrics.stages
+        stages.start()
         await self.state_writer.flush()
         await self.dead_letter_writer.flush()
+        stages.mark("changelog")
+        stages.observe()  # and the serving stages of the micro-batches sent meanwhile
         self.metrics.ingest_batch_size.observe(len(events))
 
     async def handle_event(self, event: Any) -> None:
         """Process one message of ``events`` (``event`` is a Faust event with ``.message``, and the
         current event); its table changes wait in the TableWriters for :meth:`handle_events`."""
         s, metrics, msg = self.settings, self.metrics, event.message
-        now = time.time()
+        stages, now = metrics.stages, time.time()
+        stages.start()
         mark = self.dead_letter_marks.to_persist(msg.partition)
         if mark is not None:
             self.dead_letter_writer.put(msg.partition, DEAD_LETTER_MARK % msg.partition, mark)
@@ -71,8 +76,10 @@ class Ingest:
             ev = parse_event(msg.value, max_bytes=s.max_message_bytes, max_future_s=s.max_future_s,
                              now=now, default_ts=msg.timestamp or now)
         except InvalidEvent as err:
+            stages.mark("decode")
             await self.dead_letter(msg, err)
             return
+        stages.mark("decode")
         key = ev.user_id.encode()
         if msg.key != key:
             # A user's state lives in the partition of its key: re-publish keyed by user, with the
@@ -92,8 +99,10 @@ class Ingest:
             metrics.events.labels("duplicate").inc()
             return
         self.state_writer.put(msg.partition, key, encode(new_state))  # = user_sequences[key] = ...
+        stages.mark("state")
         self.popularity.count(msg.partition, ev.item_id, ev.ts)
         metrics.events.labels("accepted").inc()
+        stages.mark("popularity")
         await self.on_accepted(ev, new_state, now, msg.timestamp)
 
     async def dead_letter(self, msg: Any, err: InvalidEvent) -> None:

@@ -130,9 +130,11 @@ class StreamTrainer:
             try:
                 if consumer is None:
                     consumer = watch_consumer(self.settings, [self.settings.topic_events], from_beginning=False)
+                started = time.thread_time()  # this thread's CPU: the poll's waiting does not count
                 for records in consumer.poll(timeout_ms=500).values():
                     for record in records:
                         self.observe(record.value, record.timestamp / 1000 if record.timestamp else None)
+                self.metrics.stage_seconds.labels("train_read").observe(time.thread_time() - started)
                 self.metrics.train_queue.set(self.queue.qsize())
             except Exception as exc:
                 log.warning("trainer reader: %s; retrying", exc)
@@ -184,9 +186,10 @@ class StreamTrainer:
 
     def _update(self, trainer: OnlineTrainer, seqs: list, losses: list[float]) -> None:
         for start in range(0, len(seqs), UPDATE_BATCH):
-            started = time.perf_counter()
+            started, cpu = time.perf_counter(), time.thread_time()
             losses.append(trainer.update(seqs[start:start + UPDATE_BATCH]))
             self.metrics.update_seconds.observe(time.perf_counter() - started)
+            self.metrics.stage_seconds.labels("train_update").observe(time.thread_time() - cpu)
             self.metrics.training_loss.set(losses[-1])
 
     def _judge(self, rec, trainer: OnlineTrainer, losses: list[float]) -> bool:

@@ -12,6 +12,7 @@ and ``serve`` from the serving thread.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -24,8 +25,8 @@ from model.recommender import Recommender
 from ..lifecycle.model_store import ModelUpdate, verify
 from ..settings import Settings
 from ..tuning import freeze_long_lived
-from .recommend import (Answer, Candidates, History, ModelIds, Payload, Request, build_records, model_ids,
-                        payloads)
+from .recommend import (Answer, Candidates, History, ModelIds, Payload, Request, Timings, build_records,
+                        model_ids, payloads)
 
 log = logging.getLogger(__name__)
 
@@ -61,25 +62,36 @@ class LiveModel:
 
     def recommend(self, histories: Sequence[History], k: int) -> list[Answer]:
         """Top-k per history with seen items excluded; None where the model has no answer."""
-        served = self.served
+        return self._answers(self.served, histories, k, {})
+
+    @staticmethod
+    def _answers(served: Served | None, histories: Sequence[History], k: int, timings: Timings) -> list[Answer]:
         answers: list[Answer] = [None] * len(histories)
         if served is None:
             return answers
+        started = time.perf_counter()
         vectors, known = served.recommender.user_vectors_and_known(histories)
         known = np.flatnonzero(known)
+        encoded = time.perf_counter()
+        timings["encode"] = encoded - started
         if len(known) == 0:
             return answers
         seen = [{item for item, _ in histories[i]} for i in known]
         hits = served.index.search(vectors[known], k, exclude=seen)
         for row, found in zip(known.tolist(), hits):
             answers[row] = found or None  # (item_id, score as a Python float) pairs
+        timings["search"] = time.perf_counter() - encoded
         return answers
 
-    def serve(self, requests: Sequence[Request], candidates: Candidates, k: int) -> tuple[list[Payload], ModelIds]:
+    def serve(self, requests: Sequence[Request], candidates: Candidates, k: int) -> tuple[list[Payload], ModelIds, Timings]:
         served = self.served  # one pair for the whole batch, even if a swap lands meanwhile
         versions = (served.update.version, served.index.version) if served else (0, 0)
-        answers = self.recommend([r.history for r in requests], k)
-        return payloads(build_records(requests, answers, candidates, k, *versions)), model_ids(answers)
+        timings: Timings = {}
+        answers = self._answers(served, [r.history for r in requests], k, timings)
+        started = time.perf_counter()
+        sent = payloads(build_records(requests, answers, candidates, k, *versions))
+        timings["records"] = time.perf_counter() - started
+        return sent, model_ids(answers), timings
 
     # --- new versions --------------------------------------------------------------------------
     def load(self, update: ModelUpdate) -> bool:
@@ -97,8 +109,8 @@ class LiveModel:
             return False
         self._index_builds += 1
         ids, vectors = rec.item_matrix()
-        index = ItemIndex.build(ids, vectors, version=self._index_builds,
-                                base=previous.index if previous else None)
+        index = ItemIndex.build(ids, vectors, version=self._index_builds, base=previous.index if previous else None,
+                                exact_threshold=self.settings.index_exact_below)
         if previous is not None:
             for item in [i for i in self._stream_items if i in rec.vocab]:  # trained: its own row now
                 del self._stream_items[item]

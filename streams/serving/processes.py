@@ -28,6 +28,7 @@ import logging
 import multiprocessing
 import signal
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Sequence
@@ -36,7 +37,7 @@ from ..lifecycle.model_store import ModelUpdate
 from ..settings import Settings
 from ..tuning import lower_thread_priority
 from .live_model import LiveModel
-from .recommend import Answer, Candidates, History, ModelIds, Payload, Request, modelless
+from .recommend import Answer, Candidates, History, ModelIds, Payload, Request, Timings, modelless
 
 log = logging.getLogger(__name__)
 
@@ -180,13 +181,19 @@ class ProcessBackend:
         answers = self._call_active("recommend", list(histories), k)
         return [None] * len(histories) if answers is None else answers
 
-    def serve(self, requests: Sequence[Request], candidates: Candidates, k: int) -> tuple[list[Payload], ModelIds]:
+    def serve(self, requests: Sequence[Request], candidates: Candidates, k: int) -> tuple[list[Payload], ModelIds, Timings]:
         """The records of ``requests`` as bytes, built by the active child: the parent only
         pickles (user, history, ts) and the candidates, and unpickles bytes (with the records
         built here, the serving thread took about twice the parent's GIL time). Records without
-        the model, built here, while no child serves."""
+        the model, built here, while no child serves. Timings: the child's, and ``ipc``, this
+        thread's CPU time for the call (pickling, the pipe, unpickling)."""
+        started = time.thread_time()
         out = self._call_active("serve", [(r.user_id, r.history, r.event_ts) for r in requests], candidates, k)
-        return modelless(requests, candidates, k) if out is None else out
+        if out is None:
+            return modelless(requests, candidates, k)
+        sent, ids, timings = out
+        timings["ipc"] = time.thread_time() - started
+        return sent, ids, timings
 
     def _call_active(self, op: str, *args):
         active = self._active

@@ -23,6 +23,7 @@ History = list[tuple[str, str]]  # (item_id, type), oldest first
 Answer = list[tuple[str, float]] | None  # the model's top-k (item_id, score), None: no answer
 Ranked = Sequence[tuple[str, float]]  # (item_id, score), best first
 Payload = tuple[str, str, bytes]  # (user_id, source, the record's bytes): what the worker sends
+Timings = dict[str, float]  # seconds per stage of one batch (stages: streams/metrics.py)
 
 
 @dataclass(slots=True)
@@ -71,8 +72,9 @@ class Backend(Protocol):
     def recommend(self, histories: Sequence[History], k: int) -> list[Answer]:
         """Top-k per history, seen items excluded; None where the model has no answer."""
 
-    def serve(self, requests: Sequence[Request], candidates: Candidates, k: int) -> tuple[list[Payload], ModelIds]:
-        """The records of ``requests`` as bytes (:func:`build_records`), and the model's answers."""
+    def serve(self, requests: Sequence[Request], candidates: Candidates, k: int) -> tuple[list[Payload], ModelIds, Timings]:
+        """The records of ``requests`` as bytes (:func:`build_records`), the model's answers, and
+        the time each stage took (encode, search, records; ipc for a child process)."""
 
     last_refusal: str | None  # why the last refused version was refused
 
@@ -140,7 +142,9 @@ def model_ids(answers: Sequence[Answer]) -> ModelIds:
     return [[item for item, _ in answer] if answer else None for answer in answers]
 
 
-def modelless(requests: Sequence[Request], candidates: Candidates, k: int) -> tuple[list[Payload], ModelIds]:
+def modelless(requests: Sequence[Request], candidates: Candidates, k: int) -> tuple[list[Payload], ModelIds, Timings]:
     """The records while no model serves."""
+    started = time.perf_counter()
     answers = [None] * len(requests)
-    return payloads(build_records(requests, answers, candidates, k, 0, 0)), model_ids(answers)
+    sent = payloads(build_records(requests, answers, candidates, k, 0, 0))
+    return sent, model_ids(answers), {"records": time.perf_counter() - started}

@@ -27,6 +27,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from functools import partial
 
 from ..kafka.direct_writes import send_many
 from ..lifecycle.model_store import ModelUpdate
@@ -98,9 +99,13 @@ class Serving:
         return batch, candidates, k
 
     async def _serve(self, requests: list[Request], k: int | None) -> tuple[list[Request], Candidates, list[Payload], ModelIds]:
+        stages, started = self.metrics.stages, time.perf_counter()
         batch, candidates, k = self._batch(requests, k)
+        stages.add("candidates", time.perf_counter() - started)
         loop = asyncio.get_running_loop()
-        sent, ids = await loop.run_in_executor(self.executor, self.backend.serve, batch, candidates, k)
+        sent, ids, timings = await loop.run_in_executor(self.executor, self.backend.serve, batch, candidates, k)
+        for stage, seconds in timings.items():
+            stages.add(stage, seconds)
         return batch, candidates, sent, ids
 
     async def recommend(self, requests: list[Request], k: int | None = None) -> list[Payload]:
@@ -109,14 +114,19 @@ class Serving:
 
     async def emit(self, requests: list[Request]) -> None:
         """Compute and send the records of one micro-batch; remember every source's lists for the
-        gate; observe the latencies."""
-        metrics = self.metrics
+        gate; observe the latencies (the worker-added one when the broker has acknowledged them all)."""
+        metrics, stages = self.metrics, self.metrics.stages
         batch, candidates, sent, ids = await self._serve(requests, None)
+        started = time.perf_counter()
         # one batch per partition, handed straight to the producer: see streams/kafka/direct_writes.py
-        await send_many(self.app, self.settings.topic_recommendations,
-                        [(user_id.encode(), value) for user_id, _, value in sent], what="recommendations")
+        deliveries = await send_many(self.app, self.settings.topic_recommendations,
+                                     [(user_id.encode(), value) for user_id, _, value in sent], what="recommendations")
+        asyncio.gather(*(future for future, _ in deliveries)).add_done_callback(partial(self._acknowledged, requests))
+        remembered = time.perf_counter()
+        stages.add("produce", remembered - started)
         if self.gate is not None:
             self._remember(batch, candidates, ids)
+            stages.add("gate", time.perf_counter() - remembered)
         sources: dict[str, int] = {}
         for _, source, _ in sent:
             sources[source] = sources.get(source, 0) + 1
@@ -128,6 +138,13 @@ class Serving:
             metrics.latency.observe(done - request.arrived)
             if request.msg_ts:
                 metrics.event_age.observe(max(0.0, done - request.msg_ts))
+
+    def _acknowledged(self, requests: list[Request], delivered: asyncio.Future) -> None:
+        if delivered.cancelled() or delivered.exception() is not None:
+            return  # send_many logged it
+        now = time.time()
+        for request in requests:
+            self.metrics.worker_latency.observe(now - request.arrived)
 
     def _remember(self, batch: list[Request], candidates: Candidates, ids: ModelIds) -> None:
         k = self.settings.top_k
@@ -143,11 +160,14 @@ class Serving:
                      arrived: float, msg_ts: float | None) -> None:
         """An accepted event (its item last in ``history``): note the item, queue the user's
         record (waits while the queue is full: backpressure on ingestion)."""
-        item = history[-1][0]
+        item, stages = history[-1][0], self.metrics.stages
         if self.gate is not None:  # test, then train: the record in force before this event
             self.gate.score(user_id, item, seen_before=any(i == item for i, _ in history[:-1]))
+            stages.mark("gate")
         self.note_item(item, [i for i, _ in history[-CO_ITEMS - 1:-1]])
-        await self.pending.put(Request(user_id, history, event_ts, arrived, msg_ts))
+        request = Request(user_id, history, event_ts, arrived, msg_ts)
+        stages.mark("queue")
+        await self.pending.put(request)
 
     def note_item(self, item_id: str, co_items: list[str]) -> None:
         """Remember an item the served model lacks, for the next :meth:`add_new_items`."""

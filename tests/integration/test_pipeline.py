@@ -129,6 +129,12 @@ def test_events_become_recommendations_dead_letters_answers_and_metrics(worker, 
     assert metric(text, 'streamrec_dlq_total{reason="too_large"}') == 1
     assert metric(text, 'streamrec_recommendations_total{source="popular"}') >= len(users)
     assert metric(text, "streamrec_event_to_recommendation_seconds_count") == len(events)
+    # the per-event cost budget: every stage on the path of these events timed, and the latency
+    # to the broker's acknowledgement of each event's record (observed when it came)
+    for stage in ("decode", "state", "popularity", "queue", "changelog", "candidates", "records", "produce"):
+        assert metric(text, f'streamrec_stage_seconds_count{{stage="{stage}"}}') >= 1, stage
+    assert metric(text, 'streamrec_stage_seconds_count{stage="encode"}') == 0  # no model served here
+    assert metric(text, "streamrec_worker_latency_seconds_count") == len(events)
     assert "streamrec_http_request_seconds_bucket" in text
     health = requests.get(f"{worker.base}/health", timeout=10).json()
     assert health["status"] == "ok" and health["partitions"] == [0, 1]

@@ -66,6 +66,33 @@ def test_large_catalogue_goes_approximate(data):
     assert ItemIndex.build(ids, xb, exact_threshold=NB + 1).kind == "flat"
 
 
+def centroids(index: ItemIndex) -> np.ndarray:
+    ivf = index._index
+    return ivf.quantizer.reconstruct_n(0, ivf.nlist)
+
+
+def test_a_rebuilt_ivf_reuses_its_predecessors_centroids_while_they_fit(data):
+    ids, xb, xq, truth = data
+    params = IndexParams(kind="ivf", nlist=64)
+    first = ItemIndex.build(ids, xb, params=params, exact_threshold=0)
+    # the next model version: vectors moved a little, one new item
+    rng = np.random.default_rng(1)
+    moved = (xb + 0.01 * rng.standard_normal(xb.shape)).astype(np.float32)
+    second = ItemIndex.build(ids + [f"sku-{NB}"], np.vstack([moved, moved[:1]]), params=params,
+                             exact_threshold=0, base=first)
+    assert np.array_equal(centroids(second), centroids(first))  # no k-means this time
+    assert second.effort <= 2 * first.effort and second.tuned_recall >= params.target_recall
+    assert recall_at_k(labels_of(second.search(xq, K)), exact_topk(xq, np.vstack([moved, moved[:1]]), K)[1], K) >= 0.95
+    # unrelated vectors: the old centroids would need far more lists probed, so k-means runs again
+    unrelated = np.ascontiguousarray(rng.permutation(xb, axis=1))
+    third = ItemIndex.build(ids, unrelated, params=params, exact_threshold=0, base=second)
+    assert not np.array_equal(centroids(third), centroids(second))
+    assert third.tuned_recall >= params.target_recall
+    # without a base, or from an exact index, an IVF index trains its own
+    assert not np.array_equal(centroids(ItemIndex.build(ids, moved, params=params, exact_threshold=0,
+                                                        base=ItemIndex.build(ids, xb))), centroids(first))
+
+
 @pytest.mark.parametrize("batch", [1, 7])
 def test_exclusions_never_returned_and_k_kept(built, data, batch):
     ids, _, xq, truth = data

@@ -55,8 +55,9 @@ def wait_for(predicate, timeout: float = 60.0):
 
 def test_answers_as_in_process_serving_and_swaps_through_the_standby(pair, store, tmp_path):
     assert pair.backend.recommend(HISTORIES, 5) == [None] * 3  # nothing served yet: popularity
-    [(user, source, value)], [ids] = pair.backend.serve([Request("u", HISTORIES[0])], Candidates([("i9", 1.0)]), 5)
-    assert ids is None  # no model answer
+    [(user, source, value)], [ids], timings = pair.backend.serve([Request("u", HISTORIES[0])],
+                                                                 Candidates([("i9", 1.0)]), 5)
+    assert ids is None and set(timings) == {"records"}  # no model answer
     assert (user, source, json.loads(value)["items"]) == ("u", "popular", [{"item_id": "i9", "score": 1.0}])
     first = store.save(make_rec(1, seed=0))
     assert pair.load(first)
@@ -70,13 +71,16 @@ def test_answers_as_in_process_serving_and_swaps_through_the_standby(pair, store
     # the records as the worker sends them, built in the child: the same as built here
     requests = [Request(f"u{n}", h, 100.0 + n) for n, h in enumerate(HISTORIES)]
     popular = [("i50", 3.0), ("i1", 2.0), ("i51", 1.0)]
-    sent, ids = pair.backend.serve(requests, Candidates(popular), 5)
-    here, ids_here = in_process.serve(requests, Candidates(popular), 5)
+    sent, ids, timings = pair.backend.serve(requests, Candidates(popular), 5)
+    here, ids_here, timings_here = in_process.serve(requests, Candidates(popular), 5)
     assert ids == ids_here and ids[2] is None and len(ids[0]) == 5
+    # each stage timed where it ran: encode, search and records in the child, ipc in this process
+    assert set(timings) == {"encode", "search", "records", "ipc"} and set(timings_here) == {"encode", "search", "records"}
+    assert all(seconds >= 0 for seconds in [*timings.values(), *timings_here.values()])
     # the gate's choice and the co-visitation lists reach the child: a segment served by covisit
     gated = Candidates(popular, covisit=[[("i9", 0.5)], [], []], choice={"cold": "popular", "short": "covisit",
                                                                         "long": "covisit"})
-    [covisit, fallback, _], _ = pair.backend.serve(requests, gated, 3)
+    [covisit, fallback, _], _, _ = pair.backend.serve(requests, gated, 3)
     assert covisit[1] == "covisit" and [i["item_id"] for i in json.loads(covisit[2])["items"]] == ["i9", "i50", "i51"]
     assert fallback[1] == "popular"  # the chosen source had no answer for this user
     assert [(u, s) for u, s, _ in sent] == [("u0", "model"), ("u1", "model"), ("u2", "popular")]
