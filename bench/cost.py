@@ -6,8 +6,10 @@ it holds) and at the same paced producer rate:
 1. a plain aiokafka consumer that decodes each message (``bench/_floor.py --kind aiokafka``);
 2. a bare Faust agent that decodes each message (``--kind faust``);
 3. the worker (trainer off, default settings otherwise: serving children, the gate, co-visitation)
-   serving an untrained model over each catalogue size (``--catalogues``; serving costs what a
-   trained model's does), announced on ``model-updates`` before the phase.
+   serving a model over each catalogue size (``--catalogues``), announced on ``model-updates``
+   before the phase: an untrained encoder (encoding costs what a trained one's does) with item
+   vectors clustered as a trained model's are (``index.synthetic``: an approximate index over an
+   untrained model's noise vectors would scan most of the catalogue).
 
 A phase starts its consumer, sends ``--warmup`` events and waits until they are handled, then
 takes a CPU snapshot (user + system of the consumer's process tree, and of the broker, from
@@ -45,6 +47,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
+from index.synthetic import clustered_items
 from streams.harness.procs import (Worker, announce_model, clean_env, client_settings, cpu_seconds,
                                    histogram_quantile, process_tree, start_broker)
 from streams.kafka.topics import ensure_topics
@@ -163,7 +166,11 @@ def phase(name: str, shape: str, catalogue: int | None, args, workdir: Path) -> 
     consumer, spy = None, None
     try:
         if kind == "worker":
-            announce_model(settings, tmp / "data" / "models", [f"sku-{i}" for i in range(catalogue)], version=1)
+            # item vectors clustered as a trained model's are (an untrained model's are noise, which
+            # no approximate index can search cheaply); the encoder is untrained (it costs the same)
+            vectors = clustered_items(catalogue, 64, seed=5) * 0.1
+            announce_model(settings, tmp / "data" / "models", [f"sku-{i}" for i in range(catalogue)], version=1,
+                           item_vectors=vectors)
             consumer = Worker(broker.bootstrap, tmp / "data", app_id="cost", partitions=args.partitions,
                               log_path=tmp / "worker.log", extra=shlex.split(args.worker_args)).start()
             consumer.wait_ready(timeout=300)

@@ -268,6 +268,31 @@ def build_faiss(kind: str, vectors: np.ndarray, params: IndexParams, *, use_gpu:
             "tuned_recall": recall, "reused_centroids": reused}
 
 
+# An automatically chosen IVF index is kept only if its tuned nprobe probes under 1/IVF_WORTH_IT
+# of its lists; beyond that the catalogue is searched exactly (cheaper per query, and exact).
+IVF_WORTH_IT = 4
+
+
+def build_chosen(kind: str, vectors: np.ndarray, params: IndexParams, *, auto: bool, use_gpu: bool,
+                 device: int = 0, sample_queries: np.ndarray | None = None, previous=None) -> tuple[str, dict]:
+    """``build_faiss`` for the kind ``choose_kind`` picked; returns (kind built, result).
+
+    ``previous``: (FAISS index, effort) of the index this one replaces: an IVF index reuses its
+    centroids (``reusable_centroids``). ``auto``: the kind was chosen by size, so an IVF index
+    that would probe a quarter of its lists or more (vectors without cluster structure, such as
+    an untrained model's) is replaced by exact search, which then costs less per query."""
+    centroids = None
+    if previous is not None:
+        centroids = reusable_centroids(previous[0], kind, len(vectors), vectors.shape[1], params)
+    built = build_faiss(kind, vectors, params, use_gpu=use_gpu, device=device, sample_queries=sample_queries,
+                        centroids=centroids, max_effort_reused=2 * previous[1] if centroids is not None else None)
+    if auto and kind == "ivf" and built["effort"] * IVF_WORTH_IT > built["index"].nlist:
+        log.info("IVF needs nprobe %d of %d lists for recall@10 %.2f: exact search instead",
+                 built["effort"], built["index"].nlist, params.target_recall)
+        kind, built = "flat", build_faiss("flat", vectors, params, use_gpu=use_gpu, device=device)
+    return kind, built
+
+
 SMALL_BATCH = 16  # below this a CPU search runs on one OpenMP thread (see omp_threads)
 
 

@@ -96,14 +96,15 @@ class ItemIndex:
         """Build an index over (ids, vectors (N, D) float32), inner-product scoring.
 
         Exact ``IndexFlatIP`` below ``exact_threshold`` items, else ``params.kind`` (default IVF,
-        nprobe tuned for ``params.target_recall`` recall@10). ``use_gpu=None`` uses the GPU when
-        ``faiss.get_num_gpus() > 0``. ``dim`` is needed only for an empty catalogue given as a
+        nprobe tuned for ``params.target_recall`` recall@10; with ``kind="auto"``, exact again when
+        IVF would probe a quarter of its lists: ``factory.build_chosen``). ``use_gpu=None`` uses the
+        GPU when ``faiss.get_num_gpus() > 0``. ``dim`` is needed only for an empty catalogue given as a
         plain empty list. Repeated ids: the last one wins. ``sample_queries`` (a few hundred real
         user vectors) make the nprobe/efSearch tuning exact for the real query distribution.
         ``base``: the index this one will replace; the id map of the ids both start with is
         copied from it (the same index, built with less work holding the GIL), and an IVF index
         reuses its coarse centroids instead of training k-means again, unless they would need
-        more than twice its nprobe (``factory.build_faiss``).
+        more than twice its nprobe.
         """
         params = params or IndexParams()
         if dim is not None and np.asarray(vectors).size == 0:
@@ -120,14 +121,12 @@ class ItemIndex:
         kind = factory.choose_kind(len(vectors), params, exact_threshold)
         if sample_queries is not None:
             sample_queries = as_matrix(sample_queries, vectors.shape[1], "sample_queries")
-        centroids = None
+        previous = None
         if base is not None and base.kind == kind:
             with base._lock.read():
-                centroids = factory.reusable_centroids(factory.to_cpu(base._index) if base.on_gpu else base._index,
-                                                       kind, len(vectors), vectors.shape[1], params)
-        built = factory.build_faiss(kind, vectors, params, use_gpu=use_gpu, device=device,
-                                    sample_queries=sample_queries, centroids=centroids,
-                                    max_effort_reused=2 * base.effort if centroids is not None else None)
+                previous = (factory.to_cpu(base._index) if base.on_gpu else base._index, base.effort)
+        kind, built = factory.build_chosen(kind, vectors, params, auto=params.kind == "auto", use_gpu=use_gpu,
+                                           device=device, sample_queries=sample_queries, previous=previous)
         return cls(faiss_index=built["index"], kind=kind, dim=vectors.shape[1], version=version,
                    params=params, effort=built["effort"],
                    on_gpu=built["on_gpu"], gpu_res=built["gpu_res"], ids=ids,

@@ -25,9 +25,10 @@ STAGE_BUCKETS = (1e-5, 3e-5, 1e-4, 3e-4, 0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0
 # remembering the new one), queue (new-item note, queueing the request), changelog (building the
 # changelog batches), candidates (popularity and co-visitation lists for a micro-batch), produce
 # (building the recommendation batches). Serving thread (its CPU time): ipc (pickling to and from a
-# serving child). Where the model runs (a serving child, or the serving thread): encode (user
-# vectors), search (index top-k), records (record objects and their bytes). Trainer threads (their
-# CPU time): train_read (reading and parsing events), train_update (incremental updates).
+# serving child). Where the model runs (a serving child: its process's CPU time, FAISS's OpenMP
+# threads included; or the serving thread: its CPU time): encode (user vectors), search (index
+# top-k), records (record objects and their bytes). Trainer threads (their CPU time): train_read
+# (reading and parsing events), train_update (incremental updates).
 STAGES = ("decode", "state", "popularity", "covisit", "gate", "queue", "changelog", "candidates", "produce",
           "ipc", "encode", "search", "records", "train_read", "train_update")
 

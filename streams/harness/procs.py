@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import requests
+import torch
 
 from model.recommender import Recommender
 
@@ -77,11 +78,16 @@ def client_settings(bootstrap: str, partitions: int, **more) -> Settings:
     return load_settings({"bootstrap_servers": bootstrap, "partitions": partitions, **more}, environ={})
 
 
-def announce_model(settings: Settings, store_dir: Path, item_ids, version: int) -> int:
+def announce_model(settings: Settings, store_dir: Path, item_ids, version: int, item_vectors=None) -> int:
     """Save an untrained model over ``item_ids`` as ``version`` in the model store at ``store_dir``
-    and announce it on ``model-updates``, as the trainer does (streams.lifecycle.trainer). Serving an
-    untrained model costs what serving a trained one does."""
+    and announce it on ``model-updates``, as the trainer does (streams.lifecycle.trainer). Encoding
+    for an untrained model costs what it does for a trained one; an approximate index does not
+    (a trained model's item vectors are clustered, an untrained one's are noise): ``item_vectors``
+    (float32, one row per item) replace the untrained ones."""
     rec = Recommender.fresh(item_ids=list(item_ids))
+    if item_vectors is not None:
+        with torch.no_grad():
+            rec.encoder.item_emb.weight[1:len(rec.vocab)] = torch.as_tensor(item_vectors)
     rec.version = version
     update = ModelStore(store_dir).save(rec)
     publisher = UpdatePublisher(settings)

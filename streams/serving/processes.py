@@ -64,6 +64,7 @@ def child_main(conn, settings: Settings) -> None:
     logging.basicConfig(level=settings.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s [serving child]: %(message)s")
     live = LiveModel(settings)
+    live.clock = time.process_time  # the stages' CPU in this process, FAISS's OpenMP threads included
     # loads run on a thread at a lower priority: a standby child loading a version competes for
     # the CPU with the active child's queries and the worker's event loop
     loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="streamrec-child-load",

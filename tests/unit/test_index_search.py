@@ -66,6 +66,15 @@ def test_large_catalogue_goes_approximate(data):
     assert ItemIndex.build(ids, xb, exact_threshold=NB + 1).kind == "flat"
 
 
+def test_vectors_without_clusters_are_searched_exactly(data):
+    """An untrained model's item vectors (random): IVF would probe most lists, so "auto" keeps
+    exact search; asked for by name, IVF is built anyway."""
+    ids, _, _, _ = data
+    noise = np.random.default_rng(3).standard_normal((NB, D)).astype(np.float32)
+    assert ItemIndex.build(ids, noise, exact_threshold=5000).kind == "flat"
+    assert ItemIndex.build(ids, noise, params=IndexParams(kind="ivf"), exact_threshold=5000).kind == "ivf"
+
+
 def centroids(index: ItemIndex) -> np.ndarray:
     ivf = index._index
     return ivf.quantizer.reconstruct_n(0, ivf.nlist)
