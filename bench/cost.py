@@ -48,8 +48,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 from index.synthetic import clustered_items
+from streams.metrics import histogram_quantile
 from streams.harness.procs import (Worker, announce_model, clean_env, client_settings, cpu_seconds,
-                                   histogram_quantile, process_tree, start_broker)
+                                   process_tree, start_broker)
 from streams.kafka.topics import ensure_topics
 from throughput import produce  # bench/throughput.py (bench/ is on the path of a script in it)
 

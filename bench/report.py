@@ -277,7 +277,32 @@ def sources_cost(d):
                   f"p50 ms at {d['config']['paced_rate']:,.0f}/s", "p99 ms"], rows)
 
 
-RENDER = {"live_quality_taobao": live_quality, "live_quality_taobao#cold": live_quality_cold,
+COST_STAGES = ("decode", "state", "changelog", "popularity", "covisit", "gate", "queue", "candidates", "produce",
+               "ipc", "encode", "search", "records")
+
+
+def cost(d):
+    """CPU µs per event of each consumer (bench/cost.py), then the worker's per-stage budget."""
+    rows = []
+    for r in d["phases"]:
+        who = f"worker, {r['catalogue']:,} items" if r["catalogue"] else {"aiokafka": "plain aiokafka consumer",
+                                                                          "faust": "bare Faust agent"}[r["phase"]]
+        main = r.get("main_process_cpu_us_per_event")
+        rows.append([r["shape"], who, f"**{r['cpu_us_per_event']:.0f}**", num(main), num(r["broker_cpu_us_per_event"]),
+                     num(r["events_per_s"]), num(r.get("worker_latency_p50_ms"), 1), num(r.get("worker_latency_p99_ms"), 1)])
+    out = table(["histories", "consumer", "CPU µs / event", "of it, main process", "broker µs / event", "events/s",
+                 "worker-added p50 ms", "p99 ms"], rows)
+    workers = [r for r in d["phases"] if r["catalogue"]]
+    header = ["stage (µs / event)"] + [f"{r['shape']}, {r['catalogue'] // 1000:,}k" for r in workers]
+    stage_rows = [[stage] + [num(r["stages_us_per_event"].get(stage), 1) for r in workers]
+                  for stage in COST_STAGES if any(stage in r["stages_us_per_event"] for r in workers)]
+    stage_rows.append(["**sum of stages**"] + [f"**{r['stages_sum_us']:.0f}**" for r in workers])
+    stage_rows.append(["rest of the process tree (Faust, aiokafka, threads)"] +
+                      [num(r["cpu_us_per_event"] - r["stages_sum_us"]) for r in workers])
+    return out + "\n" + table(header, stage_rows)
+
+
+RENDER = {"cost": cost, "live_quality_taobao": live_quality, "live_quality_taobao#cold": live_quality_cold,
           "sources_cost": sources_cost, "live_quality_ml1m_model": live_quality_model, "crash_recovery": crash_recovery, "fuzz_dlq": fuzz_dlq, "throughput_drain": throughput_runs,
           "throughput_fresh": throughput_steps, "throughput_search": throughput_steps, "live_swap": live_swap,
           "index_latency": index_latency, "encode_gil": encode_gil, "broker_fetch_wait": broker_fetch_wait,

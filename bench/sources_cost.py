@@ -27,7 +27,8 @@ from pathlib import Path
 
 from throughput import make_backlog, produce  # bench/throughput.py (bench/ is on the path of a script in it)
 
-from streams.harness.procs import Worker, announce_model, client_settings, histogram_quantile, start_broker
+from streams.metrics import histogram_quantile
+from streams.harness.procs import Worker, announce_model, client_settings, start_broker
 from streams.kafka.topics import ensure_topics
 
 ROOT = Path(__file__).resolve().parents[1]

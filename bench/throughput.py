@@ -45,8 +45,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
+from streams.metrics import histogram_quantile
 from streams.harness.procs import (Worker, announce_model, clean_env, client_settings, cpu_seconds,
-                    histogram_quantile, start_broker)
+                    start_broker)
 
 RESULTS = ROOT / "bench" / "results"
 HIST = "streamrec_event_to_recommendation_seconds"

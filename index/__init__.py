@@ -4,11 +4,11 @@ serving's: ``streams.serving.live_model``.) Imports only faiss and numpy."""
 
 from .errors import IndexFileError, ItemIndexError
 from .exact import exact_topk, recall_at_k
-from .factory import DEFAULT_EXACT_THRESHOLD, IndexParams
+from .factory import DEFAULT_EXACT_THRESHOLD, IndexParams, set_search_threads
 from .item_index import ItemIndex
 from .persistence import load, save
 
 __all__ = [
     "DEFAULT_EXACT_THRESHOLD", "IndexFileError", "IndexParams", "ItemIndex",
-    "ItemIndexError", "exact_topk", "load", "recall_at_k", "save",
+    "ItemIndexError", "exact_topk", "load", "recall_at_k", "save", "set_search_threads",
 ]

@@ -296,6 +296,12 @@ def build_chosen(kind: str, vectors: np.ndarray, params: IndexParams, *, auto: b
 SMALL_BATCH = 16  # below this a CPU search runs on one OpenMP thread (see omp_threads)
 
 
+def set_search_threads(n: int) -> None:
+    """FAISS's OpenMP threads for the calling thread's searches from now on (a serving process
+    that shares the cores with others searches on one)."""
+    faiss.omp_set_num_threads(n)
+
+
 @contextmanager
 def omp_threads(n: int):
     """Run FAISS with ``n`` OpenMP threads in this thread (0: leave as is). Measured on the shared

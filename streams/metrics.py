@@ -7,6 +7,7 @@ latency above 10 ms into ``+Inf``.
 
 from __future__ import annotations
 
+import re
 import time
 from collections import defaultdict
 
@@ -25,9 +26,9 @@ STAGE_BUCKETS = (1e-5, 3e-5, 1e-4, 3e-4, 0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0
 # remembering the new one), queue (new-item note, queueing the request), changelog (building the
 # changelog batches), candidates (popularity and co-visitation lists for a micro-batch), produce
 # (building the recommendation batches). Serving thread (its CPU time): ipc (pickling to and from a
-# serving child). Where the model runs (a serving child: its process's CPU time, FAISS's OpenMP
-# threads included; or the serving thread: its CPU time): encode (user vectors), search (index
-# top-k), records (record objects and their bytes). Trainer threads (their CPU time): train_read
+# serving child). Where the model runs (a serving child, FAISS on one thread there, or the serving
+# thread; the calling thread's CPU time): encode (user vectors), search (index top-k), records
+# (record objects and their bytes). Trainer threads (their CPU time): train_read
 # (reading and parsing events), train_update (incremental updates).
 STAGES = ("decode", "state", "popularity", "covisit", "gate", "queue", "changelog", "candidates", "produce",
           "ipc", "encode", "search", "records", "train_read", "train_update")
@@ -127,3 +128,41 @@ class Metrics:
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
+
+
+def parse_exposition(text: str) -> dict[str, float]:
+    """'name{labels}' -> value of a Prometheus text exposition (a /metrics scrape)."""
+    out = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            try:
+                out[name] = float(value)
+            except ValueError:
+                pass
+    return out
+
+
+def histogram_quantile(metrics: dict[str, float], name: str, q: float,
+                       baseline: dict[str, float] | None = None) -> float | None:
+    """Quantile from cumulative buckets (linear interpolation inside a bucket), like PromQL's."""
+    buckets = []
+    for key, value in metrics.items():
+        m = re.fullmatch(re.escape(name) + r'_bucket\{le="([^"]+)"\}', key)
+        if m:
+            le = float(m.group(1))
+            buckets.append((le, value - (baseline or {}).get(key, 0.0)))
+    buckets.sort()
+    if not buckets or buckets[-1][1] <= 0:
+        return None
+    total = buckets[-1][1]
+    rank = q * total
+    prev_le, prev_count = 0.0, 0.0
+    for le, count in buckets:
+        if count >= rank:
+            if le == float("inf"):
+                return prev_le
+            span = count - prev_count
+            return prev_le + (le - prev_le) * ((rank - prev_count) / span if span else 1.0)
+        prev_le, prev_count = le, count
+    return buckets[-1][0]

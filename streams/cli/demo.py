@@ -19,10 +19,13 @@ import time
 import urllib.request
 from pathlib import Path
 
+from pydantic import SecretStr
+
 from ..kafka.broker import EmbeddedBroker, port_open
 from ..kafka.clients import watch_consumer
 from ..kafka.topics import ensure_topics
-from ..settings import Settings
+from ..metrics import histogram_quantile, parse_exposition
+from ..settings import ENV_PREFIX, Settings, env_name
 from .live_quality import LiveQuality
 from .produce import iter_messages, produce_messages
 
@@ -33,6 +36,8 @@ MALFORMED = [
     b'{"user_id": "u-demo", "item_id": "i1", "type": "like"}',
     b'{"user_id": "u-demo", "item_id": "i1", "type": "click", "ts": 1e300}',
 ]
+
+READER_FETCH_WAIT_MS = 20  # the demo's reader measures latency: a fetch waits at most this for records
 
 
 def _wait_http(url: str, timeout: float, ok=lambda body: True) -> bool:
@@ -56,14 +61,15 @@ class Watcher(threading.Thread):
         self.settings, self.sent_at, self.quality = settings, sent_at, quality
         self.recs = self.dlq = 0
         self.by_source: dict[str, int] = {}
-        self.latencies: list[float] = []
+        self.latencies: list[float] = []  # producer send of a user's last event -> its record read
+        self.delivery: list[float] = []  # the record's send by the worker -> read here
         self.last_record = time.monotonic()
         self.stop_flag = threading.Event()
         self.ready = threading.Event()
 
     def run(self) -> None:
         s = self.settings
-        consumer = watch_consumer(s, [s.topic_recommendations, s.topic_dlq])
+        consumer = watch_consumer(s, [s.topic_recommendations, s.topic_dlq], fetch_max_wait_ms=READER_FETCH_WAIT_MS)
         last_print = 0.0
         try:
             while not self.stop_flag.is_set():
@@ -85,6 +91,8 @@ class Watcher(threading.Thread):
                         sent = self.sent_at.get(rec["user_id"])
                         if sent is not None:
                             self.latencies.append(now - sent)
+                        if record.timestamp:  # the worker's producer stamps a record when it sends it
+                            self.delivery.append(max(0.0, now - record.timestamp / 1000))
                         if now - last_print >= 1.0:
                             last_print = now
                             items = ", ".join(i["item_id"] for i in rec["items"][:5])
@@ -109,6 +117,7 @@ def run_demo(settings: Settings, data: Path, duration_s: float = 45.0, rate: flo
               file=sys.stderr)
         return 2
     workdir = Path(tempfile.mkdtemp(prefix="streamrec-demo-"))
+    given = worker_environment(settings)  # the settings given to the demo reach its worker too
     settings = replace_settings(settings, data_dir=workdir)
     broker = worker = None
     started = time.monotonic()
@@ -123,7 +132,7 @@ def run_demo(settings: Settings, data: Path, duration_s: float = 45.0, rate: flo
             print(f"streamrec demo: port {settings.http_port} is in use; pass --http-port", file=sys.stderr)
             return 2
         print(f"[demo] broker {bootstrap}; starting a worker (log: {workdir / 'worker.log'})", flush=True)
-        env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMREC_")}
+        env = {**{k: v for k, v in os.environ.items() if not k.startswith(ENV_PREFIX)}, **given}
         cmd = [sys.executable, "-m", "streams.cli", "worker", "--bootstrap-servers", bootstrap,
                "--data-dir", str(workdir), "--http-port", str(settings.http_port),
                "--http-host", settings.http_host, "--partitions", str(settings.partitions),
@@ -187,7 +196,15 @@ def run_demo(settings: Settings, data: Path, duration_s: float = 45.0, rate: flo
                 print(f"  gate, {segment + ' histories':<14} HR@{settings.top_k} {hr} over {scores['events']:,} events "
                       f"(decayed) -> serving {scores['serving']}")
         print(f"  end-to-end latency   p50 {_quantile(lat, .5) * 1000:.1f} ms, p99 {_quantile(lat, .99) * 1000:.1f} ms "
-              f"(producer send of a user's last event -> its recommendation read back)")
+              f"(producer send of a user's last event -> its recommendation read back), of which")
+        parsed = parse_exposition(metrics)
+        added = [histogram_quantile(parsed, "streamrec_worker_latency_seconds", q) for q in (.5, .99)]
+        if None not in added:
+            print(f"    in the worker      p50 {added[0] * 1000:.1f} ms, p99 {added[1] * 1000:.1f} ms "
+                  f"(event received -> its recommendation acknowledged by the broker; its histogram)")
+        print(f"    broker -> reader   p50 {_quantile(watcher.delivery, .5) * 1000:.1f} ms, "
+              f"p99 {_quantile(watcher.delivery, .99) * 1000:.1f} ms (the record's send by the worker -> read here); "
+              f"the rest: this producer -> broker -> the worker's consumer")
         return 0 if watcher.recs > 0 else 1
     except KeyboardInterrupt:
         return 130
@@ -210,6 +227,24 @@ def _metric(text: str, name: str) -> float:
         if line.startswith(name + " "):
             return float(line.split()[-1])
     return 0.0
+
+
+# what the demo's command line gives its worker itself (the rest goes through the environment)
+DEMO_GIVES = {"bootstrap_servers", "data_dir", "http_port", "http_host", "partitions", "app_id", "publish_interval_s"}
+
+
+def worker_environment(settings: Settings) -> dict[str, str]:
+    """STREAMREC_* variables for every setting given to the demo (flag or environment) that the
+    demo does not pass on the worker's command line: ``streamrec demo --top-k 5`` serves 5 items."""
+    env = {}
+    for name in sorted(settings.model_fields_set - DEMO_GIVES):
+        value = getattr(settings, name)
+        if value is None:
+            continue
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
+        env[env_name(name)] = str(value).lower() if isinstance(value, bool) else str(value)
+    return env
 
 
 def replace_settings(settings: Settings, **changes) -> Settings:

@@ -28,6 +28,7 @@ from ..kafka.broker import EmbeddedBroker
 from ..kafka.clients import watch_consumer
 from ..lifecycle.model_store import ModelStore
 from ..lifecycle.updates import UpdatePublisher
+from ..metrics import parse_exposition
 from ..settings import Settings, load_settings
 
 
@@ -219,18 +220,9 @@ class Worker:
     def metrics(self) -> dict[str, float]:
         """'name{labels}' -> value of one /metrics/ scrape ({} if unreachable)."""
         try:
-            text = requests.get(f"{self.base}/metrics/", timeout=5).text
+            return parse_exposition(requests.get(f"{self.base}/metrics/", timeout=5).text)
         except requests.RequestException:
             return {}
-        out = {}
-        for line in text.splitlines():
-            if line and not line.startswith("#"):
-                name, _, value = line.rpartition(" ")
-                try:
-                    out[name] = float(value)
-                except ValueError:
-                    pass
-        return out
 
     def user(self, user_id: str):
         status, body = get_json(f"{self.base}/users/{user_id}/", timeout=10)
@@ -239,31 +231,6 @@ class Worker:
 
 def metric_sum(metrics: dict[str, float], prefix: str) -> float:
     return sum(v for k, v in metrics.items() if k == prefix or k.startswith(prefix + "{"))
-
-
-def histogram_quantile(metrics: dict[str, float], name: str, q: float,
-                       baseline: dict[str, float] | None = None) -> float | None:
-    """Quantile from cumulative buckets (linear interpolation inside a bucket), like PromQL's."""
-    buckets = []
-    for key, value in metrics.items():
-        m = re.fullmatch(re.escape(name) + r'_bucket\{le="([^"]+)"\}', key)
-        if m:
-            le = float(m.group(1))
-            buckets.append((le, value - (baseline or {}).get(key, 0.0)))
-    buckets.sort()
-    if not buckets or buckets[-1][1] <= 0:
-        return None
-    total = buckets[-1][1]
-    rank = q * total
-    prev_le, prev_count = 0.0, 0.0
-    for le, count in buckets:
-        if count >= rank:
-            if le == float("inf"):
-                return prev_le
-            span = count - prev_count
-            return prev_le + (le - prev_le) * ((rank - prev_count) / span if span else 1.0)
-        prev_le, prev_count = le, count
-    return buckets[-1][0]
 
 
 def read_topic(settings: Settings, topic: str, *, expect: int | None = None, timeout: float = 60.0,

@@ -29,11 +29,15 @@ class KafkaUnavailable(StreamRecError):
     """No broker answered at the configured bootstrap servers."""
 
 
-def watch_consumer(settings: Settings, topics: list[str], from_beginning: bool = True) -> KafkaConsumer:
-    """A kafka-python consumer assigned every partition of ``topics``."""
+def watch_consumer(settings: Settings, topics: list[str], from_beginning: bool = True,
+                   fetch_max_wait_ms: int = 500) -> KafkaConsumer:
+    """A kafka-python consumer assigned every partition of ``topics``; ``fetch_max_wait_ms``: how
+    long a fetch may wait for new records (kafka-python's default, 500; a reader measuring latency
+    wants less: the embedded broker waits it out whenever a fetch finds nothing new)."""
     try:
         consumer = KafkaConsumer(bootstrap_servers=settings.kafka_servers, group_id=None,
-                                 enable_auto_commit=False, **settings.kafka_python_security())
+                                 enable_auto_commit=False, fetch_max_wait_ms=fetch_max_wait_ms,
+                                 **settings.kafka_python_security())
     except KafkaError as exc:  # e.g. "Unable to bootstrap": a one-line CLI error, not a traceback
         raise KafkaUnavailable(f"cannot reach Kafka at {settings.kafka_servers}: {exc}") from None
     deadline = time.monotonic() + 10

@@ -39,8 +39,8 @@ class Served:
 
 
 class LiveModel:
-    # what a stage's time is measured with: this thread's CPU (serving thread); a serving child,
-    # where FAISS may search on several OpenMP threads, sets its process's CPU (process_time)
+    # what a stage's time is measured with: the calling thread's CPU time (in a serving child FAISS
+    # searches on that thread alone; in the serving thread a large batch may use OpenMP threads too)
     clock = staticmethod(time.thread_time)
 
     def __init__(self, settings: Settings) -> None:

@@ -33,6 +33,8 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Sequence
 
+from index import set_search_threads
+
 from ..lifecycle.model_store import ModelUpdate
 from ..settings import Settings
 from ..tuning import lower_thread_priority
@@ -63,8 +65,10 @@ def child_main(conn, settings: Settings) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C stops the worker; its exit closes our pipe
     logging.basicConfig(level=settings.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s [serving child]: %(message)s")
+    # FAISS searches on this thread alone: other processes share the cores, and then a stage's
+    # thread CPU time (LiveModel.clock) is all of its cost (the loader thread's is not in it)
+    set_search_threads(1)
     live = LiveModel(settings)
-    live.clock = time.process_time  # the stages' CPU in this process, FAISS's OpenMP threads included
     # loads run on a thread at a lower priority: a standby child loading a version competes for
     # the CPU with the active child's queries and the worker's event loop
     loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="streamrec-child-load",

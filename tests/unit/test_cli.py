@@ -131,3 +131,17 @@ def test_unknown_command_is_a_usage_error(capsys):
     with pytest.raises(SystemExit) as info:
         main(["frobnicate"])
     assert info.value.code == 2
+
+
+def test_the_demo_hands_the_settings_it_was_given_to_its_worker():
+    from streams.cli.demo import worker_environment
+    from streams.settings import load_settings
+
+    given = load_settings({"top_k": 5, "train": False, "http_port": 7001},
+                          environ={"STREAMREC_SASL_PASSWORD": "s3cret", "STREAMREC_FETCH_MAX_WAIT_MS": "20"})
+    env = worker_environment(given)
+    # the demo's command line sets the port itself; the rest reaches the worker as it would be read
+    assert env == {"STREAMREC_TOP_K": "5", "STREAMREC_TRAIN": "false", "STREAMREC_SASL_PASSWORD": "s3cret",
+                   "STREAMREC_FETCH_MAX_WAIT_MS": "20"}
+    assert load_settings(environ=env).top_k == 5 and not load_settings(environ=env).train
+    assert worker_environment(load_settings(environ={})) == {}  # nothing given: the worker's defaults
