@@ -78,6 +78,9 @@ class Metrics:
         self.worker_latency = Histogram("streamrec_worker_latency_seconds",
                                         "Time from the ingest agent receiving an event to the broker "
                                         "acknowledging its recommendation.", buckets=LATENCY_BUCKETS, registry=r)
+        self.event_delivery = Histogram("streamrec_event_delivery_seconds",
+                                        "Time from an event's Kafka record timestamp (its producer's clock) to "
+                                        "the ingest agent receiving it.", buckets=LATENCY_BUCKETS, registry=r)
         self.stage_seconds = Histogram("streamrec_stage_seconds", "Time spent in one stage of the worker's "
                                        "per-event work, per batch (stages: streams/metrics.py).", ["stage"],
                                        buckets=STAGE_BUCKETS, registry=r)

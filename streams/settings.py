@@ -144,6 +144,11 @@ class Settings(BaseSettings):
         "(less memory, but queries share the GIL with ingestion and model swaps).",
     )
     train: bool = Field(True, description="Run the continuous trainer on the group leader.")
+    trainer_process: bool = Field(
+        True, description="Run the continuous trainer in a child process at a lower OS priority "
+        "(streams/lifecycle/trainer_process.py); false: in threads of the worker process, where its "
+        "reader and updates share the GIL with ingestion (the main process then spent ~2x the CPU per event).",
+    )
     model_keep_versions: int = Field(5, ge=1, le=1000, description="Model versions kept in the store.")
     publish_interval_s: float = Field(15.0, gt=0, description="Seconds between published model versions.")
     train_queue_size: int = Field(

@@ -3,7 +3,8 @@ continuous trainer that publishes new versions there.
 
 Every worker watches ``model-updates`` (:class:`~streams.lifecycle.updates.UpdateWatcher`) and
 hands each announced version to serving. Every 2 s each worker asks whether it leads its consumer
-group; the leader starts a :class:`~streams.lifecycle.trainer.StreamTrainer` once it has read
+group; the leader starts a :class:`~streams.lifecycle.trainer.StreamTrainer` (in a process of its
+own: :mod:`streams.lifecycle.trainer_process`, setting ``trainer_process``) once it has read
 ``model-updates`` to its end (so it continues from the version in force), and stops it when it no
 longer leads.
 """
@@ -16,6 +17,7 @@ from collections.abc import Callable
 from ..app import WorkerApp
 from .model_store import ModelUpdate
 from .trainer import StreamTrainer
+from .trainer_process import TrainerProcess
 from .updates import UpdatePublisher, UpdateWatcher
 
 log = logging.getLogger(__name__)
@@ -34,7 +36,7 @@ class Lifecycle:
         self.watcher = UpdateWatcher(self.settings, self._announced)
         self._serve = on_update
         self.staleness = staleness
-        self.trainer: StreamTrainer | None = None  # while this worker leads the group
+        self.trainer: StreamTrainer | TrainerProcess | None = None  # while this worker leads the group
         self._publisher: UpdatePublisher | None = None
 
     def _announced(self, update: ModelUpdate):
@@ -44,14 +46,23 @@ class Lifecycle:
         return self._serve(update)
 
     def lead(self, leader: bool) -> None:
-        """Start or stop the trainer as this worker becomes or stops being the leader."""
+        """Start or stop the trainer as this worker becomes or stops being the leader (and start
+        it again if its process died)."""
+        if isinstance(self.trainer, TrainerProcess) and not self.trainer.alive():
+            log.error("the trainer process is gone; starting another")
+            self.trainer.stop()
+            self.trainer = None
         if leader and self.trainer is None and self.watcher.caught_up.is_set():
-            if self._publisher is None:
-                self._publisher = UpdatePublisher(self.settings)
-            self.trainer = StreamTrainer(self.settings, self.metrics, publish=self._publisher.publish,
-                                         quality=self.quality)
+            if self.settings.trainer_process:
+                self.trainer = TrainerProcess(self.settings, self.metrics, quality=self.quality)
+            else:
+                if self._publisher is None:
+                    self._publisher = UpdatePublisher(self.settings)
+                self.trainer = StreamTrainer(self.settings, self.metrics, publish=self._publisher.publish,
+                                             quality=self.quality)
             self.trainer.start(self.watcher.latest_update)
-            log.info("this worker leads the group: continuous training started")
+            log.info("this worker leads the group: continuous training started%s",
+                     " (trainer process)" if self.settings.trainer_process else "")
         elif not leader and self.trainer is not None:
             self.trainer.stop()
             self.trainer = None

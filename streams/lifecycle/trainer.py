@@ -38,6 +38,11 @@ log = logging.getLogger(__name__)
 
 UPDATE_BATCH = 128  # sequences per incremental update
 MAX_USERS = 100_000  # users whose recent items the reader remembers (least recently seen dropped)
+# The reader fetches in large batches, pausing when it has caught up: every fetch of a second
+# consumer of ``events`` costs the broker (the embedded one lists its stored batches on each), and
+# training does not need events within milliseconds.
+READ_MAX_RECORDS = 20_000
+READ_PAUSE_S = 0.5
 
 
 def initial_recommender(settings: Settings, latest: ModelUpdate | None):
@@ -131,11 +136,14 @@ class StreamTrainer:
                 if consumer is None:
                     consumer = watch_consumer(self.settings, [self.settings.topic_events], from_beginning=False)
                 started = time.thread_time()  # this thread's CPU: the poll's waiting does not count
-                for records in consumer.poll(timeout_ms=500).values():
+                polled = consumer.poll(timeout_ms=500, max_records=READ_MAX_RECORDS)
+                for records in polled.values():
                     for record in records:
                         self.observe(record.value, record.timestamp / 1000 if record.timestamp else None)
                 self.metrics.stage_seconds.labels("train_read").observe(time.thread_time() - started)
                 self.metrics.train_queue.set(self.queue.qsize())
+                if sum(map(len, polled.values())) < READ_MAX_RECORDS:  # caught up: let events gather
+                    self._stop.wait(READ_PAUSE_S)
             except Exception as exc:
                 log.warning("trainer reader: %s; retrying", exc)
                 consumer = None
@@ -250,5 +258,9 @@ class StreamTrainer:
         except Exception:
             log.exception("trainer stopped; serving continues with the last published version")
 
-    def stop(self) -> None:
+    def stop(self, wait_s: float = 0.0) -> None:
+        """Stop reading and training; wait up to ``wait_s`` for an update or a save under way."""
         self._stop.set()
+        deadline = time.monotonic() + wait_s
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))

@@ -138,6 +138,7 @@ class Serving:
             metrics.latency.observe(done - request.arrived)
             if request.msg_ts:
                 metrics.event_age.observe(max(0.0, done - request.msg_ts))
+                metrics.event_delivery.observe(max(0.0, request.arrived - request.msg_ts))
 
     def _acknowledged(self, requests: list[Request], delivered: asyncio.Future) -> None:
         if delivered.cancelled() or delivered.exception() is not None:

@@ -6,10 +6,12 @@ with serving in the worker's thread and in its serving processes (streams/servin
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 
 import pytest
+import requests
 from conftest import get_json, wait_for
 
 from streams.kafka.clients import watch_consumer
@@ -86,6 +88,12 @@ def test_versions_are_trained_published_and_served_while_events_flow(live):
     assert "model" in sources  # records on the topic come from the model too
     # and they came from where the settings say (the serving pair logs which child serves)
     assert ("from streamrec-serving-" in live["worker"].log()) == live["processes"]
+    # the versions came from the trainer's own process, whose metrics reach the worker's /metrics
+    assert "continuous training started (trainer process)" in live["worker"].log()
+    metrics = requests.get(f"{base}/metrics", timeout=10).text
+    updates = re.search(r'^streamrec_stage_seconds_count\{stage="train_update"\} (\S+)$', metrics, re.M)
+    assert updates and float(updates.group(1)) >= 1
+    assert re.search(r"^streamrec_training_loss (\S+)$", metrics, re.M).group(1) != "0.0"
 
 
 def test_item_first_seen_in_stream_is_recommendable_before_the_next_version(live):
