@@ -240,7 +240,7 @@ def plot(report: dict, path: Path) -> None:
     fig, axes = plt.subplots(1, len(shapes), figsize=(6 * len(shapes), 4.5), squeeze=False)
     for ax, shape in zip(axes[0], shapes):
         rows = [r for r in report["phases"] if r["shape"] == shape]
-        labels = [r["phase"] if not r["catalogue"] else f"worker\n{r['catalogue']:,} items" for r in rows]
+        labels = [r["phase"] if not r["catalogue"] else f"worker\n{r['catalogue'] // 1000:,}k items" for r in rows]
         stages = sorted({s for r in rows for s in r.get("stages_us_per_event", {})})
         bottom = [0.0] * len(rows)
         colours = plt.get_cmap("tab20")
