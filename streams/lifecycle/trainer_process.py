@@ -33,6 +33,7 @@ from collections.abc import Callable
 
 from ..metrics import Metrics
 from ..settings import Settings
+from ..tuning import set_mmap_threshold
 from .model_store import ModelUpdate
 from .trainer import StreamTrainer
 from .updates import UpdatePublisher
@@ -100,6 +101,7 @@ def replay(metrics: Metrics, calls: list[MetricCall]) -> None:
 def trainer_main(conn, settings: Settings, latest: ModelUpdate | None) -> None:
     """The child: a StreamTrainer until the pipe says stop (or closes)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C stops the worker; it stops us
+    set_mmap_threshold(settings.malloc_mmap_threshold_kb)  # as in the worker: a spawned child starts afresh
     logging.basicConfig(level=settings.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s [trainer]: %(message)s")
     try:

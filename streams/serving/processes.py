@@ -37,7 +37,7 @@ from index import set_search_threads
 
 from ..lifecycle.model_store import ModelUpdate
 from ..settings import Settings
-from ..tuning import lower_thread_priority
+from ..tuning import lower_thread_priority, set_mmap_threshold
 from .live_model import LiveModel
 from .recommend import Answer, Candidates, History, ModelIds, Payload, Request, Timings, modelless
 
@@ -63,6 +63,7 @@ class _Refused(RuntimeError):
 def child_main(conn, settings: Settings) -> None:
     """A serving child: one LiveModel, one request at a time, until the pipe closes."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C stops the worker; its exit closes our pipe
+    set_mmap_threshold(settings.malloc_mmap_threshold_kb)  # as in the worker: a spawned child starts afresh
     logging.basicConfig(level=settings.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s [serving child]: %(message)s")
     # FAISS searches on this thread alone: other processes share the cores, and then a stage's
