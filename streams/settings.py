@@ -89,7 +89,7 @@ class Settings(BaseSettings):
     batch_size: int = Field(256, ge=1, le=100_000, description="Users per recommendation micro-batch.")
     batch_window_s: float = Field(
         0.01, ge=0, le=60, description="Longest wait to fill a micro-batch (0: a batch is what has queued "
-        "up while the previous one was served). 10 ms: at 1,000 events/s the worker spent 20-30 % less CPU "
+        "up while the previous one was served). 10 ms: at 1,000 events/s the worker spent 20-30 percent less CPU "
         "per event than with 0 (encoding and search cost less per user in larger batches; BENCHMARKS.md, "
         "cost), for ~5-10 ms more latency.",
     )
