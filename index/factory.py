@@ -229,7 +229,7 @@ def build_faiss(kind: str, vectors: np.ndarray, params: IndexParams, *, use_gpu:
                 device: int = 0, sample_queries: np.ndarray | None = None,
                 centroids: np.ndarray | None = None, max_effort_reused: int | None = None):
     """Build and fill the FAISS structure. Returns a dict with the index, the GPU resources (or
-    None), the tuned search effort and its measured recall, and whether ``centroids`` were used.
+    None), the tuned search effort and its measured recall.
 
     ``centroids`` (IVF): the coarse centroids to reuse instead of training (``reusable_centroids``);
     if the tuned effort then exceeds ``max_effort_reused`` (the centroids fit the new vectors
@@ -265,7 +265,7 @@ def build_faiss(kind: str, vectors: np.ndarray, params: IndexParams, *, use_gpu:
              kind, n, dim, use_gpu, effort, recall, t_fill, time.perf_counter() - t0,
              " (centroids reused)" if reused else "")
     return {"index": index, "gpu_res": res, "on_gpu": use_gpu, "effort": effort,
-            "tuned_recall": recall, "reused_centroids": reused}
+            "tuned_recall": recall}
 
 
 # An automatically chosen IVF index is kept only if its tuned nprobe probes under 1/IVF_WORTH_IT

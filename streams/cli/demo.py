@@ -178,8 +178,9 @@ def run_demo(settings: Settings, data: Path, duration_s: float = 45.0, rate: flo
             metrics = resp.read().decode()
         with urllib.request.urlopen(f"{base}/health/", timeout=5) as resp:
             gate = json.loads(resp.read()).get("gate") or {}
-        accepted = _metric(metrics, 'streamrec_events_total{outcome="accepted"}')
-        model_version = _metric(metrics, "streamrec_model_version")
+        parsed = parse_exposition(metrics)
+        accepted = parsed.get('streamrec_events_total{outcome="accepted"}', 0.0)
+        model_version = parsed.get("streamrec_model_version", 0.0)
         lat = watcher.latencies
         print("\n[demo] summary")
         print(f"  events sent          {sent + len(MALFORMED)} ({sent} valid replayed + {len(MALFORMED)} malformed) "
@@ -197,7 +198,6 @@ def run_demo(settings: Settings, data: Path, duration_s: float = 45.0, rate: flo
                       f"(decayed) -> serving {scores['serving']}")
         print(f"  end-to-end latency   p50 {_quantile(lat, .5) * 1000:.1f} ms, p99 {_quantile(lat, .99) * 1000:.1f} ms "
               f"(producer send of a user's last event -> its recommendation read back), of which")
-        parsed = parse_exposition(metrics)
         for label, name, what in (
                 ("to the worker", "streamrec_event_delivery_seconds",
                  "this producer's send -> the worker's ingest agent, through the broker and Faust's consumer"),
@@ -223,13 +223,6 @@ def run_demo(settings: Settings, data: Path, duration_s: float = 45.0, rate: flo
             broker.stop()
         shutil.rmtree(workdir, ignore_errors=True)
         print(f"[demo] stopped everything after {time.monotonic() - started:.1f} s")
-
-
-def _metric(text: str, name: str) -> float:
-    for line in text.splitlines():
-        if line.startswith(name + " "):
-            return float(line.split()[-1])
-    return 0.0
 
 
 # what the demo's command line gives its worker itself (the rest goes through the environment)

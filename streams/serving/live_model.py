@@ -39,10 +39,6 @@ class Served:
 
 
 class LiveModel:
-    # what a stage's time is measured with: the calling thread's CPU time (in a serving child FAISS
-    # searches on that thread alone; in the serving thread a large batch may use OpenMP threads too)
-    clock = staticmethod(time.thread_time)
-
     def __init__(self, settings: Settings) -> None:
         torch.set_num_threads(settings.torch_threads)  # process-wide; see Settings.torch_threads
         self.settings = settings
@@ -69,13 +65,15 @@ class LiveModel:
         return self._answers(self.served, histories, k, {})
 
     def _answers(self, served: Served | None, histories: Sequence[History], k: int, timings: Timings) -> list[Answer]:
+        """The answers, with the encode and search stages' CPU time in ``timings`` (this thread's:
+        in a serving child FAISS searches on it alone)."""
         answers: list[Answer] = [None] * len(histories)
         if served is None:
             return answers
-        started = self.clock()
+        started = time.thread_time()
         vectors, known = served.recommender.user_vectors_and_known(histories)
         known = np.flatnonzero(known)
-        encoded = self.clock()
+        encoded = time.thread_time()
         timings["encode"] = encoded - started
         if len(known) == 0:
             return answers
@@ -83,7 +81,7 @@ class LiveModel:
         hits = served.index.search(vectors[known], k, exclude=seen)
         for row, found in zip(known.tolist(), hits):
             answers[row] = found or None  # (item_id, score as a Python float) pairs
-        timings["search"] = self.clock() - encoded
+        timings["search"] = time.thread_time() - encoded
         return answers
 
     def serve(self, requests: Sequence[Request], candidates: Candidates, k: int) -> tuple[list[Payload], ModelIds, Timings]:
@@ -91,9 +89,9 @@ class LiveModel:
         versions = (served.update.version, served.index.version) if served else (0, 0)
         timings: Timings = {}
         answers = self._answers(served, [r.history for r in requests], k, timings)
-        started = self.clock()
+        started = time.thread_time()
         sent = payloads(build_records(requests, answers, candidates, k, *versions))
-        timings["records"] = self.clock() - started
+        timings["records"] = time.thread_time() - started
         return sent, model_ids(answers), timings
 
     # --- new versions --------------------------------------------------------------------------

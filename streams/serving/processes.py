@@ -67,7 +67,7 @@ def child_main(conn, settings: Settings) -> None:
     logging.basicConfig(level=settings.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s [serving child]: %(message)s")
     # FAISS searches on this thread alone: other processes share the cores, and then a stage's
-    # thread CPU time (LiveModel.clock) is all of its cost (the loader thread's is not in it)
+    # thread CPU time (LiveModel) is all of its cost (the loader thread's is not in it)
     set_search_threads(1)
     live = LiveModel(settings)
     # loads run on a thread at a lower priority: a standby child loading a version competes for
