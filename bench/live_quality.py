@@ -11,9 +11,12 @@ Sources: ``popular`` (the worker's decayed popularity, ``streams.ingest.populari
 (``streams.ingest.covisit``), ``gated`` (the record the gate, ``streams.serving.gate``, serves: it
 chooses per segment between popular and covisit, scoring both), and the baseline a consumer gets
 for free, ``alltime`` (all-time popularity so far). With ``--checkpoint`` or ``--pretrain-minutes``
-a pretrained encoder is a source too (``model``, frozen: online training is measured in
-bench/prequential.py), the gate chooses among all three, records are made per micro-batch, and
-only the events after ``--from-fraction`` of the stream are scored. Rankings of
+a pretrained encoder is a source too (``model``, frozen), the gate chooses among all three, records
+are made per micro-batch, and only the events after ``--from-fraction`` of the stream are scored.
+With ``--online`` the model is trained as the leader trains it (``streams.lifecycle.training``:
+the worker's OnlineTrainer settings, held-back tail and promotion judgement), on every event's
+sequence, from the pretrained model or from scratch; each version it announces serves from the
+next record on (the worker loads it within a second). Rankings of
 popularity are refreshed every ``--rank-every`` events (the worker: every second). Settings are
 the worker's defaults, not tuned on these streams.
 
@@ -27,10 +30,16 @@ import json
 import time
 from pathlib import Path
 
+import torch
+
+from model.encoder import EncoderConfig
 from model.recommender import Recommender
 from model.replay import load_events
 from streams.ingest.covisit import CoVisitation
 from streams.ingest.popularity import Popularity
+from streams.lifecycle.trainer import online_trainer
+from streams.lifecycle.training import UPDATE_BATCH, Training
+from streams.metrics import Metrics
 from streams.serving.gate import SEGMENTS, Gate
 from streams.settings import Settings
 
@@ -49,17 +58,23 @@ def model_lists(rec, histories: list, k: int, allow_repeats: bool) -> list[list[
 
 
 def replay(events, k: int, window: int, rank_every: int, allow_repeats: bool, seq_len: int,
-           new_item_s: float = 1800.0, model=None, batch: int = 1, score_from: int = 0) -> dict:
+           new_item_s: float = 1800.0, model=None, batch: int = 1, score_from: int = 0,
+           training: Training | None = None, publish_every: int = 15_000) -> dict:
     """``model``: a Recommender served as the ``model`` source (frozen); records are then made per
     micro-batch of ``batch`` events, as the worker makes them. Events before ``score_from`` are
     learned from, not scored (records are made for the last ``GATE_WARMUP`` of them, so that the
-    gate has its evidence when scoring starts)."""
-    sources = SOURCES + (("model",) if model is not None else ())
+    gate has its evidence when scoring starts). ``training``: the worker's training and promotion
+    (``streams.lifecycle.training``) learns from every event's sequence, as the leader's trainer
+    does, and is asked for a version every ``publish_every`` events; a version it announces
+    serves as ``model`` from then on (``model`` until the first: None when training from scratch)."""
+    sources = SOURCES + (("model",) if model is not None or training is not None else ())
+    versions: list[int] = []  # the event after which each announced version served
+    pending: list = []  # training sequences not yet handed to the training
     s = Settings()
     popularity = Popularity(s.popularity_half_life_s, 10 * s.popularity_capacity)  # one worker, all partitions
     covisit = CoVisitation(s.covisit_half_life_s)
-    gate = Gate(half_life_events=s.gate_half_life_events, min_evidence=s.gate_min_evidence, long_from=s.gate_long_from,
-                sample=s.gate_sample)
+    gate = Gate(half_life_events=s.gate_half_life_events, min_evidence=s.gate_min_evidence, switch_z=s.gate_switch_z,
+                long_from=s.gate_long_from, sample=s.gate_sample)
     counts: dict[str, int] = {}
     history: dict[str, list[str]] = {}
     in_force: dict[str, dict[str, list[str]]] = {}  # user -> source -> record for the next event
@@ -86,6 +101,8 @@ def replay(events, k: int, window: int, rank_every: int, allow_repeats: bool, se
                                  if allow_repeats or i not in seen][:k]}
             if models is not None:
                 lists["model"] = models[j]
+            elif training is not None:  # no version yet: as serving, no model list
+                lists["model"] = []
             seg = gate.segment(len(h))
             choice = gate.choice(seg)
             if choice == "model" and lists.get("model"):
@@ -130,17 +147,29 @@ def replay(events, k: int, window: int, rank_every: int, allow_repeats: bool, se
         covisit.add(h, e.item_id, e.ts)
         h.append(e.item_id)
         del h[:-seq_len]
-        if model is not None:
+        if model is not None or training is not None:
             t = typed.setdefault(e.user_id, [])
             t.append((e.item_id, e.type))
             del t[:-seq_len]
+        if training is not None and n >= score_from:  # a pretrained model has learned the events before
+            if len(t) >= 2:
+                pending.append(list(t))
+            if len(pending) >= UPDATE_BATCH:
+                training.learn(pending)
+                pending = []
+            if n and n % publish_every == 0:
+                version = training.judge()[1]
+                if version is not None:
+                    model = version
+                    model.prepare_serving()
+                    versions.append(n)
         if n >= score_from - GATE_WARMUP:  # before that, the sources only learn
             due[e.user_id] = None
         if due and (len(due) >= batch or n == len(events) - 1):
             make_records(list(due))
             due.clear()
-        if model is not None and n % 50_000 == 0:
-            print(f"  {n:,} of {len(events):,} events", flush=True)
+        if (model is not None or training is not None) and n % 50_000 == 0:
+            print(f"  {n:,} of {len(events):,} events, {len(versions)} versions announced", flush=True)
     cpu = time.process_time() - started
     scored = len(hits["alltime"])
     hr = {src: sum(v) / scored if scored else 0.0 for src, v in hits.items()}
@@ -170,6 +199,7 @@ def replay(events, k: int, window: int, rank_every: int, allow_repeats: bool, se
                          for (seg, src), (h, t) in seg_hits.items()},
             "new_items": {src: {"hr": h / t if t else None, "events": t} for src, (h, t) in new_hits.items()},
             "new_item_s": new_item_s, "served_by_choice": served_by, "gate": gate.report(), "windows": windows,
+            "versions_announced_after_event": versions if training is not None else None,
             "cpu_us_per_event": cpu / max(1, len(events)) * 1e6}
 
 
@@ -212,8 +242,16 @@ def main() -> None:
                     help="with a model: score only the events after this fraction of the stream (the model "
                          "was trained on the ones before; every source learns from them)")
     ap.add_argument("--batch", type=int, default=64, help="with a model: records made per micro-batch of this many")
+    ap.add_argument("--online", action="store_true",
+                    help="train the model online with the worker's trainer and promotion gate, from the "
+                         "pretrained one (--checkpoint, --pretrain-minutes) or, without one, from scratch")
+    ap.add_argument("--publish-every", type=int, default=15_000,
+                    help="with --online: events between the trainer's publish intervals (the worker's 15 s "
+                         "at 1,000 events/s)")
     ap.add_argument("--out", default=None, help="output path without suffix (default bench/results/live_quality_<data>)")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads")
     args = ap.parse_args()
+    torch.set_num_threads(args.threads)
     path, fmt = DATA.get(args.data, (args.data, args.format))
     events = load_events(path, fmt)
     if args.limit:
@@ -222,12 +260,13 @@ def main() -> None:
     model = None
     if args.checkpoint or args.pretrain_minutes:
         name += "_model"
+    if args.online:
+        name += "_online"
     out = args.out or str(HERE / "results" / f"live_quality_{name}{'_repeats' if args.allow_repeats else ''}")
     print(f"{len(events):,} events from {path}", flush=True)
     if args.checkpoint:
         model = Recommender.from_checkpoint(args.checkpoint)
     elif args.pretrain_minutes:
-        from model.encoder import EncoderConfig
         from model.pretrain import TrainConfig
         from model.prequential_run import pretrain_on_events
 
@@ -236,11 +275,18 @@ def main() -> None:
         encoder = EncoderConfig(dim=64, n_layers=2, n_heads=1, max_len=Settings().seq_len, dropout=0.2)
         model = pretrain_on_events(prefix, str(HERE.parent / "runs" / "live_quality" / f"{name}-pretrain"), encoder,
                                    tcfg=TrainConfig(epochs=30, max_minutes=args.pretrain_minutes, patience=5))
+    training = None
+    if args.online:  # the worker's trainer: its settings, its promotion judgement
+        settings = Settings()
+        trained = model.snapshot() if model is not None else Recommender.fresh(EncoderConfig(max_len=settings.seq_len))
+        training = Training(settings, trained, online_trainer(settings, trained), Metrics(),
+                            in_force=model)
     if model is not None:
         model.prepare_serving()
+    with_model = model is not None or training is not None
     result = replay(events, args.k, args.window, args.rank_every, args.allow_repeats, Settings().seq_len,
-                    args.new_item_s, model, args.batch if model is not None else 1,
-                    int(args.from_fraction * len(events)) if model is not None else 0)
+                    args.new_item_s, model, args.batch if with_model else 1,
+                    int(args.from_fraction * len(events)) if model is not None else 0, training, args.publish_every)
     result.update({"data": path, "format": fmt, "command": "python bench/live_quality.py " + " ".join(
         f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if v not in (None, False, 0) and k != "out")})
     Path(out).parent.mkdir(parents=True, exist_ok=True)

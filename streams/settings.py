@@ -179,8 +179,12 @@ class Settings(BaseSettings):
         "has an answer, else popularity.",
     )
     gate_min_evidence: int = Field(
-        200, ge=1, description="Events a source must be scored on in a segment before the gate may serve "
-        "it there (until then: popularity).",
+        30, ge=1, description="Events a source and the one serving a segment must each be scored on there "
+        "before the gate compares them (until then: the one serving, popularity at first).",
+    )
+    gate_switch_z: float = Field(
+        2.0, gt=0, description="Standard errors by which a source's decayed hit rate must exceed the serving "
+        "one's in a segment for the gate to switch to it (no flapping between sources that score alike).",
     )
     gate_half_life_events: float = Field(
         5000.0, gt=0, description="Half-life, in scored events, of the gate's hit counts.")

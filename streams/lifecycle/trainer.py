@@ -6,8 +6,9 @@ learns from the whole stream whatever partitions its worker owns, and ingestion 
 it. Between the reader and the update loop sits a bounded queue: when training falls behind,
 sequences are dropped and counted (``streamrec_train_dropped_total``), never silently.
 
-Once a version is in force, a new one is announced only when it beats that version on the most
-recent sequences, held back from training until it has been judged on them
+What to train on and when to announce is :class:`~streams.lifecycle.training.Training`'s: once a
+version is in force, a new one is announced only when it beats that version on the most recent
+sequences, held back from training until it has been judged on them
 (``streams/lifecycle/promotion.py``).
 """
 
@@ -32,11 +33,10 @@ from ..metrics import Metrics
 from ..settings import Settings, objective_weights
 from ..tuning import lower_thread_priority
 from .model_store import ModelStore, ModelUpdate, verify
-from .promotion import HeldBackTail, scorable, score_tail
+from .training import UPDATE_BATCH, Training
 
 log = logging.getLogger(__name__)
 
-UPDATE_BATCH = 128  # sequences per incremental update
 MAX_USERS = 100_000  # users whose recent items the reader remembers (least recently seen dropped)
 # The reader fetches in large batches, pausing when it has caught up: every fetch of a second
 # consumer of ``events`` costs the broker (the embedded one lists its stored batches on each), and
@@ -57,13 +57,18 @@ def initial_recommender(settings: Settings, latest: ModelUpdate | None):
     return Recommender.fresh(EncoderConfig(max_len=settings.seq_len))
 
 
+def online_trainer(settings: Settings, rec: Recommender) -> OnlineTrainer:
+    """The online trainer of ``rec`` with the worker's training settings."""
+    return OnlineTrainer(rec, lr=settings.train_lr, replay_capacity=settings.replay_capacity,
+                         objectives=ObjectiveConfig(weights=objective_weights(settings.train_objectives)))
+
+
 def initial_trainer(settings: Settings, latest: ModelUpdate | None) -> tuple[Recommender, OnlineTrainer]:
     """The recommender to continue (:func:`initial_recommender`) and its online trainer; continuing
     from the version in force, the trainer gets back that version's optimizer state and replay
     buffer, so a restarted or new leader resumes training instead of starting it over."""
     rec = initial_recommender(settings, latest)
-    trainer = OnlineTrainer(rec, lr=settings.train_lr, replay_capacity=settings.replay_capacity,
-                            objectives=ObjectiveConfig(weights=objective_weights(settings.train_objectives)))
+    trainer = online_trainer(settings, rec)
     if latest is not None and rec.version == latest.version:
         try:
             ck = load_checkpoint(str(verify(latest)))
@@ -90,9 +95,8 @@ class StreamTrainer:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self.version = 0
-        self.in_force: Recommender | None = None  # the last version announced
+        self.training: Training | None = None  # once the training thread has its model
         self._rollback: ModelUpdate | None = None  # a rollback announced on model-updates, to judge against
-        self.tail = HeldBackTail(settings.promotion_tail)
 
     # --- reader ---------------------------------------------------------------------------------
     def offer(self, history: list[tuple[str, str]]) -> bool:
@@ -155,25 +159,22 @@ class StreamTrainer:
     def _train(self, latest: ModelUpdate | None) -> None:
         rec, trainer = initial_trainer(self.settings, latest)
         self.version = max([rec.version, latest.version if latest else 0, *self.store.versions()])
-        if latest is not None:
-            self.in_force = rec.snapshot()
-        elif self.settings.model_checkpoint is not None:
-            self._publish(rec, trainer, {"source": "pretrained"})  # serve the pretrained model at once
-        last_publish, losses = time.monotonic(), []
+        training = self.training = Training(self.settings, rec, trainer, self.metrics,
+                                            in_force=rec.snapshot() if latest is not None else None)
+        if latest is None and self.settings.model_checkpoint is not None:
+            training.in_force = rec.snapshot()
+            self._publish(training.in_force, {"source": "pretrained"})  # serve the pretrained model at once
+        last_publish = time.monotonic()
         while not self._stop.is_set():
             self._follow_rollback()
-            batch = self._take(UPDATE_BATCH, timeout=1.0)
-            if self.in_force is not None and self.settings.promotion_tail:
-                batch = self.tail.push(batch)  # the newest are held back to judge the next version
-            self._update(trainer, batch, losses)
+            training.learn(self._take(UPDATE_BATCH, timeout=1.0))
             if time.monotonic() - last_publish < self.settings.publish_interval_s:
                 continue
-            if self.in_force is None or not self.settings.promotion_tail:
-                if losses:
-                    self._publish(rec, trainer, {"loss": sum(losses) / len(losses), "updates": len(losses)})
-                    last_publish, losses = time.monotonic(), []
-            elif self._judge(rec, trainer, losses):
-                last_publish, losses = time.monotonic(), []
+            judged, version, metrics = training.judge()
+            if version is not None:
+                self._publish(version, metrics)
+            if judged:
+                last_publish = time.monotonic()
 
     def follow(self, update: ModelUpdate) -> None:
         """A version announced on ``model-updates`` (the watcher's thread). After a rollback the
@@ -182,46 +183,15 @@ class StreamTrainer:
             self._rollback = update
 
     def _follow_rollback(self) -> None:
-        update, self._rollback = self._rollback, None
-        if update is None:
+        if self._rollback is None or self.training is None:
             return
+        update, self._rollback = self._rollback, None
         try:
-            self.in_force = Recommender.from_checkpoint(str(verify(update)))
+            self.training.in_force = Recommender.from_checkpoint(str(verify(update)))
         except Exception as exc:
             log.error("rollback to version %d not followed (%s)", update.version, exc)
         else:
             log.info("rolled back to version %d: candidates are judged against it", update.version)
-
-    def _update(self, trainer: OnlineTrainer, seqs: list, losses: list[float]) -> None:
-        for start in range(0, len(seqs), UPDATE_BATCH):
-            started, cpu = time.perf_counter(), time.thread_time()
-            losses.append(trainer.update(seqs[start:start + UPDATE_BATCH]))
-            self.metrics.update_seconds.observe(time.perf_counter() - started)
-            self.metrics.stage_seconds.labels("train_update").observe(time.thread_time() - cpu)
-            self.metrics.training_loss.set(losses[-1])
-
-    def _judge(self, rec, trainer: OnlineTrainer, losses: list[float]) -> bool:
-        """Score the candidate against the version in force on the held-back tail; announce it if
-        better; then train on the tail. False while the tail holds too little to judge on."""
-        s = self.settings
-        tail = self.tail.release()
-        if len(scorable(tail)[0]) < s.promotion_min_events and len(tail) < s.promotion_tail:
-            self.tail.push(tail)
-            return False
-        candidate = rec.snapshot()
-        scores = score_tail(candidate, self.in_force, tail)
-        for name, value in (("candidate", scores.candidate), ("in_force", scores.in_force),
-                            ("popular", scores.popular)):
-            self.metrics.promotion_hit_rate.labels(model=name).set(value)
-        if scores.promote:
-            self._publish(rec, trainer, {"loss": sum(losses) / len(losses) if losses else None,
-                                         "updates": len(losses), "tail": scores.as_dict()}, candidate)
-        else:
-            self.metrics.versions_held_back.inc()
-            log.info("candidate held back: HR@10 %.4f vs %.4f in force on %d held-back events",
-                     scores.candidate, scores.in_force, scores.events)
-        self._update(trainer, tail, losses)
-        return True
 
     def _take(self, n: int, timeout: float) -> list:
         batch = []
@@ -233,12 +203,12 @@ class StreamTrainer:
                 break
         return batch
 
-    def _publish(self, rec, trainer, metrics: dict, snapshot: Recommender | None = None) -> None:
+    def _publish(self, snapshot: Recommender, metrics: dict) -> None:
+        """Save and announce ``snapshot`` (the training's version in force) as the next version."""
         metrics = {**metrics, "gate": self.quality()}
         self.version += 1
-        snapshot = snapshot or rec.snapshot()
         snapshot.version = self.version
-        self.in_force = snapshot
+        trainer = self.training.trainer
         update = self.store.save(snapshot, metrics=metrics, optimizer_state=trainer.optimizer_state(),
                                  replay_state=trainer.replay_state())
         self.publish(update)

@@ -5,10 +5,16 @@ For every record the worker sends, the top-k of EVERY source for that user (the 
 co-visitation board's, popularity's; all with the user's seen items removed) is remembered. When
 the user's next event is accepted, each remembered list is scored: a hit if it held the event's
 item (an item the user had seen before is not scored: the seen-item rule serving uses). Hits and
-trials are decayed per segment and source (half-life ``half_life_events`` scored events), so the
-scores follow the stream. Each segment is served by the source with the best hit rate once every
-source has been scored on ``min_evidence`` events there; until then by popularity, the baseline a consumer has
-for free. Because unserved sources are scored too, the choice can always change back.
+trials are decayed per segment and source on the segment's clock of scored events (half-life
+``half_life_events``), so the scores follow the stream, and a source scored on a sample of the
+users forgets as fast as one scored on all of them.
+
+Each segment starts served by popularity, the baseline a consumer has for free. Another source
+takes over once both have been scored on ``min_evidence`` events there and it is better by
+``switch_z`` standard errors of the difference of the two decayed hit rates (the decayed trials
+are the sample sizes). A clear difference switches within tens of events; sources that score
+alike do not flap on single hits. Because unserved sources are scored too, the choice can always
+change back.
 
 A source that costs work to list and does not serve a user's segment (co-visitation) is listed,
 and so scored, for one user in ``sample`` only (:meth:`Gate.samples`): the choice stays unbiased
@@ -21,6 +27,7 @@ Segments are by what is known of the user when the record is made: ``cold`` (no 
 
 from __future__ import annotations
 
+import math
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
@@ -35,25 +42,52 @@ def segment(history_len: int, long_from: int = 5) -> str:
 
 @dataclass
 class Score:
-    trials: float = 0.0
+    trials: float = 0.0  # decayed to the segment's clock ``at``
     hits: float = 0.0
     events: int = 0  # scored events, undecayed
+    at: int = 0  # the segment's clock (scored events) when last updated
 
     @property
-    def hit_rate(self) -> float:
+    def hit_rate(self) -> float:  # decay scales hits and trials alike: the rate needs no clock
         return self.hits / self.trials if self.trials else 0.0
+
+    def add(self, hit: bool, clock: int, decay: float) -> None:
+        factor = decay ** (clock - self.at)
+        self.trials = self.trials * factor + 1.0
+        self.hits = self.hits * factor + hit
+        self.events += 1
+        self.at = clock
+
+    def weight(self, clock: int, decay: float) -> float:
+        """The decayed number of trials now: the sample size behind :attr:`hit_rate`."""
+        return self.trials * decay ** (clock - self.at)
+
+
+def z_better(challenger: Score, incumbent: Score, clock: int, decay: float) -> float:
+    """Standard errors by which ``challenger``'s hit rate exceeds ``incumbent``'s."""
+    diff = challenger.hit_rate - incumbent.hit_rate
+    if diff <= 0:
+        return 0.0
+    variance = 0.0
+    for score in (challenger, incumbent):
+        weight = score.weight(clock, decay)
+        variance += score.hit_rate * (1 - score.hit_rate) / weight if weight > 0 else 0.0
+    return diff / math.sqrt(variance) if variance > 0 else math.inf
 
 
 @dataclass
 class Gate:
     half_life_events: float = 5000.0
-    min_evidence: float = 200.0
+    min_evidence: float = 30.0
+    switch_z: float = 2.0
     long_from: int = 5
     capacity: int = 200_000  # users whose lists are remembered (least recently served dropped)
     sample: int = 4  # 1 user in ``sample`` gets the lists of sources that do not serve their segment
     scores: dict[tuple[str, str], Score] = field(
         default_factory=lambda: {(seg, src): Score() for seg in SEGMENTS for src in SOURCES})
     _lists: OrderedDict = field(default_factory=OrderedDict)  # user -> (segment, {source: set of ids})
+    _clock: dict[str, int] = field(default_factory=lambda: dict.fromkeys(SEGMENTS, 0))  # scored events
+    _serving: dict[str, str] = field(default_factory=lambda: dict.fromkeys(SEGMENTS, DEFAULT))
 
     def __post_init__(self) -> None:
         self._decay = 0.5 ** (1.0 / self.half_life_events)
@@ -74,23 +108,31 @@ class Gate:
         if remembered is None or seen_before:
             return
         seg, lists = remembered
+        self._clock[seg] = clock = self._clock[seg] + 1
         for source, items in lists.items():
-            score = self.scores[seg, source]
-            score.trials = score.trials * self._decay + 1.0
-            score.hits = score.hits * self._decay + (item_id in items)
-            score.events += 1
+            self.scores[seg, source].add(item_id in items, clock, self._decay)
 
     def samples(self, user_id: str) -> bool:
         """Whether the user's records list every source, serving their segment or not."""
         return hash(user_id) % self.sample == 0
 
     def choice(self, seg: str) -> str:
-        """The source serving ``seg``: the best hit rate once every source has enough evidence."""
-        scored = [(self.scores[seg, source].hit_rate, source == DEFAULT, -n, source) for n, source in enumerate(SOURCES)
-                  if self.scores[seg, source].events >= self.min_evidence]
-        if len(scored) < len(SOURCES):
-            return DEFAULT
-        return max(scored)[-1]  # a tie goes to the default, then to the earlier source
+        """The source serving ``seg``: the one in place, unless another with enough evidence is
+        better by ``switch_z`` standard errors (the most clearly better one then takes over)."""
+        serving = self._serving[seg]
+        incumbent = self.scores[seg, serving]
+        if incumbent.events < self.min_evidence:
+            return serving
+        clock = self._clock[seg]
+        best_z, best = self.switch_z, serving
+        for source in SOURCES:
+            challenger = self.scores[seg, source]
+            if source != serving and challenger.events >= self.min_evidence:
+                z = z_better(challenger, incumbent, clock, self._decay)
+                if z > best_z:
+                    best_z, best = z, source
+        self._serving[seg] = best
+        return best
 
     def choices(self) -> dict[str, str]:
         return {seg: self.choice(seg) for seg in SEGMENTS}

@@ -51,6 +51,38 @@ def test_a_source_missing_from_a_record_is_not_scored_and_users_are_sampled():
     gate = Gate(min_evidence=1, sample=4)
     serve_and_score(gate, "u", "long", {"model": ["x"], "popular": ["y"]}, "x")  # no co-visitation list
     assert gate.scores["long", "covisit"].events == 0 and gate.scores["long", "model"].hits == 1.0
-    assert gate.choice("long") == DEFAULT  # co-visitation has no evidence yet
+    assert gate.choice("long") == "model"  # co-visitation, never scored, is not in the comparison
     sampled = sum(gate.samples(f"user-{n}") for n in range(4000))
     assert 800 < sampled < 1200 and gate.samples("user-1") == gate.samples("user-1")
+
+
+def test_a_clear_difference_switches_quickly_and_alike_sources_do_not_flap():
+    gate = Gate(half_life_events=5000, min_evidence=30)
+    for n in range(30):  # co-visitation hits 1 in 3, popularity 1 in 30
+        item = "c" if n % 3 == 0 else "p" if n == 1 else "x"
+        serve_and_score(gate, f"u{n}", "long", {"covisit": ["c"], "popular": ["p"]}, item)
+    assert gate.choice("long") == "covisit"  # 10 hits against 1 in 30 events: far beyond 2 standard errors
+    alike = Gate(half_life_events=5000, min_evidence=30)
+    choices = set()
+    for n in range(3000):  # both hit 1 event in 10, on different events: neither is better
+        item = "a" if n % 20 == 0 else "b" if n % 20 == 10 else "x"
+        serve_and_score(alike, f"u{n}", "long", {"covisit": ["a"], "popular": ["b"]}, item)
+        choices.add(alike.choice("long"))
+    assert choices == {"popular"}
+
+
+def test_a_sampled_source_forgets_on_the_segment_clock():
+    """Co-visitation, scored for 1 user in 4, decays per scored event of the segment, not per
+    event of its own: after the stream changes it takes over as soon as a fully scored one would."""
+    def run(sample_every):
+        gate = Gate(half_life_events=200, min_evidence=30)
+        for n in range(2000):
+            late = n >= 1000  # first popularity is right, then co-visitation
+            item = ("c" if late else "p") if n % 2 == 0 else "x"
+            lists = {"popular": ["p"], "covisit": ["c"]} if n % sample_every == 0 else {"popular": ["p"]}
+            serve_and_score(gate, f"u{n}", "long", lists, item)
+            if late and gate.choice("long") == "covisit":
+                return n
+    full, sampled = run(1), run(4)
+    assert full is not None and sampled is not None
+    assert sampled - 1000 < 2 * (full - 1000)  # on its own trials' clock it would lag about 4 times

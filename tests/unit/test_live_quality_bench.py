@@ -68,3 +68,27 @@ def test_with_a_pretrained_model_the_gate_can_serve_it(tmp_path):
     assert result["scored_events"] == 400 * 4  # the second half of the stream: its last four steps
     assert hr["model"] > 0.8 > 0.3 > max(hr["alltime"], hr["popular"])
     assert result["served_by_choice"].get("model", 0) > 0 and hr["gated"] > hr["popular"]
+
+
+def test_online_the_workers_trainer_learns_the_stream_and_its_versions_serve(tmp_path):
+    """From scratch, with the worker's training and promotion (``--online``): versions are
+    announced as the trainer learns the walks, and the model they serve predicts the next step
+    where popularity cannot."""
+    import random
+
+    rng = random.Random(1)
+    data = tmp_path / "walk.csv.gz"
+    starts = [rng.randrange(60) for _ in range(300)]
+    with gzip.open(data, "wt") as f:  # 300 users side by side, each walks 20 of 60 items in steps of 7
+        for step in range(20):
+            for user in range(300):
+                f.write(f"{user},i{(starts[user] + 7 * step) % 60},c,pv,{1_000_000 + 1000 * step + user}\n")
+    out = tmp_path / "lqo"
+    subprocess.run([sys.executable, str(ROOT / "bench" / "live_quality.py"), "--data", str(data), "--format",
+                    "taobao", "--window", "500", "--rank-every", "100", "--online", "--publish-every", "600",
+                    "--batch", "16", "--out", str(out)], check=True, timeout=300, capture_output=True)
+    result = json.loads((tmp_path / "lqo.json").read_text())
+    versions = result["versions_announced_after_event"]
+    assert len(versions) >= 2 and versions[0] == 600  # the first as soon as it has trained
+    last = result["windows"][-1]
+    assert last["model"] > 0.9 > 0.5 > last["alltime"]

@@ -12,6 +12,7 @@ from model.incremental import OnlineTrainer
 from model.recommender import Recommender
 from streams.lifecycle.promotion import HeldBackTail, model_hits, scorable, score_tail
 from streams.lifecycle.trainer import StreamTrainer
+from streams.lifecycle.training import Training
 from streams.metrics import Metrics
 from streams.settings import load_settings
 
@@ -93,41 +94,40 @@ def test_a_model_that_learned_the_stream_scores_above_a_fresh_one(learned):
 def judge(tmp_path, candidate: Recommender, in_force: Recommender, tail: list, **settings):
     s = load_settings({"data_dir": tmp_path, "store": "memory", "promotion_tail": 100, "promotion_min_events": 20,
                        **settings}, environ={})
-    published, metrics = [], Metrics()
-    stream_trainer = StreamTrainer(s, metrics, publish=published.append)
-    stream_trainer.in_force = in_force
-    stream_trainer.tail.push(tail)
+    metrics = Metrics()
     trainer = OnlineTrainer(candidate, replay_capacity=500, device="cpu")
+    training = Training(s, candidate, trainer, metrics, in_force=in_force)
+    training.tail.push(tail)
     replayed = len(trainer.replay)
-    judged = stream_trainer._judge(candidate, trainer, [])
-    return judged, published, metrics, stream_trainer, len(trainer.replay) - replayed
+    judged, version, announced = training.judge()
+    return judged, version, announced, metrics, training, len(trainer.replay) - replayed
 
 
 def test_a_better_candidate_is_announced_with_its_tail_scores(tmp_path, learned):
     rec, _ = learned
-    judged, published, metrics, st, trained_on = judge(tmp_path, rec.snapshot(), fresh(), walks(60, random.Random(3)))
-    [update] = published
-    tail = update.metrics["tail"]
+    judged, version, announced, metrics, training, trained_on = judge(tmp_path, rec.snapshot(), fresh(),
+                                                                      walks(60, random.Random(3)))
+    tail = announced["tail"]
     assert judged and tail["events"] == 60 and tail["candidate"] > tail["in_force"]
     assert metrics.promotion_hit_rate.labels(model="candidate")._value.get() == tail["candidate"]
     assert metrics.versions_held_back._value.get() == 0
-    assert st.in_force is not None and st.in_force.version == update.version
-    assert len(st.tail) == 0 and trained_on == 60  # the judged tail is trained on afterwards
+    assert training.in_force is version is not None
+    assert len(training.tail) == 0 and trained_on == 60  # the judged tail is trained on afterwards
 
 
 def test_a_candidate_no_better_than_the_version_in_force_is_held_back(tmp_path, learned):
     rec, _ = learned
     in_force = rec.snapshot()
-    judged, published, metrics, st, trained_on = judge(tmp_path, fresh(), in_force, walks(60, random.Random(4)))
-    assert judged and published == [] and metrics.versions_held_back._value.get() == 1
-    assert st.in_force is in_force and trained_on == 60
+    judged, version, _, metrics, training, trained_on = judge(tmp_path, fresh(), in_force, walks(60, random.Random(4)))
+    assert judged and version is None and metrics.versions_held_back._value.get() == 1
+    assert training.in_force is in_force and trained_on == 60
     assert metrics.promotion_hit_rate.labels(model="in_force")._value.get() > 0.8
 
 
 def test_too_small_a_tail_waits_for_more_events(tmp_path, learned):
     rec, _ = learned
-    judged, published, _, st, trained_on = judge(tmp_path, rec.snapshot(), fresh(), walks(10, random.Random(5)))
-    assert not judged and published == [] and len(st.tail) == 10 and trained_on == 0
+    judged, version, _, _, training, trained_on = judge(tmp_path, rec.snapshot(), fresh(), walks(10, random.Random(5)))
+    assert not judged and version is None and len(training.tail) == 10 and trained_on == 0
 
 
 def test_the_training_loop_holds_back_versions_until_one_is_better(tmp_path):
@@ -173,15 +173,16 @@ def test_after_a_rollback_candidates_are_judged_against_the_rolled_back_version(
     rec, _ = learned
     s = load_settings({"data_dir": tmp_path, "store": "memory"}, environ={})
     stream_trainer = StreamTrainer(s, Metrics(), publish=lambda update: None)
-    stream_trainer.in_force = fresh()  # the trainer's own last announcement
+    own = fresh()  # the trainer's own last announcement
+    stream_trainer.training = training = Training(s, own, OnlineTrainer(own, device="cpu"), Metrics(), in_force=own)
     good = rec.snapshot()
     good.version = 3
     store = ModelStore(s.model_dir)
     store.save(good)
     stream_trainer.follow(store.update_for(3))  # announced again, but not as a rollback: ignored
     stream_trainer._follow_rollback()
-    assert stream_trainer.in_force.version == 0
+    assert training.in_force is own
     stream_trainer.follow(store.update_for(3, rollback=True))
     stream_trainer._follow_rollback()
-    assert stream_trainer.in_force.version == 3
-    assert score_tail(fresh(), stream_trainer.in_force, walks(100, random.Random(7))).in_force > 0.8
+    assert training.in_force.version == 3
+    assert score_tail(fresh(), training.in_force, walks(100, random.Random(7))).in_force > 0.8

@@ -83,8 +83,11 @@ def test_every_published_version_carries_the_gate_scores(tmp_path):
     published = []
     scores = {"long": {"serving": "covisit", "hr": {"model": 0.01, "covisit": 0.03, "popular": 0.02}}}
     stream_trainer = StreamTrainer(settings, Metrics(), publish=published.append, quality=lambda: scores)
+    from streams.lifecycle.training import Training
+
     rec, trainer = trained(steps=1)
-    stream_trainer._publish(rec, trainer, {"loss": 1.5})
+    stream_trainer.training = Training(settings, rec, trainer, Metrics())
+    stream_trainer._publish(rec.snapshot(), {"loss": 1.5})
     [update] = published
     assert update.metrics == {"loss": 1.5, "gate": scores}
     assert update.path.endswith(".pt") and update.version == 1
