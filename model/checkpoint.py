@@ -50,6 +50,12 @@ def load_checkpoint(path: str, expected: EncoderConfig | dict | None = None,
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except (RuntimeError, EOFError, OSError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError) as e:
         raise CheckpointError(f"checkpoint {path} is corrupted or truncated: {e}") from None
+    written = ckpt.get("format_version") if isinstance(ckpt, dict) else None
+    if isinstance(ckpt, dict) and written != FORMAT_VERSION:
+        raise CheckpointError(f"checkpoint {path} has format version {written}; this StreamRec reads format "
+                              f"{FORMAT_VERSION} only" + (" (it was written by a newer StreamRec)"
+                                                          if isinstance(written, int) and written > FORMAT_VERSION
+                                                          else ""))
     required = ("model", "config", "vocab", "step", "best_val", "version")
     if not isinstance(ckpt, dict) or any(k not in ckpt for k in required):
         raise CheckpointError(f"checkpoint {path} is not a StreamRec checkpoint "

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import gzip
+import hashlib
 import io
 import json
 import logging
@@ -142,6 +143,17 @@ def build_dataset(seqs: dict[str, list[tuple[str, str]]], vocab: ItemVocab | Non
         items.append(np.array([r for r, _ in pairs], dtype=np.int64))
         types.append(np.array([t for _, t in pairs], dtype=np.int64))
     return SeqDataset(vocab, users, items, types, dict(categories or {}))
+
+
+def fingerprint(ds: SeqDataset) -> str:
+    """A short hash of a dataset's sequences by item id (a checkpoint records what it was trained on)."""
+    h = hashlib.blake2b(digest_size=8)
+    h.update(np.array([len(s) for s in ds.items], dtype=np.int64).tobytes())
+    ids = [ds.vocab.item_id(r) for r in range(1, len(ds.vocab))]
+    h.update("\n".join(ids).encode())
+    for s in ds.items:
+        h.update(s.tobytes())
+    return h.hexdigest()
 
 
 def load_dataset(path: str, fmt: str, vocab: ItemVocab | None = None) -> SeqDataset:

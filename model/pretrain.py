@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from model.averaging import WeightAverage
 from model.checkpoint import load_checkpoint, save_checkpoint
-from model.data import SeqDataset, loo_train, pad_left
+from model.data import DataError, SeqDataset, fingerprint, loo_train, pad_left
 from model.encoder import EncoderConfig, SeqEncoder
 from model.evaluate import evaluate_model, popularity
 from model.objectives import Batch, ObjectiveConfig, PurchaseHeads, compute_losses
@@ -150,7 +150,13 @@ def pretrain(ds: SeqDataset, ecfg: EncoderConfig, ocfg: ObjectiveConfig, tcfg: T
         if ck.get("optimizer") and n_ck == ecfg.n_items:
             opt.load_state_dict(ck["optimizer"])
         step, best_val, version = ck["step"], ck["best_val"], ck["version"]
-        log.info("resumed from %s at step %d (best val %.4f)", resume, step, best_val)
+        if (ck.get("meta") or {}).get("data") != fingerprint(ds):
+            # validated on other data: its best score says nothing about this validation split
+            best_val = float("-inf")
+            log.info("resumed from %s at step %d; it was trained on other data, so its best validation "
+                     "score is not carried over", resume, step)
+        else:
+            log.info("resumed from %s at step %d (best val %.4f)", resume, step, best_val)
     nets = torch.nn.ModuleDict({"enc": enc, **({"heads": heads} if heads is not None else {})})
     average = WeightAverage(nets, tcfg.ema_decay) if tcfg.ema_decay else None
     if average is not None and resume and ck.get("average") and n_ck == ecfg.n_items:
@@ -161,10 +167,13 @@ def pretrain(ds: SeqDataset, ecfg: EncoderConfig, ocfg: ObjectiveConfig, tcfg: T
     train_items, train_types = loo_train(ds)
     pop = popularity(ds)
     history: list[dict] = []
-    meta = {"train": asdict(tcfg), "n_users": len(ds)}
+    meta = {"train": asdict(tcfg), "n_users": len(ds), "data": fingerprint(ds)}
     t0, bad_evals = time.time(), 0
     all_windows = tcfg.windows == "all"
     n_windows = sum(1 for _ in training_windows([len(s) for s in train_items], ecfg.max_len, all_windows))
+    if not n_windows:
+        raise DataError(f"nothing to train on: none of the {len(ds)} users has 2 events left for training "
+                        "(a user's last 2 events are held out for validation and test when they have more than 2)")
     n_batches = -(-n_windows // tcfg.batch_size)
     stop_reason = "epochs"
     for epoch in range(1, tcfg.epochs + 1):

@@ -1,0 +1,57 @@
+"""What pretraining and checkpoint loading refuse or reset, with messages that say why: a dataset
+with nothing to train on, a checkpoint of another format, and a resume onto other data (its best
+validation score was measured on another validation split)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from model.checkpoint import FORMAT_VERSION, CheckpointError, load_checkpoint
+from model.data import DataError, build_dataset, fingerprint
+from model.encoder import EncoderConfig
+from model.objectives import ObjectiveConfig
+from model.pretrain import TrainConfig, pretrain
+
+
+def walks(users: int, length: int, offset: int = 0) -> dict:
+    return {f"u{u}": [(str((u + offset + k) % 20 + 1), "click") for k in range(length)] for u in range(users)}
+
+
+def train(ds, out, resume=None):
+    return pretrain(ds, EncoderConfig(dim=8, n_layers=1, max_len=8), ObjectiveConfig(),
+                    TrainConfig(epochs=1, progress=False), str(out), resume=resume)
+
+
+def test_a_dataset_with_no_trainable_window_is_a_data_error(tmp_path):
+    with pytest.raises(DataError, match="nothing to train on"):
+        train(build_dataset({f"u{u}": [("1", "click")] for u in range(5)}), tmp_path)
+
+
+def test_a_checkpoint_of_another_format_is_refused_by_name(tmp_path):
+    summary = train(build_dataset(walks(30, 6)), tmp_path)
+    assert summary["steps"] > 0
+    path = tmp_path / "last.ckpt"
+    ck = torch.load(path, weights_only=True)
+    assert ck["format_version"] == FORMAT_VERSION
+    load_checkpoint(str(path))
+    for written, says in ((FORMAT_VERSION + 1, "newer StreamRec"), (None, "format version None")):
+        ck["format_version"] = written
+        torch.save(ck, path)
+        with pytest.raises(CheckpointError, match=f"{path}.*{says}"):
+            load_checkpoint(str(path))
+
+
+def test_resuming_on_other_data_does_not_carry_the_best_validation_score_over(tmp_path):
+    same, other = build_dataset(walks(30, 6)), build_dataset(walks(30, 6, offset=3))
+    assert fingerprint(same) == fingerprint(build_dataset(walks(30, 6))) != fingerprint(other)
+    train(same, tmp_path / "a")
+    ckpt = tmp_path / "a" / "last.ckpt"
+    state = torch.load(ckpt, weights_only=True)
+    state["best_val"] = 1.0  # a score no epoch can beat
+    torch.save(state, ckpt)
+    again = train(same, tmp_path / "b", resume=str(ckpt))  # same data: the best so far stands
+    assert again["best_val_ndcg10"] == 1.0 and not (tmp_path / "b" / "best.ckpt").exists()
+    moved = train(other, tmp_path / "c", resume=str(ckpt))  # other data: measured afresh on its own split
+    assert moved["best_val_ndcg10"] == moved["history"][-1]["val_ndcg10"] < 1.0
+    assert (tmp_path / "c" / "best.ckpt").exists()
