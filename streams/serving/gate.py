@@ -77,7 +77,7 @@ def z_better(challenger: Score, incumbent: Score, clock: int, decay: float) -> f
 
 @dataclass
 class Gate:
-    half_life_events: float = 5000.0
+    half_life_events: float = 1000.0
     min_evidence: float = 30.0
     switch_z: float = 2.0
     long_from: int = 5
