@@ -36,6 +36,7 @@ from model.encoder import EncoderConfig
 from model.recommender import Recommender
 from model.replay import load_events
 from streams.ingest.covisit import CoVisitation
+from streams.ingest.guard import counts as counted
 from streams.ingest.popularity import Popularity
 from streams.lifecycle.trainer import online_trainer
 from streams.lifecycle.training import UPDATE_BATCH, Training
@@ -143,8 +144,9 @@ def replay(events, k: int, window: int, rank_every: int, allow_repeats: bool, se
         # learn
         counts[e.item_id] = counts.get(e.item_id, 0) + 1
         first_seen.setdefault(e.item_id, e.ts)
-        popularity.add(e.item_id, e.ts)
-        covisit.add(h, e.item_id, e.ts)
+        if counted(h, e.item_id):  # one count per user and item, as ingest counts (streams.ingest.guard)
+            popularity.add(e.item_id, e.ts)
+            covisit.add(h, e.item_id, e.ts)
         h.append(e.item_id)
         del h[:-seq_len]
         if model is not None or training is not None:

@@ -72,6 +72,11 @@ class Metrics:
         self.events = Counter("streamrec_events_total", "Input messages by outcome (duplicate: applied or dead-lettered before).", ["outcome"], registry=r)
         self.dlq = Counter("streamrec_dlq_total", "Messages sent to the dead-letter topic.", ["reason"],
                            registry=r)
+        self.suspect = Counter("streamrec_suspect_events_total",
+                               "Valid events held back in the suspect topic, by reason.", ["reason"], registry=r)
+        self.uncounted = Counter("streamrec_uncounted_repeats_total",
+                                 "Accepted events on an item already among the user's recent events: in the "
+                                 "history, not counted again in popularity or co-visitation.", registry=r)
         self.latency = Histogram("streamrec_event_to_recommendation_seconds",
                                  "Time from an event's arrival at the worker to its recommendation's send.",
                                  buckets=LATENCY_BUCKETS, registry=r)
@@ -118,6 +123,9 @@ class Metrics:
                                      "Training sequences dropped because the trainer queue was full.", registry=r)
         self.train_duplicates = Counter("streamrec_train_duplicates_total",
                                         "Events the trainer's reader read again and did not train on.", registry=r)
+        self.train_suspect = Counter("streamrec_train_suspect_total",
+                                     "Events the trainer's reader did not train on because ingest holds them back "
+                                     "as suspect (the same rate limit).", registry=r)
         self.gate_hit_rate = Gauge("streamrec_gate_hit_rate", "HR@k of each source per user segment, scored "
                                    "test-then-train on the stream (decayed).", ["segment", "source"], registry=r)
         self.gate_serving = Gauge("streamrec_gate_serving", "1 for the source the gate serves a segment with.",

@@ -38,6 +38,10 @@ class Settings(BaseSettings):
     app_id: str = Field("streamrec", min_length=1, description="Faust app id = consumer group.")
     topic_events: str = Field("events", min_length=1, description="Input events topic.")
     topic_dlq: str = Field("events.dlq", min_length=1, description="Dead-letter topic.")
+    topic_suspect: str = Field(
+        "events.suspect", min_length=1,
+        description="Valid events held back as suspect (a user over the rate limit), with the reason and the "
+        "original bytes, in the dead-letter record format.")
     topic_recommendations: str = Field("recommendations", min_length=1, description="Output topic.")
     topic_model_updates: str = Field(
         "model-updates", min_length=1, description="Compacted topic announcing model versions."
@@ -171,6 +175,13 @@ class Settings(BaseSettings):
         "next:1", min_length=1, description="Objectives of the continuous trainer with their weights, "
         "name:weight[,name:weight] (next, masked, contrastive, adversarial; see model/objectives.py).",
     )
+
+    # --- Limits per user (see streams/ingest/guard.py) -------------------------------------------
+    rate_limit_per_s: float = Field(
+        2.0, ge=0, description="Events per second (event time) a user may send on average; beyond the burst, "
+        "events go to the suspect topic instead of into state, popularity and training. 0: no limit.")
+    rate_burst: float = Field(
+        60.0, ge=1, description="Events a user may send at once before the rate limit applies.")
 
     # --- Sources and the quality gate (see streams/serving/gate.py) -------------------------------
     serving_gate: bool = Field(

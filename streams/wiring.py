@@ -77,10 +77,10 @@ def create(settings: Settings, backend: Backend | None = None) -> Worker:
     covisit = CoVisitation(s.covisit_half_life_s) if s.covisit else None
     serving = Serving(s, core.metrics, popularity.top, backend, covisit)
 
-    async def accepted(event: Event, state: State, arrived: float, msg_ts: float | None) -> None:
+    async def accepted(event: Event, state: State, arrived: float, msg_ts: float | None, counted: bool) -> None:
         items = history(state)
         core.metrics.stages.mark("state")
-        if covisit is not None:
+        if covisit is not None and counted:
             covisit.add([item for item, _ in items[:-1]], event.item_id, event.ts)
             core.metrics.stages.mark("covisit")
         await serving.accept(event.user_id, items, event.ts, arrived, msg_ts)

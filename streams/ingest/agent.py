@@ -7,8 +7,10 @@ of its own event:
 - decode + validate; bad input -> ``events.dlq``, once per source offset even across crashes
   (:mod:`streams.ingest.dead_letters`);
 - apply the event to the user's state once (dedupe by ``event_id``, :mod:`streams.ingest.user_state`),
-  written with :class:`~streams.kafka.direct_writes.TableWriter`;
-- count it in popularity (:class:`~streams.ingest.popularity.PopularityBoard`);
+  written with :class:`~streams.kafka.direct_writes.TableWriter`, unless the user is over the rate
+  limit: then it goes to ``events.suspect`` like a dead letter (:mod:`streams.ingest.guard`);
+- count it in popularity (:class:`~streams.ingest.popularity.PopularityBoard`) unless its item is
+  among the user's recent ones (one count per user and item);
 - hand it on (``on_accepted``: ``streams.wiring`` queues the user for a recommendation);
 
 then send the batch's changelog records, before Faust acknowledges its events.
@@ -28,13 +30,15 @@ from ..kafka.direct_writes import TableWriter, send_now
 from ..kafka.faust_patches.internals import set_current_event
 from .dead_letters import DeadLetter, DeadLetterMarks
 from .events import Event, InvalidEvent, parse_event
+from .guard import RATE_LIMITED, counts, take
 from .popularity import PopularityBoard
 from .user_state import State, apply_event, decode, encode
 
 DEAD_LETTER_MARK = b"p%d"  # key of a partition's mark in the dead_letters table
 
-# on_accepted(event, new state, arrival time at the worker, Kafka record timestamp)
-OnAccepted = Callable[[Event, State, float, "float | None"], Awaitable[None]]
+# on_accepted(event, new state, arrival time at the worker, Kafka record timestamp, whether the
+# event counts in popularity and co-visitation: see streams.ingest.guard.counts)
+OnAccepted = Callable[[Event, State, float, "float | None", bool], Awaitable[None]]
 
 
 class Ingest:
@@ -88,7 +92,8 @@ class Ingest:
             metrics.events.labels("rekeyed").inc()
             return
         raw = self.core.user_sequences.get(key)
-        new_state = apply_event(decode(raw), ev, seq_len=s.seq_len, dedupe_window=s.dedupe_window)
+        state = decode(raw)
+        new_state = apply_event(state, ev, seq_len=s.seq_len, dedupe_window=s.dedupe_window)
         if new_state is None:
             # Applied before, but perhaps only here: a kill between a table write and the delivery
             # of its changelog record leaves RocksDB ahead of the changelog, and the message (its
@@ -98,30 +103,53 @@ class Ingest:
             self.state_writer.put(msg.partition, key, raw)
             metrics.events.labels("duplicate").inc()
             return
+        if s.rate_limit_per_s:
+            bucket = take(state.get("rl") if state else None, ev.ts, s.rate_limit_per_s, s.rate_burst)
+            if bucket is None:
+                stages.mark("state")
+                await self.hold_back(msg, RATE_LIMITED, f"over {s.rate_burst:g} events at once or "
+                                     f"{s.rate_limit_per_s:g} per second on average")
+                return
+            new_state["rl"] = bucket
         self.state_writer.put(msg.partition, key, encode(new_state))  # = user_sequences[key] = ...
         stages.mark("state")
-        self.popularity.count(msg.partition, ev.item_id, ev.ts)
+        counted = counts({item for item, _, _ in state["items"]} if state else (), ev.item_id)
+        if counted:
+            self.popularity.count(msg.partition, ev.item_id, ev.ts)
+        else:
+            metrics.uncounted.inc()
         metrics.events.labels("accepted").inc()
         stages.mark("popularity")
-        await self.on_accepted(ev, new_state, now, msg.timestamp)
+        await self.on_accepted(ev, new_state, now, msg.timestamp, counted)
 
     async def dead_letter(self, msg: Any, err: InvalidEvent) -> None:
         """Send a malformed message to the DLQ with its reason, unless it was sent there before (a
         message read again after a crash: streams/ingest/dead_letters.py)."""
+        if await self._park(msg, self.settings.topic_dlq, err.reason, err.error, "a dead letter"):
+            self.metrics.dlq.labels(err.reason).inc()
+            self.metrics.events.labels("rejected").inc()
+
+    async def hold_back(self, msg: Any, reason: str, why: str) -> None:
+        """Send a valid but suspect event to ``events.suspect``, once, as a dead letter is sent."""
+        if await self._park(msg, self.settings.topic_suspect, reason, why, "a suspect event"):
+            self.metrics.suspect.labels(reason).inc()
+            self.metrics.events.labels("suspect").inc()
+
+    async def _park(self, msg: Any, topic: str, reason: str, error: str, what: str) -> bool:
+        """Write ``msg`` to ``topic`` in a dead-letter record; False (and counted as a duplicate)
+        when it was written there before."""
         marks, partition, metrics = self.dead_letter_marks, msg.partition, self.metrics
         if not marks.known(partition):
             marks.load(partition, self.core.dead_letters.get(DEAD_LETTER_MARK % partition))
         if marks.written(partition, msg.offset):
             metrics.events.labels("duplicate").inc()
-            return
-        record = DeadLetter.of(err.reason, err.error, msg.value, msg.topic, partition, msg.offset,
+            return False
+        record = DeadLetter.of(reason, error, msg.value, msg.topic, partition, msg.offset,
                                max_raw_bytes=self.settings.max_message_bytes)
-        sent = await send_now(self.core.app, self.settings.topic_dlq, msg.key, record.to_bytes(),
-                              what="a dead letter")
+        sent = await send_now(self.core.app, topic, msg.key, record.to_bytes(), what=what)
         marks.sent(partition, msg.offset)
         sent.add_done_callback(partial(_dead_letter_delivered, marks, partition, msg.offset))
-        metrics.dlq.labels(err.reason).inc()
-        metrics.events.labels("rejected").inc()
+        return True
 
     def register(self) -> None:
         """The ingest agent, and forgetting revoked partitions."""

@@ -20,6 +20,7 @@ def topic_specs(settings: Settings) -> dict[str, dict]:
     return {
         settings.topic_events: {"partitions": n, "config": {}},
         settings.topic_dlq: {"partitions": n, "config": {}},
+        settings.topic_suspect: {"partitions": n, "config": {}},
         settings.topic_recommendations: {"partitions": n, "config": {}},
         # One partition so that every worker reads every version; compacted: the latest per key.
         settings.topic_model_updates: {"partitions": 1, "config": {"cleanup.policy": "compact"}},

@@ -28,6 +28,7 @@ from model.objectives import ObjectiveConfig
 from model.recommender import Recommender
 
 from ..ingest.events import InvalidEvent, parse_event
+from ..ingest.guard import take
 from ..kafka.clients import watch_consumer
 from ..metrics import Metrics
 from ..settings import Settings, objective_weights
@@ -92,6 +93,7 @@ class StreamTrainer:
         # replay after a crash, or ingest's re-keyed copy of it) is trained on once, as ingest
         # applies it once
         self.event_hashes: dict[str, array] = {}
+        self.buckets: dict[str, list] = {}  # per user, ingest's rate limit (streams/ingest/guard.py)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self.version = 0
@@ -121,6 +123,12 @@ class StreamTrainer:
         if key in seen:
             self.metrics.train_duplicates.inc()
             return
+        if s.rate_limit_per_s:  # the same verdict as ingest's on the same events: suspect ones are not trained on
+            bucket = take(self.buckets.get(ev.user_id), ev.ts, s.rate_limit_per_s, s.rate_burst)
+            if bucket is None:
+                self.metrics.train_suspect.inc()
+                return
+            self.buckets[ev.user_id] = bucket
         seen.append(key)
         if len(seen) > s.seq_len:
             del seen[0]
@@ -130,6 +138,7 @@ class StreamTrainer:
         if len(self.histories) > MAX_USERS:
             dropped, _ = self.histories.popitem(last=False)
             self.event_hashes.pop(dropped, None)
+            self.buckets.pop(dropped, None)
         if len(history) >= 2:
             self.offer(list(history))
 

@@ -28,6 +28,7 @@ LAYERS = [
 SIDEWAYS = {
     ("streams.serving", "streams.lifecycle.model_store"),  # the version records serving loads
     ("streams.lifecycle", "streams.ingest.events"),  # the trainer's reader parses the event contract
+    ("streams.lifecycle", "streams.ingest.guard"),  # and leaves out what ingest's rate limit holds back
 }
 KAFKA_CLIENTS = ("faust", "mode", "aiokafka", "kafka")
 PATH_EDITS = ("insert", "append")

@@ -1,0 +1,82 @@
+"""Limits per user (streams/ingest/guard.py): the token bucket in event time, and one count per
+user and item; through the ingest agent, a user over the limit has the excess in events.suspect
+(reason and original bytes), not in state, popularity or the trainer."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+
+from streams.ingest.guard import RATE_LIMITED, counts, take
+from streams.lifecycle.trainer import StreamTrainer
+from streams.metrics import Metrics
+from streams.settings import load_settings
+
+from test_ingest_agent import Sent, SentNow, _metric, event
+
+
+def test_a_burst_then_the_rate():
+    bucket, allowed = None, 0
+    for _ in range(10):  # ten events at one instant: the burst of 5 passes
+        result = take(bucket, 100.0, rate_per_s=1.0, burst=5)
+        if result is not None:
+            bucket, allowed = result, allowed + 1
+    assert allowed == 5
+    assert take(bucket, 100.5, 1.0, 5) is None  # half a token back
+    bucket = take(bucket, 102.0, 1.0, 5)  # two tokens back, one taken
+    assert bucket == [1.0, 102.0]
+    assert take(bucket, 50.0, 1.0, 5) == [0.0, 102.0]  # an older event refills nothing
+    assert take(None, 0.0, rate_per_s=0, burst=5) is None and take([0.0, 1.0], 1.0, 0, 5) == [0.0, 1.0]  # 0: no limit
+
+
+def test_one_count_per_user_and_item():
+    assert counts({"a", "b"}, "c") and not counts({"a", "b"}, "a") and counts((), "a")
+
+
+async def test_a_user_over_the_limit_is_held_back_in_the_suspect_topic(make_settings, monkeypatch):
+    import streams.ingest.agent
+    import streams.kafka.direct_writes
+    import streams.serving.service
+    import streams.wiring
+
+    app = streams.wiring.create(make_settings(partitions=1, http_port=1, serving_processes=False,
+                                              rate_limit_per_s=1.0, rate_burst=3))
+    now = SentNow()
+    monkeypatch.setattr(app.core.events_topic, "send", Sent())
+    for module in (streams.kafka.direct_writes, streams.ingest.agent):
+        monkeypatch.setattr(module, "send_now", now)
+    monkeypatch.setattr(streams.serving.service, "send_many", now.many)
+    monkeypatch.setattr(streams.kafka.direct_writes, "send_many", now.many)
+    ts = time.time() - 100
+    raws = [event(user="bot", item="target", ts=ts, event_id=f"e{n}") for n in range(5)]
+    raws.append(event(user="bot", item="later", ts=ts + 2, event_id="e5"))  # two tokens back
+    raws.append(event(user="human", item="x", ts=ts, event_id="h"))
+    try:
+        async with app.app.agents["ingest"].test_context() as ingest:
+            for raw in raws:
+                await ingest.put(raw, key=json.loads(raw)["user_id"].encode())
+        state = app.user_state("bot")
+        assert [item for item, _, _ in state["items"]] == ["target"] * 3 + ["later"]
+        suspects = [json.loads(v) for _, v in now[app.settings.topic_suspect].calls]
+        assert [s["reason"] for s in suspects] == [RATE_LIMITED] * 2
+        assert [base64.b64decode(s["raw"]) for s in suspects] == raws[3:5]  # the original bytes
+        assert now[app.settings.topic_dlq].calls == []
+        assert _metric(app, 'streamrec_suspect_events_total{reason="rate_limited"}') == 2
+        # the target counted once for the bot (one count per user and item), once for nobody else
+        assert _metric(app, "streamrec_uncounted_repeats_total") == 2
+        assert app.user_state("human")["n"] == 1
+    finally:
+        app.close()
+
+
+def test_the_trainer_leaves_out_what_ingest_holds_back(tmp_path):
+    s = load_settings({"data_dir": tmp_path, "store": "memory", "rate_limit_per_s": 1.0, "rate_burst": 3},
+                      environ={})
+    metrics = Metrics()
+    trainer = StreamTrainer(s, metrics, publish=lambda update: None)
+    ts = time.time() - 100
+    for n in range(5):
+        trainer.observe(event(user="bot", item=f"i{n}", ts=ts, event_id=f"e{n}"), None)
+    assert [item for item, _ in trainer.histories["bot"]] == ["i0", "i1", "i2"]
+    assert metrics.train_suspect._value.get() == 2
