@@ -60,14 +60,20 @@ def model_lists(rec, histories: list, k: int, allow_repeats: bool) -> list[list[
 
 def replay(events, k: int, window: int, rank_every: int, allow_repeats: bool, seq_len: int,
            new_item_s: float = 1800.0, model=None, batch: int = 1, score_from: int = 0,
-           training: Training | None = None, publish_every: int = 15_000) -> dict:
+           training: Training | None = None, publish_every: int = 15_000, admit=None, count_once: bool = True,
+           scores=None, watch=None) -> dict:
     """``model``: a Recommender served as the ``model`` source (frozen); records are then made per
     micro-batch of ``batch`` events, as the worker makes them. Events before ``score_from`` are
     learned from, not scored (records are made for the last ``GATE_WARMUP`` of them, so that the
     gate has its evidence when scoring starts). ``training``: the worker's training and promotion
     (``streams.lifecycle.training``) learns from every event's sequence, as the leader's trainer
     does, and is asked for a version every ``publish_every`` events; a version it announces
-    serves as ``model`` from then on (``model`` until the first: None when training from scratch)."""
+    serves as ``model`` from then on (``model`` until the first: None when training from scratch).
+
+    For bench/attack.py: ``admit(event)`` False holds an event back (never applied or scored);
+    ``count_once`` False counts a user's repeats in popularity and co-visitation (the worker does
+    not); ``scores(user)`` False leaves a user's events unscored; ``watch(user, gated)`` sees every
+    record the gate serves."""
     sources = SOURCES + (("model",) if model is not None or training is not None else ())
     versions: list[int] = []  # the event after which each announced version served
     pending: list = []  # training sequences not yet handed to the training
@@ -115,6 +121,8 @@ def replay(events, k: int, window: int, rank_every: int, allow_repeats: bool, se
                 chosen = lists["popular"]
             served_by[choice] = served_by.get(choice, 0) + 1
             lists["gated"] = chosen
+            if watch is not None:
+                watch(user, chosen)
             in_force[user] = lists
             remembered = {"model": lists.get("model", []), "popular": lists["popular"]}
             if choice == "covisit" or gate.samples(user):  # as serving lists it (Gate.samples)
@@ -126,10 +134,13 @@ def replay(events, k: int, window: int, rank_every: int, allow_repeats: bool, se
         if n % rank_every == 0:
             ranked_all = [i for i, _ in heapq.nlargest(k + seq_len, counts.items(), key=lambda kv: kv[1])]
             ranked_pop = [i for i, _ in popularity.top(k + seq_len)]
+        if admit is not None and not admit(e):
+            continue
         h = history.setdefault(e.user_id, [])
         seen_before = e.item_id in h
         records = in_force.pop(e.user_id, None)
-        if records is not None and (allow_repeats or not seen_before) and n >= score_from:
+        if records is not None and (allow_repeats or not seen_before) and n >= score_from and (
+                scores is None or scores(e.user_id)):
             seg = gate.segment(len(h))
             scored_at.append(n)
             for src in sources:
@@ -144,7 +155,7 @@ def replay(events, k: int, window: int, rank_every: int, allow_repeats: bool, se
         # learn
         counts[e.item_id] = counts.get(e.item_id, 0) + 1
         first_seen.setdefault(e.item_id, e.ts)
-        if counted(h, e.item_id):  # one count per user and item, as ingest counts (streams.ingest.guard)
+        if counted(h, e.item_id) or not count_once:  # one count per user and item, as ingest counts
             popularity.add(e.item_id, e.ts)
             covisit.add(h, e.item_id, e.ts)
         h.append(e.item_id)

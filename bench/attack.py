@@ -1,0 +1,196 @@
+"""Fake traffic against the stream's sources: what promotion attacks and floods do to what real
+users are recommended, with the worker's defences off and on, side by side with the clean replay.
+
+The stream (Taobao sample or ML-1M, in time order) is replayed by bench/live_quality.py's
+``replay`` (the worker's popularity, co-visitation and gate classes, default settings), with
+injected events:
+
+- *promotion*: fake users (``--fake-shares`` of the real users), each sending ``--fake-events``
+  events: ``--fake-targets`` of the target items (``--targets`` items drawn from those with one or
+  two events in the stream) and popular filler items (drawn from the 50 most frequent),
+  interleaved; *human* pace (one event per median inter-event gap of the real users, from a random
+  start) or *bursty* (all of a fake user's events within 2 seconds of event time);
+- *flood*: ``--flood-users`` ids, each sending ``--flood-events`` events at one instant of event
+  time, every one on a target item, at 30 % of the stream.
+
+Defences "on" are the worker's: the rate limit per user (``streams.ingest.guard.take`` with the
+default ``STREAMREC_RATE_LIMIT_PER_S`` / ``STREAMREC_RATE_BURST``) and one count per user and item
+in popularity and co-visitation. "off": neither. Reported per run: **target exposure** (share of
+the records served to real users after the attack starts that hold a target item), real users'
+gated HR@10 (seen items excluded) against the clean replay's, and the share of real events held
+back. Fake users' events are never scored.
+
+    .venv/bin/python bench/attack.py --data taobao        # or ml1m (with --limit to replay a prefix)
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import statistics
+import time
+from collections import Counter
+from dataclasses import replace
+from pathlib import Path
+
+from live_quality import DATA, replay
+from model.replay import load_events
+from streams.ingest.guard import take
+from streams.settings import Settings
+
+HERE = Path(__file__).resolve().parent
+FAKE, FLOOD = "fake-", "flood-"
+
+
+def targets_and_fillers(events, n_targets: int, rng: random.Random) -> tuple[list[str], list[str]]:
+    counts = Counter(e.item_id for e in events)
+    rare = sorted(item for item, c in counts.items() if c <= 2)
+    return rng.sample(rare, n_targets), [item for item, _ in counts.most_common(50)]
+
+
+def promotion(events, share: float, pace: str, targets: list[str], fillers: list[str], n_events: int,
+              n_targets: int, rng: random.Random) -> list:
+    """Fake users' events (not yet merged into the stream)."""
+    users = {e.user_id for e in events}
+    last: dict[str, float] = {}
+    gaps = []
+    for e in events:
+        if e.user_id in last and e.ts > last[e.user_id]:
+            gaps.append(e.ts - last[e.user_id])
+        last[e.user_id] = e.ts
+    gap = statistics.median(gaps) if gaps else 1.0
+    start, end = events[0].ts, events[-1].ts
+    fake = []
+    for n in range(max(1, round(share * len(users)))):
+        items = rng.sample(targets, n_targets) + rng.sample(fillers, n_events - n_targets)
+        rng.shuffle(items)
+        step = gap if pace == "human" else 2.0 / n_events
+        t0 = rng.uniform(start, max(start, end - step * n_events))
+        fake += [replace(events[0], user_id=f"{FAKE}{n}", item_id=item, type="click", ts=t0 + j * step, category=None)
+                 for j, item in enumerate(items)]
+    return fake
+
+
+def flood(events, n_users: int, n_events: int, targets: list[str]) -> list:
+    at = events[0].ts + 0.3 * (events[-1].ts - events[0].ts)
+    return [replace(events[0], user_id=f"{FLOOD}{u}", item_id=targets[j % len(targets)], type="click", ts=at,
+                    category=None)
+            for u in range(n_users) for j in range(n_events)]
+
+
+def run(events, injected: list, targets: set[str], defences: bool, seq_len: int) -> dict:
+    """One replay of ``events`` with ``injected`` merged in by time."""
+    stream = sorted(events + injected, key=lambda e: e.ts) if injected else events
+    attack_start = min((e.ts for e in injected), default=float("inf"))
+    s = Settings()
+    buckets: dict[str, list] = {}
+    held = {"real": 0, "fake": 0}
+    seen = {"records": 0, "exposed": 0}
+    clock = [float("-inf")]
+
+    def admit(e) -> bool:
+        clock[0] = e.ts
+        if not defences or not s.rate_limit_per_s:
+            return True
+        bucket = take(buckets.get(e.user_id), e.ts, s.rate_limit_per_s, s.rate_burst)
+        if bucket is None:
+            held["fake" if e.user_id.startswith((FAKE, FLOOD)) else "real"] += 1
+            return False
+        buckets[e.user_id] = bucket
+        return True
+
+    def real(user: str) -> bool:
+        return not user.startswith((FAKE, FLOOD))
+
+    def watch(user: str, gated: list[str]) -> None:
+        if clock[0] >= attack_start and real(user):
+            seen["records"] += 1
+            seen["exposed"] += any(item in targets for item in gated)
+
+    started = time.process_time()
+    result = replay(stream, 10, 5000, 1000, False, seq_len, admit=admit, count_once=defences, scores=real,
+                    watch=watch)
+    n_real = sum(1 for e in stream if real(e.user_id))
+    return {"hr": result["hr"]["gated"], "hr_sources": result["hr"], "scored": result["scored_events"],
+            "exposure": seen["exposed"] / seen["records"] if seen["records"] else 0.0,
+            "records_after_attack": seen["records"], "real_events": n_real,
+            "real_held": held["real"], "real_held_share": held["real"] / n_real, "fake_held": held["fake"],
+            "injected": len(injected), "served_by_choice": result["served_by_choice"],
+            "cpu_s": time.process_time() - started}
+
+
+def plot(runs: dict, path: str, title: str) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [key.rsplit(" / ", 1)[0] for key in runs if key.endswith("defences off")]
+    fig, ax = plt.subplots(figsize=(9, 4))
+    for j, side in enumerate(("off", "on")):
+        ax.bar([n + 0.4 * j for n in range(len(names))], [runs[f"{name} / defences {side}"]["exposure"] for name in names],
+               width=0.4, label=f"defences {side}")
+    ax.set_xticks([n + 0.2 for n in range(len(names))], names, rotation=25, ha="right", fontsize=8)
+    ax.set_ylabel("records to real users holding a target")
+    ax.set_title(title)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", default="taobao", help="taobao, ml1m, or a path (with --format)")
+    ap.add_argument("--format", default=None, choices=("taobao", "ml1m"))
+    ap.add_argument("--limit", type=int, default=0, help="replay the first this many events (0: all)")
+    ap.add_argument("--fake-shares", default="0.005,0.01,0.03")
+    ap.add_argument("--fake-events", type=int, default=10)
+    ap.add_argument("--fake-targets", type=int, default=3)
+    ap.add_argument("--targets", type=int, default=5)
+    ap.add_argument("--flood-users", type=int, default=3)
+    ap.add_argument("--flood-events", type=int, default=3000)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", default=None, help="output path without suffix (default bench/results/attack_<data>)")
+    args = ap.parse_args()
+    path, fmt = DATA.get(args.data, (args.data, args.format))
+    events = load_events(path, fmt)
+    if args.limit:
+        events = events[:args.limit]
+    rng = random.Random(args.seed)
+    targets, fillers = targets_and_fillers(events, args.targets, rng)
+    seq_len = Settings().seq_len
+    attacks = {"clean": []}
+    for share in (float(x) for x in args.fake_shares.split(",")):
+        for pace in ("human", "bursty"):
+            attacks[f"promotion {share:.1%} {pace}"] = promotion(events, share, pace, targets, fillers,
+                                                                 args.fake_events, args.fake_targets, rng)
+    attacks["flood"] = flood(events, args.flood_users, args.flood_events, targets)
+    runs = {}
+    for name, injected in attacks.items():
+        for defences in ((True,) if name == "clean" else (False, True)):
+            key = f"{name} / defences {'on' if defences else 'off'}"
+            runs[key] = run(events, injected, set(targets), defences, seq_len)
+            r = runs[key]
+            print(f"{key}: exposure {r['exposure']:.4f}, HR@10 {r['hr']:.4f}, real held {r['real_held']}, "
+                  f"fake held {r['fake_held']} of {r['injected']}", flush=True)
+    clean = runs["clean / defences on"]
+    for key, r in runs.items():
+        r["hr_over_clean"] = r["hr"] / clean["hr"] if clean["hr"] else None
+        name, defences = key.rsplit(" / defences ", 1)
+        if defences == "on" and name != "clean":
+            off = runs[f"{name} / defences off"]["exposure"]
+            r["exposure_over_off"] = r["exposure"] / off if off else None
+    out = args.out or str(HERE / "results" / f"attack_{args.data if args.data in DATA else Path(path).stem}")
+    result = {"data": path, "events": len(events), "targets": targets, "settings": {
+        "rate_limit_per_s": Settings().rate_limit_per_s, "rate_burst": Settings().rate_burst},
+        "command": "python bench/attack.py " + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()
+                                                        if v not in (None, False, 0) and k != "out"),
+        "runs": runs}
+    Path(out + ".json").write_text(json.dumps(result, indent=1))
+    plot(runs, out + ".png", f"attacks on {args.data}")
+    print(json.dumps({k: {m: r.get(m) for m in ("exposure", "exposure_over_off", "hr_over_clean", "real_held_share")}
+                      for k, r in runs.items()}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
