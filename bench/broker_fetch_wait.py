@@ -9,7 +9,7 @@ the full time when a fetch finds nothing new gives delays that grow with it.
 
     .venv/bin/python bench/broker_fetch_wait.py --rate 800 --seconds 20 --waits 100,1500
 
-Writes bench/results/broker_fetch_wait.json.
+Writes docs/probes/broker_fetch_wait.json.
 """
 
 from __future__ import annotations
@@ -76,7 +76,7 @@ def main() -> int:
     ap.add_argument("--rate", type=float, default=800)
     ap.add_argument("--seconds", type=float, default=20)
     ap.add_argument("--waits", default="100,1500", help="comma list of fetch_max_wait_ms values")
-    ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "broker_fetch_wait.json"))
+    ap.add_argument("--out", default=str(ROOT / "docs" / "probes" / "broker_fetch_wait.json"))
     args = ap.parse_args()
     report = {"command": "bench/broker_fetch_wait.py " + " ".join(sys.argv[1:]),
               "machine": f"{platform.machine()}, Python {platform.python_version()}", "runs": []}

@@ -48,7 +48,7 @@ def main() -> int:
     ap.add_argument("--history", type=int, default=20, help="items per user")
     ap.add_argument("--batch", type=int, default=1, help="users per encode")
     ap.add_argument("--seconds", type=float, default=3.0, help="per measurement")
-    ap.add_argument("--json", default=str(Path(__file__).resolve().parent / "results" / "encode_gil.json"))
+    ap.add_argument("--json", default=str(Path(__file__).resolve().parents[1] / "docs" / "probes" / "encode_gil.json"))
     args = ap.parse_args()
     torch.set_num_threads(1)  # the worker default
     torch.manual_seed(0)

@@ -5,7 +5,7 @@ one embedded broker. Why the worker hands changelog and recommendation records o
     .venv/bin/python bench/send_cost.py --records 20000 --rounds 3
 
 Process CPU time (the event loop and aiokafka's sender) per record, each way, alternating rounds.
-Writes bench/results/send_cost.json.
+Writes docs/probes/send_cost.json.
 """
 
 from __future__ import annotations
@@ -73,7 +73,7 @@ def main() -> int:
     ap.add_argument("--users", type=int, default=5_000)
     ap.add_argument("--value-bytes", type=int, default=300)
     ap.add_argument("--per-call", type=int, default=250, help="records per send_many call (a micro-batch)")
-    ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "send_cost.json"))
+    ap.add_argument("--out", default=str(ROOT / "docs" / "probes" / "send_cost.json"))
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="send-cost-") as tmp:
         broker = start_broker(Path(tmp) / "broker.log")

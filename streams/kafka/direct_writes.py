@@ -2,7 +2,7 @@
 
 Faust's ``topic.send`` and ``table[key] = value`` wrap every record in a FutureMessage, a pending
 message, a producer-buffer entry and sensor callbacks: several times the event-loop time of
-handing the record to aiokafka ourselves (BENCHMARKS.md, ``send_cost`` and ``throughput``). The same bytes go to the same topic partitions, through
+handing the record to aiokafka ourselves (docs/design-probes.md, ``send_cost``; BENCHMARKS.md, ``throughput``). The same bytes go to the same topic partitions, through
 ``app.producer.send`` (aiokafka). The records of a recommendation micro-batch, and the
 changelog records of a batch of ingested events, go out together, one aiokafka batch per
 partition (:func:`send_many`).
@@ -51,7 +51,7 @@ async def send_many(app, topic: str, records: Iterable[tuple[bytes, bytes]], wha
     Each record goes to ``partition``, or else to the partition ``send_now`` (aiokafka's ``send``)
     would pick for its key: the same partitioner, through the producer's own partitioner. A
     batch is built with aiokafka's ``create_batch`` / ``send_batch``: less than half the CPU per
-    record of ``send`` (BENCHMARKS.md, ``send_cost``). The batches join the producer's queue
+    record of ``send`` (docs/design-probes.md, ``send_cost``). The batches join the producer's queue
     like any record, so ``app.producer.flush()`` waits for them.
     """
     producer = aiokafka_producer(app)

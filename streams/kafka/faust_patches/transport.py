@@ -4,7 +4,7 @@ Faust builds the worker's consumer with ``fetch_max_wait_ms=1500``, hard-coded. 
 answers a fetch as soon as a record is there, so the wait only bounds idle polls. Tansu (the
 embedded broker) answers a fetch that finds no new record when the wait is over, even if records
 arrive meanwhile: a worker that has caught up then sleeps up to 1.5 s before its next batch and
-processes the stream in bursts (BENCHMARKS.md, ``broker_fetch_wait``). ``Settings.fetch_max_wait_ms`` sets it; on Kafka a
+processes the stream in bursts (docs/design-probes.md, ``broker_fetch_wait``). ``Settings.fetch_max_wait_ms`` sets it; on Kafka a
 short wait only adds idle fetch requests (10 a second at 100 ms).
 
 The override sets aiokafka's ``AIOKafkaConsumer._fetch_max_wait_ms`` after Faust built the
