@@ -20,7 +20,7 @@ the records served to real users after the attack starts that hold a target item
 gated HR@10 (seen items excluded) against the clean replay's, and the share of real events held
 back. Fake users' events are never scored.
 
-    .venv/bin/python bench/attack.py --data taobao        # or ml1m (with --limit to replay a prefix)
+    .venv/bin/python bench/attack.py --data taobao,ml1m --limit 300000   # one JSON and one plot
 """
 from __future__ import annotations
 
@@ -119,40 +119,30 @@ def run(events, injected: list, targets: set[str], defences: bool, seq_len: int)
             "cpu_s": time.process_time() - started}
 
 
-def plot(runs: dict, path: str, title: str) -> None:
+def plot(streams: dict, path: str) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    names = [key.rsplit(" / ", 1)[0] for key in runs if key.endswith("defences off")]
-    fig, ax = plt.subplots(figsize=(9, 4))
-    for j, side in enumerate(("off", "on")):
-        ax.bar([n + 0.4 * j for n in range(len(names))], [runs[f"{name} / defences {side}"]["exposure"] for name in names],
-               width=0.4, label=f"defences {side}")
-    ax.set_xticks([n + 0.2 for n in range(len(names))], names, rotation=25, ha="right", fontsize=8)
-    ax.set_ylabel("records to real users holding a target")
-    ax.set_title(title)
-    ax.legend()
+    fig, axes = plt.subplots(1, len(streams), figsize=(6 * len(streams), 4.2), squeeze=False)
+    for ax, (stream, result) in zip(axes[0], streams.items()):
+        runs = result["runs"]
+        names = [key.rsplit(" / ", 1)[0] for key in runs if key.endswith("defences off")]
+        for j, side in enumerate(("off", "on")):
+            ax.bar([n + 0.4 * j for n in range(len(names))],
+                   [runs[f"{name} / defences {side}"]["exposure"] for name in names], width=0.4,
+                   label=f"defences {side}")
+        ax.set_xticks([n + 0.2 for n in range(len(names))], names, rotation=30, ha="right", fontsize=8)
+        ax.set_ylabel("records to real users holding a target")
+        ax.set_title(stream)
+        ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=80)
     plt.close(fig)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", default="taobao", help="taobao, ml1m, or a path (with --format)")
-    ap.add_argument("--format", default=None, choices=("taobao", "ml1m"))
-    ap.add_argument("--limit", type=int, default=0, help="replay the first this many events (0: all)")
-    ap.add_argument("--fake-shares", default="0.005,0.01,0.03")
-    ap.add_argument("--fake-events", type=int, default=10)
-    ap.add_argument("--fake-targets", type=int, default=3)
-    ap.add_argument("--targets", type=int, default=5)
-    ap.add_argument("--flood-users", type=int, default=3)
-    ap.add_argument("--flood-events", type=int, default=3000)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out", default=None, help="output path without suffix (default bench/results/attack_<data>)")
-    args = ap.parse_args()
-    path, fmt = DATA.get(args.data, (args.data, args.format))
+def attack_stream(path: str, fmt: str, args) -> dict:
+    """Every attack, defences off and on, and the clean replay, on one stream."""
     events = load_events(path, fmt)
     if args.limit:
         events = events[:args.limit]
@@ -169,10 +159,9 @@ def main() -> None:
     for name, injected in attacks.items():
         for defences in ((True,) if name == "clean" else (False, True)):
             key = f"{name} / defences {'on' if defences else 'off'}"
-            runs[key] = run(events, injected, set(targets), defences, seq_len)
-            r = runs[key]
-            print(f"{key}: exposure {r['exposure']:.4f}, HR@10 {r['hr']:.4f}, real held {r['real_held']}, "
-                  f"fake held {r['fake_held']} of {r['injected']}", flush=True)
+            runs[key] = r = run(events, injected, set(targets), defences, seq_len)
+            print(f"{Path(path).name}, {key}: exposure {r['exposure']:.4f}, HR@10 {r['hr']:.4f}, "
+                  f"real held {r['real_held']}, fake held {r['fake_held']} of {r['injected']}", flush=True)
     clean = runs["clean / defences on"]
     for key, r in runs.items():
         r["hr_over_clean"] = r["hr"] / clean["hr"] if clean["hr"] else None
@@ -180,16 +169,36 @@ def main() -> None:
         if defences == "on" and name != "clean":
             off = runs[f"{name} / defences off"]["exposure"]
             r["exposure_over_off"] = r["exposure"] / off if off else None
-    out = args.out or str(HERE / "results" / f"attack_{args.data if args.data in DATA else Path(path).stem}")
-    result = {"data": path, "events": len(events), "targets": targets, "settings": {
-        "rate_limit_per_s": Settings().rate_limit_per_s, "rate_burst": Settings().rate_burst},
-        "command": "python bench/attack.py " + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()
-                                                        if v not in (None, False, 0) and k != "out"),
-        "runs": runs}
-    Path(out + ".json").write_text(json.dumps(result, indent=1))
-    plot(runs, out + ".png", f"attacks on {args.data}")
-    print(json.dumps({k: {m: r.get(m) for m in ("exposure", "exposure_over_off", "hr_over_clean", "real_held_share")}
-                      for k, r in runs.items()}, indent=1))
+    return {"data": path, "format": fmt, "events": len(events), "targets": targets, "runs": runs}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", default="taobao,ml1m", help="comma-separated: taobao, ml1m, or paths (with --format)")
+    ap.add_argument("--format", default=None, choices=("taobao", "ml1m"))
+    ap.add_argument("--limit", type=int, default=0, help="replay the first this many events of each (0: all)")
+    ap.add_argument("--fake-shares", default="0.005,0.01,0.03")
+    ap.add_argument("--fake-events", type=int, default=10)
+    ap.add_argument("--fake-targets", type=int, default=3)
+    ap.add_argument("--targets", type=int, default=5)
+    ap.add_argument("--flood-users", type=int, default=3)
+    ap.add_argument("--flood-events", type=int, default=3000)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", default=str(HERE / "results" / "attack"), help="output path without suffix")
+    args = ap.parse_args()
+    streams = {}
+    for name in args.data.split(","):
+        path, fmt = DATA.get(name, (name, args.format))
+        streams[name if name in DATA else Path(path).stem] = attack_stream(path, fmt, args)
+    result = {"settings": {"rate_limit_per_s": Settings().rate_limit_per_s, "rate_burst": Settings().rate_burst},
+              "command": "python bench/attack.py " + " ".join(
+                  f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if v not in (None, False, 0)
+                  and k != "out"), "streams": streams}
+    Path(args.out + ".json").write_text(json.dumps(result, indent=1))
+    plot(streams, args.out + ".png")
+    print(json.dumps({stream: {k: {m: r.get(m) for m in ("exposure", "exposure_over_off", "hr_over_clean",
+                                                         "real_held_share")} for k, r in res["runs"].items()}
+                      for stream, res in streams.items()}, indent=1))
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ def test_a_flood_is_held_back_and_promotion_is_measured(tmp_path):
                     "--fake-shares", "0.05", "--flood-users", "2", "--flood-events", "500", "--out", str(out)],
                    check=True, timeout=300, capture_output=True)
     result = json.loads((tmp_path / "attack.json").read_text())
-    runs = result["runs"]
+    runs = result["streams"]["stream.csv"]["runs"]
     off, on = runs["flood / defences off"], runs["flood / defences on"]
     assert off["exposure"] > 0.1 > 0.05 > on["exposure"]  # the flooded target tops popularity only when let in
     assert on["fake_held"] == 1000 - 2 * 60 and on["real_held"] == 0  # all but each id's burst
