@@ -51,6 +51,7 @@ class Ingest:
         # user_sequences is written once per accepted event: through TableWriter, not table[key] = ...
         self.state_writer = TableWriter(core.app, core.user_sequences)
         self.dead_letter_writer = TableWriter(core.app, core.dead_letters)
+        self.metrics.suspect.labels(RATE_LIMITED)  # exported at 0 before the first one
 
     async def handle_events(self, events: list) -> None:
         """Process a batch of ``events`` messages in order, then send the table changes they made
