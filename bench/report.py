@@ -135,26 +135,9 @@ def index_latency(d):
     return table(["items", "index", "R@10", "b1 p50 / p99 ms", "b1 filtered p99 ms", "b256 p50 / p99 ms",
                   "b256 QPS", "build s", "refresh s", "add 1000 ms"], rows)
 
-def encode_gil(d):
-    cell = lambda k: f"{d[k]['p50_ms']:.2f} / {d[k]['p99_ms']:.2f} ms"  # noqa: E731
-    return table(["encoder (one user, 20 items)", "alone p50 / p99", "beside a Python-loop thread p50 / p99"], [
-        ["eager", cell("eager_alone"), cell("eager_beside_python_thread")],
-        ["traced (serving)", cell("traced_alone"), cell("traced_beside_python_thread")]])
-
-def broker_fetch_wait(d):
-    return table(["consumer fetch_max_wait_ms", "messages", "p50", "p90", "p99", "max"], [
-        [r["fetch_max_wait_ms"], num(r["messages"]), ms(r["p50_s"]), ms(r["p90_s"]), ms(r["p99_s"]), ms(r["max_s"])]
-        for r in d["runs"]])
-
 def group_drain(d):
     return table(["round", "workers in the group", "events in the topic", "events/s"], [
         [i + 1, r["workers"], num(r["events_in_topic"]), num(r["events_per_s"])] for i, r in enumerate(d["rounds"])])
-
-def send_cost(d):
-    c = d["cpu_us_per_record"]
-    rows = [[name, *(f"{x:.1f}" for x in c[key]), f"{min(c[key]):.1f}"]
-            for name, key in (("`send`, one by one", "send"), (f"`send_many`, {d['args']['per_call']} a call", "send_many"))]
-    return table(["path", *(f"round {i + 1}, µs/record" for i in range(len(c["send"]))), "best"], rows)
 
 def user_state_cost(d):
     return table(["event ids", "events applied", "state bytes", "of which event ids", "CPU per event"], [
@@ -224,12 +207,12 @@ def live_quality(*docs):
     for path, d in docs:
         hr, after = d["hr"], d["hr_after_first_10pct"]
         name = "Taobao sample" if d["format"] == "taobao" else "ML-1M"
-        rows.append([name, num(d["events"]), num(d["scored_events"])] + [f"{hr[s]:.4f}" for s in
-                    ("alltime", "popular", "covisit", "gated")] + [
+        rows.append([name, num(d["events"]), num(d["scored_events"])] + [f"{hr[s]:.4f}" if s in hr else "–" for s in
+                    ("alltime", "popular", "covisit", "model", "gated")] + [
                     f"{d['gated_over_best_simple']:.2f}×", f"{after['gated'] / after['alltime']:.2f}×",
                     f"{d['worst_window_gated_over_best']:.2f}", num(d["cpu_us_per_event"])])
     return table(["stream", "events", "scored", "all-time popularity", "decayed popularity", "co-visitation",
-                  "gated", "gated / best simple", "gated / all-time pop., after 10 %",
+                  "model (online, from scratch)", "gated", "gated / best simple", "gated / all-time pop., after 10 %",
                   "worst 5k window, gated / best", "CPU µs / event"], rows)
 
 
@@ -245,10 +228,10 @@ def live_quality_cold(*docs):
                 (f"new items (first seen ≤ {d['new_item_s']:,.0f} s before)", lambda s: new[s]["hr"], new["gated"]["events"]),
                 ("a user's first events (short segment)", lambda s: seg[f"short/{s}"]["hr"], seg["short/gated"]["events"]),
                 (f"{share} of the stream", lambda s: part[s], part["events"])):
-            rows.append([name, label, num(n)] + [f"{get(s):.4f}" if get(s) is not None else "–"
-                                                 for s in ("alltime", "popular", "covisit", "gated")])
-    return table(["stream", "events", "scored", "all-time popularity", "decayed popularity", "co-visitation", "gated"],
-                 rows)
+            rows.append([name, label, num(n)] + [f"{get(s):.4f}" if s in d["hr"] and get(s) is not None else "–"
+                                                 for s in ("alltime", "popular", "covisit", "model", "gated")])
+    return table(["stream", "events", "scored", "all-time popularity", "decayed popularity", "co-visitation", "model",
+                  "gated"], rows)
 
 
 def live_quality_model(d):
@@ -263,6 +246,8 @@ def live_quality_model(d):
     rows.append(["gated / best simple", f"**{d['gated_over_best_simple']:.2f}×**", "", ""])
     rows.append(["records by the gate's choice", ", ".join(f"{src} {n / total:.0%}" for src, n in sorted(served.items())),
                  "", ""])
+    if d.get("versions_announced_after_event") is not None:
+        rows.append(["versions announced (online training)", num(len(d["versions_announced_after_event"])), "", ""])
     return table([f"source ({num(d['scored_events'])} events scored)", "HR@10", "short histories", "long histories"],
                  rows)
 
@@ -275,6 +260,27 @@ def sources_cost(d):
                      f"{m['paced_p50_ms']:.1f}", f"{m['paced_p99_ms']:.1f}"])
     return table(["round", "gate + co-visitation", "events drained", "drain events/s", "CPU µs / event",
                   f"p50 ms at {d['config']['paced_rate']:,.0f}/s", "p99 ms"], rows)
+
+
+def attack(d):
+    rows = []
+    for stream, res in d["streams"].items():
+        runs, name = res["runs"], "Taobao sample" if res["format"] == "taobao" else "ML-1M"
+        clean = runs["clean / defences on"]
+        rows.append([name, f"clean ({num(res['events'])} events)", "", f"{clean['exposure']:.3f}", "", f"{clean['hr']:.4f}",
+                     "1.00", "0"])
+        for key, on in runs.items():
+            attack_name, side = key.rsplit(" / defences ", 1)
+            if side != "on" or attack_name == "clean":
+                continue
+            off = runs[f"{attack_name} / defences off"]
+            ratio = on.get("exposure_over_off")
+            rows.append([name, f"{attack_name} ({num(on['injected'])} events)", f"{off['exposure']:.3f}",
+                         f"{on['exposure']:.3f}", "–" if ratio is None else f"**{ratio:.2f}**",
+                         f"{off['hr']:.4f} / {on['hr']:.4f}", f"{on['hr_over_clean']:.2f}",
+                         f"{on['real_held_share']:.2%} ({num(on['fake_held'])} fake)"])
+    return table(["stream", "attack", "target exposure, off", "on", "on / off", "real HR@10 off / on",
+                  "on / clean", "real events held (fake held)"], rows)
 
 
 COST_STAGES = ("decode", "state", "changelog", "popularity", "covisit", "gate", "queue", "candidates", "produce",
@@ -302,11 +308,11 @@ def cost(d):
     return out + "\n" + table(header, stage_rows)
 
 
-RENDER = {"cost": cost, "live_quality_taobao": live_quality, "live_quality_taobao#cold": live_quality_cold,
+RENDER = {"attack": attack, "cost": cost, "live_quality_taobao": live_quality, "live_quality_taobao#cold": live_quality_cold,
           "sources_cost": sources_cost, "live_quality_ml1m_model": live_quality_model, "crash_recovery": crash_recovery, "fuzz_dlq": fuzz_dlq, "throughput_drain": throughput_runs,
           "throughput_fresh": throughput_steps, "throughput_search": throughput_steps, "live_swap": live_swap,
-          "index_latency": index_latency, "encode_gil": encode_gil, "broker_fetch_wait": broker_fetch_wait,
-          "group_drain": group_drain, "send_cost": send_cost, "user_state_cost": user_state_cost,
+          "index_latency": index_latency,
+          "group_drain": group_drain, "user_state_cost": user_state_cost,
           "model_quality_gpu": model_quality, "model_quality#ablation": model_ablation, "model_sweep_gpu": model_sweep,
           "prequential_taobao": prequential, "prequential_ml1m#windows": prequential_windows}
 
