@@ -63,14 +63,15 @@ def make_stream(shape: str, n: int, items: int, seed: int, tag: str) -> list[tup
     rng = random.Random(seed)
     per_user = 1.6 if shape == "short" else 100.0
     users = max(1, int(n / per_user))
-    t0 = time.time() - 3600
+    step = max(1e-3, 1.0 / users)  # each user about one event per second of event time, under the rate limit
+    t0 = time.time() - n * step - 60
     out = []
     for i in range(n):
         user = f"{tag}-u{rng.randrange(users)}"
         item = min(items - 1, int(rng.paretovariate(1.1)) - 1)  # Zipf-like: a few items get most events
         item = (item * 7919 + seed) % items  # popular items spread over the catalogue
         ev = {"user_id": user, "item_id": f"sku-{item}", "type": "click" if rng.random() > 0.05 else "purchase",
-              "ts": t0 + i * 1e-3, "event_id": f"{tag}-{i}"}
+              "ts": t0 + i * step, "event_id": f"{tag}-{i}"}
         out.append((user.encode(), json.dumps(ev).encode()))
     return out
 
