@@ -74,6 +74,9 @@ class Metrics:
                            registry=r)
         self.suspect = Counter("streamrec_suspect_events_total",
                                "Valid events held back in the suspect topic, by reason.", ["reason"], registry=r)
+        self.released = Counter("streamrec_released_events_total",
+                                "Events sent back from the suspect topic by `streamrec release` and taken (a "
+                                "valid signature: no rate limit).", registry=r)
         self.uncounted = Counter("streamrec_uncounted_repeats_total",
                                  "Accepted events on an item already among the user's recent events: in the "
                                  "history, not counted again in popularity or co-visitation.", registry=r)

@@ -182,6 +182,10 @@ class Settings(BaseSettings):
         "events go to the suspect topic instead of into state, popularity and training. 0: no limit.")
     rate_burst: float = Field(
         60.0, ge=1, description="Events a user may send at once before the rate limit applies.")
+    release_key: SecretStr | None = Field(
+        None, min_length=16, description="Secret with which `streamrec release` signs the suspect events it sends "
+        "back; a worker with the same key takes them without the rate limit. Unset: nothing can be "
+        "released. Never logged.")
 
     # --- Sources and the quality gate (see streams/serving/gate.py) -------------------------------
     serving_gate: bool = Field(
@@ -269,6 +273,11 @@ class Settings(BaseSettings):
     @property
     def model_dir(self) -> Path:
         return self.data_dir / "models"
+
+    @property
+    def release_secret(self) -> bytes | None:
+        """``release_key`` as bytes (streams/ingest/guard.py), None when unset."""
+        return None if self.release_key is None else self.release_key.get_secret_value().encode()
 
     def kafka_python_security(self) -> dict[str, Any]:
         """Security keyword arguments for kafka-python clients."""

@@ -95,6 +95,17 @@ def cmd_consume(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_release(args: argparse.Namespace) -> int:
+    from .release import release
+
+    settings = settings_from(args)
+    _setup_logging("warning", logging.CRITICAL)
+    done = release(settings, set(args.user), reason=args.reason, idle_s=args.timeout)
+    print(f"released {done.sent} events of {len(set(args.user))} users from {settings.topic_suspect} to "
+          f"{settings.topic_events}" + (f"; {done.truncated} cut at the size limit not sent" if done.truncated else ""))
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -147,6 +158,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=0, help="stop after this many records (0: never)")
     p.add_argument("--timeout", type=float, default=0.0, help="stop after this many idle seconds (0: never)")
     p.add_argument("--from-beginning", action="store_true")
+    p = add("release", cmd_release, "Send users' suspect events back to events, signed: taken without the rate limit.")
+    p.add_argument("--user", action="append", required=True, help="a user id to release (repeat for more)")
+    p.add_argument("--reason", default="rate_limited", help="release the records held back for this reason")
+    p.add_argument("--timeout", type=float, default=5.0, help="stop reading the suspect topic after this many idle seconds")
     p = add("demo", cmd_demo, "Broker + worker + Taobao replay + live view, then a summary.")
     p.add_argument("--data", default=DEFAULT_TAOBAO, help="Taobao UserBehavior CSV(.gz) to replay")
     p.add_argument("--duration", type=float, default=30.0, help="seconds of replay at most")

@@ -8,7 +8,8 @@ of its own event:
   (:mod:`streams.ingest.dead_letters`);
 - apply the event to the user's state once (dedupe by ``event_id``, :mod:`streams.ingest.user_state`),
   written with :class:`~streams.kafka.direct_writes.TableWriter`, unless the user is over the rate
-  limit: then it goes to ``events.suspect`` like a dead letter (:mod:`streams.ingest.guard`);
+  limit: then it goes to ``events.suspect`` like a dead letter (:mod:`streams.ingest.guard`), unless
+  ``streamrec release`` signed it;
 - count it in popularity (:class:`~streams.ingest.popularity.PopularityBoard`) unless its item is
   among the user's recent ones (one count per user and item);
 - hand it on (``on_accepted``: ``streams.wiring`` queues the user for a recommendation);
@@ -30,7 +31,7 @@ from ..kafka.direct_writes import TableWriter, send_now
 from ..kafka.faust_patches.internals import set_current_event
 from .dead_letters import DeadLetter, DeadLetterMarks
 from .events import Event, InvalidEvent, parse_event
-from .guard import RATE_LIMITED, counts, take
+from .guard import RATE_LIMITED, counts, released, take
 from .popularity import PopularityBoard
 from .user_state import State, apply_event, decode, encode
 
@@ -104,13 +105,17 @@ class Ingest:
             self.state_writer.put(msg.partition, key, raw)
             metrics.events.labels("duplicate").inc()
             return
-        if s.rate_limit_per_s:
-            bucket = take(state.get("rl") if state else None, ev.ts, s.rate_limit_per_s, s.rate_burst)
+        bucket = state.get("rl") if state else None
+        if s.rate_limit_per_s and released(s.release_secret, msg.key, msg.value, msg.headers):
+            metrics.released.inc()  # signed by `streamrec release`: no limit, no tokens spent
+        elif s.rate_limit_per_s:
+            bucket = take(bucket, ev.ts, s.rate_limit_per_s, s.rate_burst)
             if bucket is None:
                 stages.mark("state")
                 await self.hold_back(msg, RATE_LIMITED, f"over {s.rate_burst:g} events at once or "
                                      f"{s.rate_limit_per_s:g} per second on average")
                 return
+        if bucket is not None:
             new_state["rl"] = bucket
         self.state_writer.put(msg.partition, key, encode(new_state))  # = user_sequences[key] = ...
         stages.mark("state")

@@ -8,6 +8,12 @@
   after a crash gets the same verdict, and the leader's trainer, which reads ``events`` itself,
   applies the same function to the same events of the user and so leaves out the same ones.
   Event time, not arrival time: a worker catching up on a backlog does not throttle anyone.
+- **Release** (:func:`signature`, :func:`released`): ``streamrec release`` sends a user's suspect
+  events back to ``events`` as they were, each with a header ``streamrec-release`` holding an
+  HMAC-SHA256 of its key and bytes under ``STREAMREC_RELEASE_KEY``; ingest and the trainer take an
+  event with a valid signature without the rate limit (and without spending the user's tokens).
+  Whoever can write to ``events`` cannot release without the key; with no key set nothing is
+  released. A release applies once: the events keep their ``event_id``.
 - **One count per user and item** (:func:`counts`): an event on an item already among the user's
   recent events (their state's last ``seq_len``) is applied to their history but adds nothing to
   popularity or co-visitation, so a user repeating one item, by hand or by script, moves it once.
@@ -15,7 +21,12 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+from collections.abc import Iterable
+
 RATE_LIMITED = "rate_limited"
+RELEASE_HEADER = "streamrec-release"
 
 Bucket = list  # [tokens, ts of the last event taken]
 
@@ -33,6 +44,23 @@ def take(bucket: Bucket | None, ts: float, rate_per_s: float, burst: float) -> B
     if tokens < 1.0:
         return None
     return [tokens - 1.0, last]
+
+
+def signature(release_key: bytes, key: bytes, raw: bytes) -> bytes:
+    """The ``streamrec-release`` header value of a released event: HMAC-SHA256 (hex) of its key
+    and bytes."""
+    mac = hmac.new(release_key, len(key).to_bytes(4, "big") + key + raw, hashlib.sha256)
+    return mac.hexdigest().encode()
+
+
+def released(release_key: bytes | None, key: bytes | None, raw: bytes | None,
+             headers: Iterable[tuple[str, bytes]] | None) -> bool:
+    """Whether a message carries a valid release signature (never without ``release_key``)."""
+    if not release_key or not headers or raw is None:
+        return False
+    want = signature(release_key, key or b"", raw)
+    return any(name == RELEASE_HEADER and hmac.compare_digest(bytes(value or b""), want)
+               for name, value in headers)
 
 
 def counts(previous_items, item_id: str) -> bool:

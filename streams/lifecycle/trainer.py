@@ -28,7 +28,7 @@ from model.objectives import ObjectiveConfig
 from model.recommender import Recommender
 
 from ..ingest.events import InvalidEvent, parse_event
-from ..ingest.guard import take
+from ..ingest.guard import released, take
 from ..kafka.clients import watch_consumer
 from ..metrics import Metrics
 from ..settings import Settings, objective_weights
@@ -109,8 +109,10 @@ class StreamTrainer:
             self.metrics.train_dropped.inc()
             return False
 
-    def observe(self, raw: bytes, ts: float | None) -> None:
-        """One raw ``events`` message: remember the user's sequence and queue it for training."""
+    def observe(self, raw: bytes, ts: float | None, key: bytes | None = None,
+                headers: list[tuple[str, bytes]] | None = None) -> None:
+        """One raw ``events`` message (its value, Kafka timestamp, key and headers): remember the
+        user's sequence and queue it for training."""
         s = self.settings
         now = time.time()
         try:
@@ -119,17 +121,18 @@ class StreamTrainer:
         except InvalidEvent:
             return  # ingest sends it to the DLQ
         seen = self.event_hashes.setdefault(ev.user_id, array("q"))
-        key = hash(ev.event_id)
-        if key in seen:
+        eid = hash(ev.event_id)
+        if eid in seen:
             self.metrics.train_duplicates.inc()
             return
-        if s.rate_limit_per_s:  # the same verdict as ingest's on the same events: suspect ones are not trained on
+        # the same verdict as ingest's on the same events: suspect ones are not trained on
+        if s.rate_limit_per_s and not released(s.release_secret, key, raw, headers):
             bucket = take(self.buckets.get(ev.user_id), ev.ts, s.rate_limit_per_s, s.rate_burst)
             if bucket is None:
                 self.metrics.train_suspect.inc()
                 return
             self.buckets[ev.user_id] = bucket
-        seen.append(key)
+        seen.append(eid)
         if len(seen) > s.seq_len:
             del seen[0]
         history = self.histories.pop(ev.user_id, [])
@@ -152,7 +155,8 @@ class StreamTrainer:
                 polled = consumer.poll(timeout_ms=500, max_records=READ_MAX_RECORDS)
                 for records in polled.values():
                     for record in records:
-                        self.observe(record.value, record.timestamp / 1000 if record.timestamp else None)
+                        self.observe(record.value, record.timestamp / 1000 if record.timestamp else None,
+                                     record.key, record.headers)
                 self.metrics.stage_seconds.labels("train_read").observe(time.thread_time() - started)
                 self.metrics.train_queue.set(self.queue.qsize())
                 if sum(map(len, polled.values())) < READ_MAX_RECORDS:  # caught up: let events gather

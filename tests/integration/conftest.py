@@ -148,7 +148,7 @@ class WorkerFactory:
         ns = namespace or f"g{next(_groups)}-{os.getpid()}"
         values = {
             "bootstrap_servers": self.broker.bootstrap, "app_id": ns, "partitions": 2, "train": False,
-            "topic_events": f"{ns}.events", "topic_dlq": f"{ns}.events.dlq",
+            "topic_events": f"{ns}.events", "topic_dlq": f"{ns}.events.dlq", "topic_suspect": f"{ns}.events.suspect",
             "topic_recommendations": f"{ns}.recommendations", "topic_model_updates": f"{ns}.model-updates",
             "data_dir": self.tmp / ns,
         }

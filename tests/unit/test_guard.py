@@ -8,7 +8,7 @@ import base64
 import json
 import time
 
-from streams.ingest.guard import RATE_LIMITED, counts, take
+from streams.ingest.guard import RATE_LIMITED, RELEASE_HEADER, counts, released, signature, take
 from streams.lifecycle.trainer import StreamTrainer
 from streams.metrics import Metrics
 from streams.settings import load_settings
@@ -28,6 +28,17 @@ def test_a_burst_then_the_rate():
     assert bucket == [1.0, 102.0]
     assert take(bucket, 50.0, 1.0, 5) == [0.0, 102.0]  # an older event refills nothing
     assert take(None, 0.0, rate_per_s=0, burst=5) is None and take([0.0, 1.0], 1.0, 0, 5) == [0.0, 1.0]  # 0: no limit
+
+
+def test_only_a_signature_under_the_release_key_releases():
+    key, raw = b"user", b'{"user_id": "user"}'
+    good = [(RELEASE_HEADER, signature(b"k" * 16, key, raw))]
+    assert released(b"k" * 16, key, raw, good)
+    assert not released(None, key, raw, good)  # no key set: nothing is released
+    assert not released(b"x" * 16, key, raw, good)  # another key
+    assert not released(b"k" * 16, key, raw + b" ", good)  # other bytes
+    assert not released(b"k" * 16, b"other", raw, good)  # under another user's key
+    assert not released(b"k" * 16, key, raw, [("other-header", good[0][1])]) and not released(b"k" * 16, key, raw, None)
 
 
 def test_one_count_per_user_and_item():
@@ -80,3 +91,14 @@ def test_the_trainer_leaves_out_what_ingest_holds_back(tmp_path):
         trainer.observe(event(user="bot", item=f"i{n}", ts=ts, event_id=f"e{n}"), None)
     assert [item for item, _ in trainer.histories["bot"]] == ["i0", "i1", "i2"]
     assert metrics.train_suspect._value.get() == 2
+
+
+def test_the_trainer_takes_released_events_without_the_limit(tmp_path):
+    s = load_settings({"data_dir": tmp_path, "store": "memory", "rate_limit_per_s": 1.0, "rate_burst": 3,
+                       "release_key": "k" * 16}, environ={})
+    trainer = StreamTrainer(s, Metrics(), publish=lambda update: None)
+    ts = time.time() - 100
+    for n in range(5):
+        raw = event(user="bot", item=f"i{n}", ts=ts, event_id=f"e{n}")
+        trainer.observe(raw, None, b"bot", [(RELEASE_HEADER, signature(b"k" * 16, b"bot", raw))] if n >= 3 else [])
+    assert [item for item, _ in trainer.histories["bot"]] == [f"i{n}" for n in range(5)]
