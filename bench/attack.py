@@ -36,7 +36,7 @@ from pathlib import Path
 from live_quality import DATA, replay
 from model.replay import load_events
 from streams.ingest.guard import take
-from streams.settings import Settings
+from streams.settings import load_settings
 
 HERE = Path(__file__).resolve().parent
 FAKE, FLOOD = "fake-", "flood-"
@@ -82,7 +82,7 @@ def run(events, injected: list, targets: set[str], defences: bool, seq_len: int)
     """One replay of ``events`` with ``injected`` merged in by time."""
     stream = sorted(events + injected, key=lambda e: e.ts) if injected else events
     attack_start = min((e.ts for e in injected), default=float("inf"))
-    s = Settings()
+    s = load_settings()
     buckets: dict[str, list] = {}
     held = {"real": 0, "fake": 0}
     seen = {"records": 0, "exposed": 0}
@@ -148,7 +148,7 @@ def attack_stream(path: str, fmt: str, args) -> dict:
         events = events[:args.limit]
     rng = random.Random(args.seed)
     targets, fillers = targets_and_fillers(events, args.targets, rng)
-    seq_len = Settings().seq_len
+    seq_len = load_settings().seq_len
     attacks = {"clean": []}
     for share in (float(x) for x in args.fake_shares.split(",")):
         for pace in ("human", "bursty"):
@@ -190,7 +190,7 @@ def main() -> None:
     for name in args.data.split(","):
         path, fmt = DATA.get(name, (name, args.format))
         streams[name if name in DATA else Path(path).stem] = attack_stream(path, fmt, args)
-    result = {"settings": {"rate_limit_per_s": Settings().rate_limit_per_s, "rate_burst": Settings().rate_burst},
+    result = {"settings": {"rate_limit_per_s": load_settings().rate_limit_per_s, "rate_burst": load_settings().rate_burst},
               "command": "python bench/attack.py " + " ".join(
                   f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if v not in (None, False, 0)
                   and k != "out"), "streams": streams}

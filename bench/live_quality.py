@@ -18,7 +18,8 @@ the worker's OnlineTrainer settings, held-back tail and promotion judgement), on
 sequence, from the pretrained model or from scratch; each version it announces serves from the
 next record on (the worker loads it within a second). Rankings of
 popularity are refreshed every ``--rank-every`` events (the worker: every second). Settings are
-the worker's defaults, not tuned on these streams.
+the worker's (its defaults, or ``STREAMREC_*`` variables as the worker reads them), not tuned on
+these streams.
 
     .venv/bin/python bench/live_quality.py --data taobao   # or ml1m, or a path with --format
 """
@@ -42,7 +43,7 @@ from streams.lifecycle.trainer import online_trainer
 from streams.lifecycle.training import UPDATE_BATCH, Training
 from streams.metrics import Metrics
 from streams.serving.gate import SEGMENTS, Gate
-from streams.settings import Settings
+from streams.settings import load_settings
 
 HERE = Path(__file__).resolve().parent
 DATA = {"taobao": ("../shared/data/taobao-userbehavior-sample/flink_ecommerce-time-slice/UserBehavior.csv.gz", "taobao"),
@@ -65,7 +66,8 @@ def replay(events, k: int, window: int, rank_every: int, allow_repeats: bool, se
     """``model``: a Recommender served as the ``model`` source (frozen); records are then made per
     micro-batch of ``batch`` events, as the worker makes them. Events before ``score_from`` are
     learned from, not scored (records are made for the last ``GATE_WARMUP`` of them, so that the
-    gate has its evidence when scoring starts). ``training``: the worker's training and promotion
+    gate has its evidence on popularity and co-visitation when scoring starts; not on the model,
+    which learned those events). ``training``: the worker's training and promotion
     (``streams.lifecycle.training``) learns from every event's sequence, as the leader's trainer
     does, and is asked for a version every ``publish_every`` events; a version it announces
     serves as ``model`` from then on (``model`` until the first: None when training from scratch).
@@ -77,10 +79,10 @@ def replay(events, k: int, window: int, rank_every: int, allow_repeats: bool, se
     sources = SOURCES + (("model",) if model is not None or training is not None else ())
     versions: list[int] = []  # the event after which each announced version served
     pending: list = []  # training sequences not yet handed to the training
-    s = Settings()
+    s = load_settings()
     popularity = Popularity(s.popularity_half_life_s, 10 * s.popularity_capacity)  # one worker, all partitions
     covisit = CoVisitation(s.covisit_half_life_s)
-    gate = Gate(half_life_events=s.gate_half_life_events, min_evidence=s.gate_min_evidence, switch_z=s.gate_switch_z,
+    gate = Gate(half_life_events=s.gate_half_life_events, half_life_hits=s.gate_half_life_hits, min_evidence=s.gate_min_evidence, switch_z=s.gate_switch_z,
                 long_from=s.gate_long_from, sample=s.gate_sample)
     counts: dict[str, int] = {}
     history: dict[str, list[str]] = {}
@@ -96,8 +98,9 @@ def replay(events, k: int, window: int, rank_every: int, allow_repeats: bool, se
     ranked_all: list[str] = []
     ranked_pop: list[str] = []
 
-    def make_records(users: list[str]) -> None:
-        """The records in force for these users' next events."""
+    def make_records(users: list[str], warmup: bool) -> None:
+        """The records in force for these users' next events; in the ``warmup`` before
+        ``score_from`` the gate is not shown the model's lists (it learned those events)."""
         models = model_lists(model, [typed[u] for u in users], k, allow_repeats) if model is not None else None
         for j, user in enumerate(users):
             h = history[user]
@@ -124,7 +127,9 @@ def replay(events, k: int, window: int, rank_every: int, allow_repeats: bool, se
             if watch is not None:
                 watch(user, chosen)
             in_force[user] = lists
-            remembered = {"model": lists.get("model", []), "popular": lists["popular"]}
+            remembered = {"popular": lists["popular"]}
+            if not warmup:
+                remembered["model"] = lists.get("model", [])
             if choice == "covisit" or gate.samples(user):  # as serving lists it (Gate.samples)
                 remembered["covisit"] = lists["covisit"]
             gate.remember(user, seg, remembered)
@@ -179,7 +184,7 @@ def replay(events, k: int, window: int, rank_every: int, allow_repeats: bool, se
         if n >= score_from - GATE_WARMUP:  # before that, the sources only learn
             due[e.user_id] = None
         if due and (len(due) >= batch or n == len(events) - 1):
-            make_records(list(due))
+            make_records(list(due), warmup=n < score_from)
             due.clear()
         if (model is not None or training is not None) and n % 50_000 == 0:
             print(f"  {n:,} of {len(events):,} events, {len(versions)} versions announced", flush=True)
@@ -285,19 +290,19 @@ def main() -> None:
 
         prefix = events[:int(args.from_fraction * len(events))]
         print(f"pretraining on the first {len(prefix):,} events for {args.pretrain_minutes} minutes", flush=True)
-        encoder = EncoderConfig(dim=64, n_layers=2, n_heads=1, max_len=Settings().seq_len, dropout=0.2)
+        encoder = EncoderConfig(dim=64, n_layers=2, n_heads=1, max_len=load_settings().seq_len, dropout=0.2)
         model = pretrain_on_events(prefix, str(HERE.parent / "runs" / "live_quality" / f"{name}-pretrain"), encoder,
                                    tcfg=TrainConfig(epochs=30, max_minutes=args.pretrain_minutes, patience=5))
     training = None
     if args.online:  # the worker's trainer: its settings, its promotion judgement
-        settings = Settings()
+        settings = load_settings()
         trained = model.snapshot() if model is not None else Recommender.fresh(EncoderConfig(max_len=settings.seq_len))
         training = Training(settings, trained, online_trainer(settings, trained), Metrics(),
                             in_force=model)
     if model is not None:
         model.prepare_serving()
     with_model = model is not None or training is not None
-    result = replay(events, args.k, args.window, args.rank_every, args.allow_repeats, Settings().seq_len,
+    result = replay(events, args.k, args.window, args.rank_every, args.allow_repeats, load_settings().seq_len,
                     args.new_item_s, model, args.batch if with_model else 1,
                     int(args.from_fraction * len(events)) if model is not None else 0, training, args.publish_every)
     result.update({"data": path, "format": fmt, "command": "python bench/live_quality.py " + " ".join(

@@ -202,7 +202,10 @@ class Settings(BaseSettings):
         "one's in a segment for the gate to switch to it (no flapping between sources that score alike).",
     )
     gate_half_life_events: float = Field(
-        1000.0, gt=0, description="Half-life, in scored events of a segment, of the gate's hit counts.")
+        1000.0, gt=0, description="Half-life, in scored events of a segment, of the gate's hit counts (at least).")
+    gate_half_life_hits: float = Field(
+        20.0, gt=0, description="Where hits are rare the gate's half-life is longer: as many scored events as the "
+        "source serving a segment takes for this many hits (a choice between rare hits needs the evidence).")
     gate_sample: int = Field(
         4, ge=1, description="Co-visitation, where it does not serve a user's segment, is listed and scored for "
         "1 user in this many (the gate's choice stays unbiased at a fraction of the cost).")

@@ -5,14 +5,18 @@ For every record the worker sends, the top-k of EVERY source for that user (the 
 co-visitation board's, popularity's; all with the user's seen items removed) is remembered. When
 the user's next event is accepted, each remembered list is scored: a hit if it held the event's
 item (an item the user had seen before is not scored: the seen-item rule serving uses). Hits and
-trials are decayed per segment and source on the segment's clock of scored events (half-life
-``half_life_events``), so the scores follow the stream, and a source scored on a sample of the
-users forgets as fast as one scored on all of them.
+trials are decayed per segment and source on the segment's clock of scored events, so the scores
+follow the stream, and a source scored on a sample of the users forgets as fast as one scored on
+all of them. The half-life is ``half_life_events`` scored events, or longer where hits are rare:
+long enough for the source serving the segment to have ``half_life_hits`` hits in it (at a hit
+rate of 0.002, 20 hits take 10,000 events; with less, two sources a few times apart cannot be told
+apart and the choice would be stuck on chance).
 
 Each segment starts served by popularity, the baseline a consumer has for free. Another source
 takes over once both have been scored on ``min_evidence`` events there and it is better by
 ``switch_z`` standard errors of the difference of the two decayed hit rates (the decayed trials
-are the sample sizes). A clear difference switches within tens of events; sources that score
+are the sample sizes; each rate counts one hit and one miss more, Agresti and Caffo's adjustment,
+so that a source with no hits yet is not taken for certain). A clear difference switches within tens of events; sources that score
 alike do not flap on single hits. Because unserved sources are scored too, the choice can always
 change back.
 
@@ -42,42 +46,44 @@ def segment(history_len: int, long_from: int = 5) -> str:
 
 @dataclass
 class Score:
-    trials: float = 0.0  # decayed to the segment's clock ``at``
+    trials: float = 0.0  # decayed to the segment's time ``at``
     hits: float = 0.0
     events: int = 0  # scored events, undecayed
-    at: int = 0  # the segment's clock (scored events) when last updated
+    at: float = 0.0  # the segment's time (in half-lives) when last updated
 
     @property
     def hit_rate(self) -> float:  # decay scales hits and trials alike: the rate needs no clock
         return self.hits / self.trials if self.trials else 0.0
 
-    def add(self, hit: bool, clock: int, decay: float) -> None:
-        factor = decay ** (clock - self.at)
+    def add(self, hit: bool, now: float) -> None:
+        factor = 0.5 ** (now - self.at)
         self.trials = self.trials * factor + 1.0
         self.hits = self.hits * factor + hit
         self.events += 1
-        self.at = clock
+        self.at = now
 
-    def weight(self, clock: int, decay: float) -> float:
+    def weight(self, now: float) -> float:
         """The decayed number of trials now: the sample size behind :attr:`hit_rate`."""
-        return self.trials * decay ** (clock - self.at)
+        return self.trials * 0.5 ** (now - self.at)
 
 
-def z_better(challenger: Score, incumbent: Score, clock: int, decay: float) -> float:
-    """Standard errors by which ``challenger``'s hit rate exceeds ``incumbent``'s."""
-    diff = challenger.hit_rate - incumbent.hit_rate
-    if diff <= 0:
-        return 0.0
-    variance = 0.0
+def z_better(challenger: Score, incumbent: Score, now: float) -> float:
+    """Standard errors by which ``challenger``'s hit rate exceeds ``incumbent``'s (Agresti-Caffo:
+    one hit and one miss added to each)."""
+    rates, variance = [], 0.0
     for score in (challenger, incumbent):
-        weight = score.weight(clock, decay)
-        variance += score.hit_rate * (1 - score.hit_rate) / weight if weight > 0 else 0.0
-    return diff / math.sqrt(variance) if variance > 0 else math.inf
+        weight = score.weight(now) + 2.0
+        rate = (score.hit_rate * (weight - 2.0) + 1.0) / weight
+        rates.append(rate)
+        variance += rate * (1 - rate) / weight
+    diff = rates[0] - rates[1]
+    return diff / math.sqrt(variance) if diff > 0 else 0.0
 
 
 @dataclass
 class Gate:
     half_life_events: float = 1000.0
+    half_life_hits: float = 20.0
     min_evidence: float = 30.0
     switch_z: float = 2.0
     long_from: int = 5
@@ -86,11 +92,8 @@ class Gate:
     scores: dict[tuple[str, str], Score] = field(
         default_factory=lambda: {(seg, src): Score() for seg in SEGMENTS for src in SOURCES})
     _lists: OrderedDict = field(default_factory=OrderedDict)  # user -> (segment, {source: set of ids})
-    _clock: dict[str, int] = field(default_factory=lambda: dict.fromkeys(SEGMENTS, 0))  # scored events
+    _time: dict[str, float] = field(default_factory=lambda: dict.fromkeys(SEGMENTS, 0.0))  # in half-lives
     _serving: dict[str, str] = field(default_factory=lambda: dict.fromkeys(SEGMENTS, DEFAULT))
-
-    def __post_init__(self) -> None:
-        self._decay = 0.5 ** (1.0 / self.half_life_events)
 
     def segment(self, history_len: int) -> str:
         return segment(history_len, self.long_from)
@@ -108,9 +111,16 @@ class Gate:
         if remembered is None or seen_before:
             return
         seg, lists = remembered
-        self._clock[seg] = clock = self._clock[seg] + 1
+        self._time[seg] = now = self._time[seg] + 1.0 / self.half_life(seg)
         for source, items in lists.items():
-            self.scores[seg, source].add(item_id in items, clock, self._decay)
+            self.scores[seg, source].add(item_id in items, now)
+
+    def half_life(self, seg: str) -> float:
+        """Scored events per half-life in ``seg``: ``half_life_events``, or as many as the serving
+        source needs for ``half_life_hits`` hits at its (adjusted) hit rate."""
+        serving = self.scores[seg, self._serving[seg]]
+        rate = (serving.hits + 1.0) / (serving.trials + 2.0)
+        return max(self.half_life_events, self.half_life_hits / rate)
 
     def samples(self, user_id: str) -> bool:
         """Whether the user's records list every source, serving their segment or not."""
@@ -123,12 +133,12 @@ class Gate:
         incumbent = self.scores[seg, serving]
         if incumbent.events < self.min_evidence:
             return serving
-        clock = self._clock[seg]
+        now = self._time[seg]
         best_z, best = self.switch_z, serving
         for source in SOURCES:
             challenger = self.scores[seg, source]
             if source != serving and challenger.events >= self.min_evidence:
-                z = z_better(challenger, incumbent, clock, self._decay)
+                z = z_better(challenger, incumbent, now)
                 if z > best_z:
                     best_z, best = z, source
         self._serving[seg] = best
@@ -141,4 +151,5 @@ class Gate:
         """Scores per segment and source, and the choice (for /health and model-updates)."""
         return {seg: {"serving": self.choice(seg),
                       "hr": {src: round(self.scores[seg, src].hit_rate, 5) for src in SOURCES},
-                      "events": self.scores[seg, SOURCES[0]].events} for seg in SEGMENTS}
+                      "events": self.scores[seg, SOURCES[0]].events,
+                      "half_life_events": round(self.half_life(seg))} for seg in SEGMENTS}

@@ -54,7 +54,8 @@ class Serving:
         choice if not given; ``covisit``: the co-visitation board ingest keeps (None: no such source)."""
         self.settings, self.metrics, self.popular, self.covisit = settings, metrics, popular, covisit
         # None: the model wherever it has an answer, else popularity (setting serving_gate)
-        self.gate = Gate(half_life_events=settings.gate_half_life_events, min_evidence=settings.gate_min_evidence,
+        self.gate = Gate(half_life_events=settings.gate_half_life_events,
+                         half_life_hits=settings.gate_half_life_hits, min_evidence=settings.gate_min_evidence,
                          switch_z=settings.gate_switch_z,
                          long_from=settings.gate_long_from, sample=settings.gate_sample) if settings.serving_gate else None
         self.app = None  # the Faust app records are sent with (register)

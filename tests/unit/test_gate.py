@@ -49,8 +49,9 @@ def test_segments_and_capacity():
 
 def test_a_source_missing_from_a_record_is_not_scored_and_users_are_sampled():
     gate = Gate(min_evidence=1, sample=4)
-    serve_and_score(gate, "u", "long", {"model": ["x"], "popular": ["y"]}, "x")  # no co-visitation list
-    assert gate.scores["long", "covisit"].events == 0 and gate.scores["long", "model"].hits == 1.0
+    for n in range(10):
+        serve_and_score(gate, f"u{n}", "long", {"model": ["x"], "popular": ["y"]}, "x")  # no co-visitation list
+    assert gate.scores["long", "covisit"].events == 0 and gate.scores["long", "model"].hits > 9
     assert gate.choice("long") == "model"  # co-visitation, never scored, is not in the comparison
     sampled = sum(gate.samples(f"user-{n}") for n in range(4000))
     assert 800 < sampled < 1200 and gate.samples("user-1") == gate.samples("user-1")
@@ -86,3 +87,29 @@ def test_a_sampled_source_forgets_on_the_segment_clock():
     full, sampled = run(1), run(4)
     assert full is not None and sampled is not None
     assert sampled - 1000 < 2 * (full - 1000)  # on its own trials' clock it would lag about 4 times
+
+
+def test_one_early_hit_does_not_switch():
+    gate = Gate(min_evidence=1)
+    serve_and_score(gate, "u", "long", {"model": ["x"], "popular": ["y"]}, "x")
+    assert gate.choice("long") == "popular"  # 1 hit against 0 in one event: chance, not evidence
+
+
+def test_where_hits_are_rare_the_memory_holds_enough_of_them_to_choose():
+    """A choice made on early chance (the model hit 6 of the first 100 events), then popularity
+    hits 1 event in 500 and the model 1 in 2,500: a half-life of 1,000 events holds about 3 hits
+    to compare, too few to see the difference; one of 20 popularity hits (the serving model's
+    rate makes it about 50,000 events) finds popularity better."""
+    def run(half_life_hits):
+        gate = Gate(half_life_events=1000, half_life_hits=half_life_hits, min_evidence=30)
+        lists = {"model": ["m"], "popular": ["p"]}
+        for n in range(100):
+            serve_and_score(gate, f"a{n}", "long", lists, "m" if n % 16 == 0 else "x")
+        assert gate.choice("long") == "model"
+        for n in range(40_000):
+            serve_and_score(gate, f"b{n}", "long", lists, "p" if n % 500 == 0 else "m" if n % 2500 == 250 else "x")
+            gate.choice("long")
+        return gate.choice("long"), gate.report()["long"]["half_life_events"]
+    assert run(1e-9) == ("model", 1000)  # stuck on chance
+    choice, half_life = run(20.0)
+    assert choice == "popular" and half_life > 5000

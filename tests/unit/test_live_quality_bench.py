@@ -68,6 +68,8 @@ def test_with_a_pretrained_model_the_gate_can_serve_it(tmp_path):
     assert result["scored_events"] == 400 * 4  # the second half of the stream: its last four steps
     assert hr["model"] > 0.8 > 0.3 > max(hr["alltime"], hr["popular"])
     assert result["served_by_choice"].get("model", 0) > 0 and hr["gated"] > hr["popular"]
+    # the gate judged the model on the scored events only, not on the ones it had learned
+    assert sum(result["gate"][seg]["events"] for seg in ("cold", "short", "long")) <= result["scored_events"]
 
 
 def test_online_the_workers_trainer_learns_the_stream_and_its_versions_serve(tmp_path):
