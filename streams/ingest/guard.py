@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 RATE_LIMITED = "rate_limited"
 RELEASE_HEADER = "streamrec-release"
@@ -54,13 +54,13 @@ def signature(release_key: bytes, key: bytes, raw: bytes) -> bytes:
 
 
 def released(release_key: bytes | None, key: bytes | None, raw: bytes | None,
-             headers: Iterable[tuple[str, bytes]] | None) -> bool:
+             headers: Iterable[tuple[str, bytes]] | Mapping[str, bytes] | None) -> bool:
     """Whether a message carries a valid release signature (never without ``release_key``)."""
     if not release_key or not headers or raw is None:
         return False
     want = signature(release_key, key or b"", raw)
-    return any(name == RELEASE_HEADER and hmac.compare_digest(bytes(value or b""), want)
-               for name, value in headers)
+    pairs = headers.items() if isinstance(headers, Mapping) else headers  # Faust may hand a mapping
+    return any(name == RELEASE_HEADER and hmac.compare_digest(bytes(value or b""), want) for name, value in pairs)
 
 
 def counts(previous_items, item_id: str) -> bool:

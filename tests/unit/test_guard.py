@@ -81,6 +81,37 @@ async def test_a_user_over_the_limit_is_held_back_in_the_suspect_topic(make_sett
         app.close()
 
 
+async def test_a_signed_release_is_taken_without_the_limit_and_a_forged_one_is_not(make_settings, monkeypatch):
+    import streams.ingest.agent
+    import streams.kafka.direct_writes
+    import streams.serving.service
+    import streams.wiring
+
+    app = streams.wiring.create(make_settings(partitions=1, http_port=1, serving_processes=False,
+                                              rate_limit_per_s=1.0, rate_burst=2, release_key="k" * 16))
+    now = SentNow()
+    monkeypatch.setattr(app.core.events_topic, "send", Sent())
+    for module in (streams.kafka.direct_writes, streams.ingest.agent):
+        monkeypatch.setattr(module, "send_now", now)
+    monkeypatch.setattr(streams.serving.service, "send_many", now.many)
+    monkeypatch.setattr(streams.kafka.direct_writes, "send_many", now.many)
+    ts = time.time() - 100
+    raws = [event(user="u", item=f"i{n}", ts=ts, event_id=f"e{n}") for n in range(5)]
+    try:
+        async with app.app.agents["ingest"].test_context() as ingest:
+            await ingest.put(raws[0], key=b"u")
+            await ingest.put(raws[1], key=b"u")  # the burst of 2 is spent
+            await ingest.put(raws[2], key=b"u", headers=[(RELEASE_HEADER, signature(b"k" * 16, b"u", raws[2]))])
+            await ingest.put(raws[3], key=b"u", headers=[(RELEASE_HEADER, signature(b"x" * 16, b"u", raws[3]))])
+            await ingest.put(raws[4], key=b"u")
+        assert [item for item, _, _ in app.user_state("u")["items"]] == ["i0", "i1", "i2"]
+        suspects = [json.loads(v) for _, v in now[app.settings.topic_suspect].calls]
+        assert [base64.b64decode(s["raw"]) for s in suspects] == raws[3:]  # the forged one and the next
+        assert _metric(app, "streamrec_released_events_total") == 1
+    finally:
+        app.close()
+
+
 def test_the_trainer_leaves_out_what_ingest_holds_back(tmp_path):
     s = load_settings({"data_dir": tmp_path, "store": "memory", "rate_limit_per_s": 1.0, "rate_burst": 3},
                       environ={})
