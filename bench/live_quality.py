@@ -196,8 +196,8 @@ def replay(events, k: int, window: int, rank_every: int, allow_repeats: bool, se
         b = min(scored, a + window)
         windows.append({"start": a, "end": b, **{src: sum(hits[src][a:b]) / (b - a) for src in sources}})
     best_simple = max(hr["alltime"], hr["popular"], hr["covisit"])
-    worst = min((w["gated"] / max(w["alltime"], w["popular"], w["covisit"]) for w in windows
-                 if max(w["alltime"], w["popular"], w["covisit"]) > 0), default=None)
+    worst = min((w["gated"] / max(w["alltime"], w["popular"], w["covisit"]) for w in windows  # full windows only
+                 if w["end"] - w["start"] == window and max(w["alltime"], w["popular"], w["covisit"]) > 0), default=None)
     tail = [w for w in windows if w["start"] >= scored // 10]  # after the first 10 % of the scored events
     tail_hr = {src: sum(w[src] * (w["end"] - w["start"]) for w in tail) / max(1, sum(w["end"] - w["start"] for w in tail))
                for src in sources}
