@@ -234,22 +234,28 @@ def live_quality_cold(*docs):
                   "gated"], rows)
 
 
-def live_quality_model(d):
-    hr, served = d["hr"], d["served_by_choice"]
-    total = sum(served.values())
-    def seg(name, src):
-        value = d["segments"][f"{name}/{src}"]["hr"]
-        return "–" if value is None else f"{value:.4f}"
+def live_quality_model(*runs):
+    """One or more (path, result) of bench/live_quality.py with a model, a block of rows each."""
+    rows = []
+    for path, d in runs:
+        name = "Taobao sample" if d.get("format") == "taobao" else "ML-1M"
+        hr, served = d["hr"], d["served_by_choice"]
+        total = sum(served.values())
 
-    rows = [[src, f"{hr[src]:.4f}", seg("short", src), seg("long", src)]
-            for src in ("alltime", "popular", "covisit", "model", "gated")]
-    rows.append(["gated / best simple", f"**{d['gated_over_best_simple']:.2f}×**", "", ""])
-    rows.append(["records by the gate's choice", ", ".join(f"{src} {n / total:.0%}" for src, n in sorted(served.items())),
-                 "", ""])
-    if d.get("versions_announced_after_event") is not None:
-        rows.append(["versions announced (online training)", num(len(d["versions_announced_after_event"])), "", ""])
-    return table([f"source ({num(d['scored_events'])} events scored)", "HR@10", "short histories", "long histories"],
-                 rows)
+        def seg(segment, src):
+            value = d["segments"][f"{segment}/{src}"]["hr"]
+            return "–" if value is None else f"{value:.4f}"
+
+        rows += [[name if n == 0 else "", src, f"{hr[src]:.4f}", seg("short", src), seg("long", src)]
+                 for n, src in enumerate(("alltime", "popular", "covisit", "model", "gated"))]
+        rows.append(["", "gated / best simple", f"**{d['gated_over_best_simple']:.2f}×**", "", ""])
+        rows.append(["", "records by the gate's choice",
+                     ", ".join(f"{src} {n / total:.0%}" for src, n in sorted(served.items())), "", ""])
+        if d.get("versions_announced_after_event") is not None:
+            rows.append(["", "versions announced (online training)",
+                         num(len(d["versions_announced_after_event"])), "", ""])
+        rows.append(["", "events scored", num(d["scored_events"]), "", ""])
+    return table(["stream", "source", "HR@10", "short histories", "long histories"], rows)
 
 
 def sources_cost(d):
@@ -316,7 +322,7 @@ def cost(d):
 
 
 RENDER = {"attack": attack, "cost": cost, "live_quality_taobao": live_quality, "live_quality_taobao#cold": live_quality_cold,
-          "sources_cost": sources_cost, "defences_cost": sources_cost, "live_quality_ml1m_model": live_quality_model, "crash_recovery": crash_recovery, "fuzz_dlq": fuzz_dlq, "throughput_drain": throughput_runs,
+          "sources_cost": sources_cost, "defences_cost": sources_cost, "live_quality_ml1m_model": live_quality_model, "live_quality_taobao_model": live_quality_model, "crash_recovery": crash_recovery, "fuzz_dlq": fuzz_dlq, "throughput_drain": throughput_runs,
           "throughput_fresh": throughput_steps, "throughput_search": throughput_steps, "live_swap": live_swap,
           "index_latency": index_latency,
           "group_drain": group_drain, "user_state_cost": user_state_cost,

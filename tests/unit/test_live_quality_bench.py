@@ -33,6 +33,11 @@ def test_the_bench_replays_a_stream_and_the_gate_serves_the_better_source(tmp_pa
     assert new["covisit"]["events"] == new["alltime"]["events"] > 100
     assert new["covisit"]["hr"] > 0.15 > 0.05 > new["alltime"]["hr"]
     assert (tmp_path / "lq.png").stat().st_size > 0
+    # the worst window is a full one of 500 scored events (2,700 = 5 full windows and a last of 200)
+    full = [w for w in result["windows"] if w["end"] - w["start"] == 500]
+    assert len(full) == 5 and result["windows"][-1]["end"] - result["windows"][-1]["start"] == 200
+    assert result["worst_window_gated_over_best"] == min(
+        w["gated"] / max(w["alltime"], w["popular"], w["covisit"]) for w in full)
 
 
 def test_with_a_pretrained_model_the_gate_can_serve_it(tmp_path):
