@@ -111,8 +111,8 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--data", default=os.path.join(ROOT, "..", "shared", "data", "ml-1m", "ml-1m.txt.gz"))
     p.add_argument("--workdir", default=os.path.join(ROOT, "runs", "model_sweep"))
-    p.add_argument("--json", default=os.path.join(ROOT, "bench", "results", "model_sweep.json"))
-    p.add_argument("--png", default=os.path.join(ROOT, "bench", "results", "model_sweep.png"))
+    p.add_argument("--json", default=os.path.join(ROOT, "docs", "probes", "model_sweep.json"))
+    p.add_argument("--png", default=os.path.join(ROOT, "docs", "probes", "model_sweep.png"))
     p.add_argument("extra", nargs="*", help="after --: more model_quality.py arguments for every configuration")
     args = p.parse_args(argv)
     names = list(CONFIGS) if args.configs == "all" else [c.strip() for c in args.configs.split(",") if c.strip()]

@@ -173,14 +173,6 @@ def model_ablation(d):
     return table(["objectives (weights)", "epochs (best)", "train min", "HR@10", "NDCG@10",
                   "HR@10 unfiltered", "NDCG@10 unfiltered"], rows)
 
-def model_sweep(*docs):
-    runs = [(c, d["parallel"]) for _, d in docs for c in d["configs"]]
-    runs.sort(key=lambda x: -x[0]["val_ndcg10"])
-    rows = [[("**" + c["config"] + "**") if i == 0 else c["config"], par, f"{c['epochs']} ({c['best_epoch']})",
-             f"{c['val_ndcg10']:.4f}", *metrics(c["test_filtered"])] for i, (c, par) in enumerate(runs)]
-    return table(["configuration", "run at once", "epochs (best)", "val NDCG@10", "test HR@10", "test NDCG@10",
-                  "test HR@20", "test NDCG@20"], rows)
-
 def prequential(*docs):
     rows = []
     for path, d in docs:
@@ -326,7 +318,7 @@ RENDER = {"attack": attack, "cost": cost, "live_quality_taobao": live_quality, "
           "throughput_fresh": throughput_steps, "throughput_search": throughput_steps, "live_swap": live_swap,
           "index_latency": index_latency,
           "group_drain": group_drain, "user_state_cost": user_state_cost,
-          "model_quality_gpu": model_quality, "model_quality#ablation": model_ablation, "model_sweep_gpu": model_sweep,
+          "model_quality_gpu": model_quality, "model_quality#ablation": model_ablation,
           "prequential_taobao": prequential, "prequential_ml1m#windows": prequential_windows}
 
 def render(spec: str) -> str:
