@@ -334,9 +334,10 @@ async def test_co_visitation_is_listed_where_it_serves_and_for_a_sample_elsewher
     listed = [c is not None for c in candidates.covisit]
     assert listed == [gate.samples(r.user_id) for r in requests]  # popularity serves "short": a sample
     assert 60 < sum(listed) < 140  # about 1 in gate_sample (4)
-    gate.scores["short", "covisit"].hits = gate.scores["short", "covisit"].trials = 1.0  # now co-visitation is the best source for "short"
-    for score in gate.scores.values():
+    for score in gate.scores.values():  # now co-visitation is the best source for "short", clearly
         score.events = gate.min_evidence
+        score.trials = 100.0
+    gate.scores["short", "covisit"].hits = 50.0
     assert gate.choice("short") == "covisit"
     _, candidates, _ = sr.serving._batch(requests, None)
     assert all(c is not None for c in candidates.covisit)  # where it serves: everyone
