@@ -2,13 +2,14 @@
 worker with them on and off, alternating rounds in one run, on one embedded broker.
 
 A model version (untrained, over ``--items`` items: serving it costs what a trained one costs) is
-announced and a backlog of ``--events`` valid events is produced once. Each round starts a fresh
-worker (``--train false``, a new consumer group, so it reads the backlog from the beginning) with
+announced. Each round produces a backlog of ``--events`` valid events (the same each round) to an
+``events`` topic of its own and starts a fresh worker on it (``--train false``) with
 the sources on (the defaults: ``--serving-gate true --covisit true``) or off (``--serving-gate
 false --covisit false``: the model where it has an answer, else popularity), in the order
-on, off, off, on, ... so that drift of the shared machine falls on both. Per round: the drain
-rate (accepted events / s from the first to the last), the worker's CPU µs per event over the
-drain (user + system of its process tree), then ``--paced-s`` seconds of new events paced at
+on, off, off, on, ... so that drift of the shared machine falls on both (what a round adds, a
+flood included, does not reach the next). Per round: the drain rate (accepted events / s from
+the first to the last), the worker's CPU µs per event over the drain (user + system of its
+process tree), then ``--paced-s`` seconds of new events paced at
 ``--paced-rate``: the event → recommendation p50/p99 from the worker's histogram over that phase.
 
 With ``--compare defences`` the rounds compare the limits per user instead
@@ -63,10 +64,15 @@ def accepted(metrics: dict) -> float:
     return sum(metrics.get(f'streamrec_events_total{{outcome="{outcome}"}}', 0.0) for outcome in ("accepted", "suspect"))
 
 
-def one_round(n: int, config: str, broker, settings, data: Path, args, backlog_total: int) -> dict:
+def one_round(n: int, config: str, broker, settings, data: Path, args) -> dict:
+    """A fresh worker on a topic of its own, holding the same backlog as every round's."""
     flags, flooded = COMPARE[args.compare][config]
+    settings = settings.model_copy(update={"topic_events": f"{settings.topic_events}.round{n}"})
+    ensure_topics(settings)
+    produce(settings, make_backlog(args.events, args.users, args.items, 1, "backlog"))
+    backlog_total = args.events
     worker = Worker(broker.bootstrap, data / f"round{n}", app_id=f"cost{n}", partitions=args.partitions,
-                    log_path=data / f"worker{n}.log", extra=flags).start()
+                    log_path=data / f"worker{n}.log", extra=flags + ["--topic-events", settings.topic_events]).start()
     try:
         worker.wait_ready()
         deadline = time.monotonic() + 120  # measured from the moment the model serves
@@ -130,13 +136,8 @@ def main() -> int:
             settings = client_settings(broker.bootstrap, args.partitions)
             ensure_topics(settings)
             announce_model(settings, data / "models", [f"sku-{i}" for i in range(args.items)], version=1)
-            produce(settings, make_backlog(args.events, args.users, args.items, 1, "backlog"))
-            total = args.events
             for n, config in enumerate(order):
-                rounds.append(one_round(n, config, broker, settings, data, args, total))
-                total += int(args.paced_rate * args.paced_s)
-                if COMPARE[args.compare][config][1]:
-                    total += int(args.flood_factor * args.paced_rate * args.paced_s)
+                rounds.append(one_round(n, config, broker, settings, data, args))
         finally:
             broker.stop()
     summary = {}
