@@ -13,7 +13,7 @@ injected events:
 - *flood*: ``--flood-users`` ids, each sending ``--flood-events`` events at one instant of event
   time, every one on a target item, at 30 % of the stream.
 
-Defences "on" are the worker's: the rate limit per user (``streams.ingest.guard.take`` with the
+Defences "on" are the worker's: the rate limit per user (``streams.ingest.guard.verdict`` with the
 default ``STREAMREC_RATE_LIMIT_PER_S`` / ``STREAMREC_RATE_BURST``) and one count per user and item
 in popularity and co-visitation. "off": neither. Reported per run: **target exposure** (share of
 the records served to real users after the attack starts that hold a target item), real users'
@@ -35,7 +35,7 @@ from pathlib import Path
 
 from live_quality import DATA, replay
 from model.replay import load_events
-from streams.ingest.guard import take
+from streams.ingest.guard import RATE_LIMITED, verdict
 from streams.settings import load_settings
 
 HERE = Path(__file__).resolve().parent
@@ -90,13 +90,14 @@ def run(events, injected: list, targets: set[str], defences: bool, seq_len: int)
 
     def admit(e) -> bool:
         clock[0] = e.ts
-        if not defences or not s.rate_limit_per_s:
+        if not defences:
             return True
-        bucket = take(buckets.get(e.user_id), e.ts, s.rate_limit_per_s, s.rate_burst)
-        if bucket is None:
+        judged, bucket = verdict(s, buckets.get(e.user_id), e.ts, None, None, None)  # the worker's rule
+        if judged == RATE_LIMITED:
             held["fake" if e.user_id.startswith((FAKE, FLOOD)) else "real"] += 1
             return False
-        buckets[e.user_id] = bucket
+        if bucket is not None:
+            buckets[e.user_id] = bucket
         return True
 
     def real(user: str) -> bool:

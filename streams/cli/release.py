@@ -30,7 +30,6 @@ class ReleaseError(StreamRecError):
 class Released:
     sent: int = 0
     truncated: int = 0  # records of the users that were cut at the size limit: not sent
-    other: int = 0  # suspect records of other users or reasons
 
 
 def release(settings: Settings, users: set[str], reason: str = RATE_LIMITED, idle_s: float = 5.0) -> Released:
@@ -62,7 +61,6 @@ def _one(record, users: set[str], reason: str, secret: bytes, producer, topic: s
     except (ValueError, UnicodeDecodeError) as exc:
         raise ReleaseError(f"not a suspect record at offset {record.offset}: {exc}") from None
     if user not in users or letter.get("reason") != reason:
-        done.other += 1
         return
     if letter.get("raw_truncated"):
         done.truncated += 1

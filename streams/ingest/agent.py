@@ -31,7 +31,7 @@ from ..kafka.direct_writes import TableWriter, send_now
 from ..kafka.faust_patches.internals import set_current_event
 from .dead_letters import DeadLetter, DeadLetterMarks
 from .events import Event, InvalidEvent, parse_event
-from .guard import RATE_LIMITED, counts, released, take
+from .guard import RATE_LIMITED, RELEASED, counts, verdict
 from .popularity import PopularityBoard
 from .user_state import State, apply_event, decode, encode
 
@@ -105,16 +105,14 @@ class Ingest:
             self.state_writer.put(msg.partition, key, raw)
             metrics.events.labels("duplicate").inc()
             return
-        bucket = state.get("rl") if state else None
-        if s.rate_limit_per_s and released(s.release_secret, msg.key, msg.value, msg.headers):
+        judged, bucket = verdict(s, state.get("rl") if state else None, ev.ts, msg.key, msg.value, msg.headers)
+        if judged == RATE_LIMITED:
+            stages.mark("state")
+            await self.hold_back(msg, RATE_LIMITED, f"over {s.rate_burst:g} events at once or "
+                                 f"{s.rate_limit_per_s:g} per second on average")
+            return
+        if judged == RELEASED:
             metrics.released.inc()  # signed by `streamrec release`: no limit, no tokens spent
-        elif s.rate_limit_per_s:
-            bucket = take(bucket, ev.ts, s.rate_limit_per_s, s.rate_burst)
-            if bucket is None:
-                stages.mark("state")
-                await self.hold_back(msg, RATE_LIMITED, f"over {s.rate_burst:g} events at once or "
-                                     f"{s.rate_limit_per_s:g} per second on average")
-                return
         if bucket is not None:
             new_state["rl"] = bucket
         self.state_writer.put(msg.partition, key, encode(new_state))  # = user_sequences[key] = ...

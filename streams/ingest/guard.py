@@ -27,6 +27,7 @@ from collections.abc import Iterable, Mapping
 
 RATE_LIMITED = "rate_limited"
 RELEASE_HEADER = "streamrec-release"
+TAKEN, RELEASED = "taken", "released"  # the other verdicts of :func:`verdict`
 
 Bucket = list  # [tokens, ts of the last event taken]
 
@@ -44,6 +45,19 @@ def take(bucket: Bucket | None, ts: float, rate_per_s: float, burst: float) -> B
     if tokens < 1.0:
         return None
     return [tokens - 1.0, last]
+
+
+def verdict(settings, bucket: Bucket | None, ts: float, key: bytes | None, raw: bytes | None,
+            headers) -> tuple[str, Bucket | None]:
+    """Ingest's and the trainer's one rule for an event of a user whose bucket is ``bucket``:
+    (``TAKEN``, ``RELEASED`` or ``RATE_LIMITED``; the bucket after it). A released event spends no
+    token; a suspect one leaves the bucket as it was."""
+    if not settings.rate_limit_per_s:
+        return TAKEN, bucket
+    if released(settings.release_secret, key, raw, headers):
+        return RELEASED, bucket
+    after = take(bucket, ts, settings.rate_limit_per_s, settings.rate_burst)
+    return (RATE_LIMITED, bucket) if after is None else (TAKEN, after)
 
 
 def signature(release_key: bytes, key: bytes, raw: bytes) -> bytes:

@@ -28,7 +28,7 @@ from model.objectives import ObjectiveConfig
 from model.recommender import Recommender
 
 from ..ingest.events import InvalidEvent, parse_event
-from ..ingest.guard import released, take
+from ..ingest.guard import RATE_LIMITED, verdict
 from ..kafka.clients import watch_consumer
 from ..metrics import Metrics
 from ..settings import Settings, objective_weights
@@ -126,11 +126,11 @@ class StreamTrainer:
             self.metrics.train_duplicates.inc()
             return
         # the same verdict as ingest's on the same events: suspect ones are not trained on
-        if s.rate_limit_per_s and not released(s.release_secret, key, raw, headers):
-            bucket = take(self.buckets.get(ev.user_id), ev.ts, s.rate_limit_per_s, s.rate_burst)
-            if bucket is None:
-                self.metrics.train_suspect.inc()
-                return
+        judged, bucket = verdict(s, self.buckets.get(ev.user_id), ev.ts, key, raw, headers)
+        if judged == RATE_LIMITED:
+            self.metrics.train_suspect.inc()
+            return
+        if bucket is not None:
             self.buckets[ev.user_id] = bucket
         seen.append(eid)
         if len(seen) > s.seq_len:

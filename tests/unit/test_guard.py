@@ -45,20 +45,25 @@ def test_one_count_per_user_and_item():
     assert counts({"a", "b"}, "c") and not counts({"a", "b"}, "a") and counts((), "a")
 
 
-async def test_a_user_over_the_limit_is_held_back_in_the_suspect_topic(make_settings, monkeypatch):
+def guarded_app(make_settings, monkeypatch, **limits):
+    """A one-partition worker app with ``limits``, whose sends are recorded in the returned ``now``."""
     import streams.ingest.agent
     import streams.kafka.direct_writes
     import streams.serving.service
     import streams.wiring
 
-    app = streams.wiring.create(make_settings(partitions=1, http_port=1, serving_processes=False,
-                                              rate_limit_per_s=1.0, rate_burst=3))
+    app = streams.wiring.create(make_settings(partitions=1, http_port=1, serving_processes=False, **limits))
     now = SentNow()
     monkeypatch.setattr(app.core.events_topic, "send", Sent())
     for module in (streams.kafka.direct_writes, streams.ingest.agent):
         monkeypatch.setattr(module, "send_now", now)
     monkeypatch.setattr(streams.serving.service, "send_many", now.many)
     monkeypatch.setattr(streams.kafka.direct_writes, "send_many", now.many)
+    return app, now
+
+
+async def test_a_user_over_the_limit_is_held_back_in_the_suspect_topic(make_settings, monkeypatch):
+    app, now = guarded_app(make_settings, monkeypatch, rate_limit_per_s=1.0, rate_burst=3)
     ts = time.time() - 100
     raws = [event(user="bot", item="target", ts=ts, event_id=f"e{n}") for n in range(5)]
     raws.append(event(user="bot", item="later", ts=ts + 2, event_id="e5"))  # two tokens back
@@ -82,19 +87,7 @@ async def test_a_user_over_the_limit_is_held_back_in_the_suspect_topic(make_sett
 
 
 async def test_a_signed_release_is_taken_without_the_limit_and_a_forged_one_is_not(make_settings, monkeypatch):
-    import streams.ingest.agent
-    import streams.kafka.direct_writes
-    import streams.serving.service
-    import streams.wiring
-
-    app = streams.wiring.create(make_settings(partitions=1, http_port=1, serving_processes=False,
-                                              rate_limit_per_s=1.0, rate_burst=2, release_key="k" * 16))
-    now = SentNow()
-    monkeypatch.setattr(app.core.events_topic, "send", Sent())
-    for module in (streams.kafka.direct_writes, streams.ingest.agent):
-        monkeypatch.setattr(module, "send_now", now)
-    monkeypatch.setattr(streams.serving.service, "send_many", now.many)
-    monkeypatch.setattr(streams.kafka.direct_writes, "send_many", now.many)
+    app, now = guarded_app(make_settings, monkeypatch, rate_limit_per_s=1.0, rate_burst=2, release_key="k" * 16)
     ts = time.time() - 100
     raws = [event(user="u", item=f"i{n}", ts=ts, event_id=f"e{n}") for n in range(5)]
     try:
