@@ -1,4 +1,5 @@
-"""Tuning of the worker process: glibc's mmap threshold, the garbage collector, thread priority.
+"""Tuning of the worker process: glibc's mmap threshold, the garbage collector, thread and process
+priority.
 
 Why: glibc serves an allocation of at least the "mmap threshold" (128 KiB at start) with its own
 ``mmap``, returned to the OS on ``free``. But the threshold rises to the size of the largest such
@@ -62,3 +63,21 @@ def lower_thread_priority(niceness: int = 10) -> None:
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), niceness)
     except (AttributeError, OSError):
         pass
+
+
+def background_process(pid: int, priority: str = "idle", niceness: int = 10) -> str:
+    """Put process ``pid`` in the background: ``idle`` (Linux ``SCHED_IDLE``: it runs only when
+    nothing else wants the CPU, and any other waking task preempts it) or ``low`` (nice +``niceness``).
+    Set right after the process starts, its threads inherit it. Returns what took effect ("idle",
+    "low" or "none")."""
+    if priority == "idle" and hasattr(os, "SCHED_IDLE"):
+        try:
+            os.sched_setscheduler(pid, os.SCHED_IDLE, os.sched_param(0))
+            return "idle"
+        except OSError as exc:
+            log.info("SCHED_IDLE refused for process %d (%s); nice +%d instead", pid, exc, niceness)
+    try:
+        os.setpriority(os.PRIO_PROCESS, pid, os.getpriority(os.PRIO_PROCESS, pid) + niceness)
+        return "low"
+    except (AttributeError, OSError):
+        return "none"

@@ -7,8 +7,13 @@ Measured with ``bench/cost.py --worker-args "--serving-gate false --train true -
 worker's main process spent 1,053 and 1,183 µs of CPU per event with the trainer in its threads,
 485 and 487 µs with the trainer in a child; the process tree's total was the same (1,309-1,488
 µs) and so was the worker-added latency. A child has a GIL of its own, and the whole process runs
-at a lower OS priority than the worker (within the worker's session: the kernel's autogroups
-share the cores between sessions first).
+in the background (``trainer_priority``: Linux's SCHED_IDLE by default, set by the parent before
+the child imports torch) with ``train_threads`` torch threads (1), so the event loop and serving
+children take a core whenever they wake. In ``make demo`` on the 2-core box (demo, broker and
+worker on the same cores; alternating runs) the end-to-end p99 was 345-453 ms with it idle,
+477-1,238 ms at nice +10; with torch's default of one thread per core (the A/B set OMP_NUM_THREADS=1
+for the whole tree), 411-1,024 ms at nice +10
+against 331-597 ms with one.
 
 How: the child (:func:`trainer_main`) runs a :class:`~streams.lifecycle.trainer.StreamTrainer`
 exactly as the worker's thread would: its own reader, the model store, its own publisher on
@@ -25,15 +30,16 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
-import os
 import signal
 import threading
 import time
 from collections.abc import Callable
 
+import torch
+
 from ..metrics import Metrics
 from ..settings import Settings
-from ..tuning import set_mmap_threshold
+from ..tuning import background_process, set_mmap_threshold
 from .model_store import ModelUpdate
 from .trainer import StreamTrainer
 from .updates import UpdatePublisher
@@ -42,7 +48,7 @@ log = logging.getLogger(__name__)
 
 QUALITY_EVERY_S = 2.0
 RELAY_EVERY_S = 0.5
-CHILD_NICE = 10  # added to the child's niceness: the worker's event loop and serving come first
+CHILD_NICE = 10  # with trainer_priority low: added to the child's niceness
 STOP_TIMEOUT_S = 10.0
 
 MetricCall = tuple[str, tuple, str, float]  # (metric attribute, (label args, label kwargs), method, value)
@@ -104,10 +110,7 @@ def trainer_main(conn, settings: Settings, latest: ModelUpdate | None) -> None:
     set_mmap_threshold(settings.malloc_mmap_threshold_kb)  # as in the worker: a spawned child starts afresh
     logging.basicConfig(level=settings.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s [trainer]: %(message)s")
-    try:
-        os.nice(CHILD_NICE)
-    except OSError:
-        pass
+    torch.set_num_threads(settings.train_threads)  # the child's own pool, not the worker's
     relay, quality = MetricsRelay(), [{}]
     publisher = UpdatePublisher(settings)
     trainer = StreamTrainer(settings, relay, publish=publisher.publish, quality=lambda: quality[0])
@@ -154,6 +157,8 @@ class TrainerProcess:
         self._proc = ctx.Process(target=trainer_main, args=(theirs, self.settings, latest),
                                  name="streamrec-trainer", daemon=True)
         self._proc.start()
+        # before the child imports torch: its import and every thread it starts are background work
+        background_process(self._proc.pid, self.settings.trainer_priority, CHILD_NICE)
         theirs.close()
         self._reader = threading.Thread(target=self._relay, name="streamrec-trainer-relay", daemon=True)
         self._reader.start()

@@ -1,9 +1,17 @@
-"""The trainer child's metrics reach the worker's registry (streams.lifecycle.trainer_process)."""
+"""The trainer child: its metrics reach the worker's registry, and it runs in the background
+(streams.lifecycle.trainer_process, streams.tuning.background_process)."""
 
+import os
+import subprocess
+import sys
 import threading
 
-from streams.lifecycle.trainer_process import MetricsRelay, replay
+import pytest
+
+from streams.lifecycle.trainer_process import MetricsRelay, TrainerProcess, replay
 from streams.metrics import Metrics
+from streams.settings import Settings
+from streams.tuning import background_process
 
 
 def sample(metrics: Metrics, name: str, labels: dict | None = None) -> float | None:
@@ -44,3 +52,43 @@ def test_calls_from_several_threads_are_all_kept():
     taken += relay.take()
     replay(metrics, taken)
     assert sample(metrics, "streamrec_train_duplicates_total") == 20_000
+
+
+@pytest.mark.skipif(not hasattr(os, "SCHED_IDLE"), reason="SCHED_IDLE is Linux's")
+def test_idle_priority_puts_the_process_and_its_later_threads_under_sched_idle():
+    code = ("import os, sys, threading\n"
+            "sys.stdin.readline()\n"  # wait until the parent has set the policy
+            "t = threading.Thread(target=lambda: print(os.sched_getscheduler(0), flush=True))\n"
+            "t.start(); t.join()")
+    child = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert background_process(child.pid, "idle") == "idle"
+        assert os.sched_getscheduler(child.pid) == os.SCHED_IDLE
+        out, _ = child.communicate("go\n", timeout=20)
+        assert int(out) == os.SCHED_IDLE  # a thread started afterwards inherits it
+    finally:
+        child.kill()
+
+
+def test_low_priority_adds_to_the_niceness():
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        before = os.getpriority(os.PRIO_PROCESS, child.pid)
+        assert background_process(child.pid, "low", niceness=5) == "low"
+        assert os.getpriority(os.PRIO_PROCESS, child.pid) == min(19, before + 5)
+        assert os.sched_getscheduler(child.pid) != getattr(os, "SCHED_IDLE", -1)
+    finally:
+        child.kill()
+
+
+@pytest.mark.skipif(not hasattr(os, "SCHED_IDLE"), reason="SCHED_IDLE is Linux's")
+def test_the_trainer_child_runs_in_the_background(tmp_path):
+    """The worker's trainer child is under SCHED_IDLE from its start (no broker: its reader retries)."""
+    settings = Settings(data_dir=tmp_path, bootstrap_servers="127.0.0.1:1")
+    proc = TrainerProcess(settings, Metrics())
+    proc.start(None)
+    try:
+        assert os.sched_getscheduler(proc._proc.pid) == os.SCHED_IDLE
+    finally:
+        proc.stop()
+    assert not proc.alive()
