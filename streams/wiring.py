@@ -13,16 +13,20 @@ The parts know each other only through the callables passed here, so ``ingest``,
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import time
 from dataclasses import dataclass
 from functools import partial
 
 from .app import WorkerApp
 from .ingest.agent import Ingest
-from .ingest.covisit import CoVisitation
+from .ingest.covisit import CoVisitation, restore_partition
 from .ingest.events import Event
 from .ingest.popularity import PopularityBoard
 from .ingest.user_state import State, history, lookup
 from .kafka import faust_patches
+from .kafka.faust_patches.internals import partition_values
 from .kafka.monitoring import consumer_lag, table_entries
 from .lifecycle.leader import Lifecycle
 from .serving import views
@@ -30,7 +34,10 @@ from .serving.recommend import Backend
 from .serving.service import Serving
 from .settings import Settings
 
+log = logging.getLogger(__name__)
+
 TABLE_SIZES_EVERY_S = 10.0
+_RESTORING: set[asyncio.Future] = set()
 LAG_EVERY_S = 2.0
 
 
@@ -85,7 +92,8 @@ def create(settings: Settings, backend: Backend | None = None) -> Worker:
             core.metrics.stages.mark("covisit")
         await serving.accept(event.user_id, items, event.ts, arrived, msg_ts)
 
-    worker = Worker(core, popularity, covisit, Ingest(core, popularity, accepted), serving,
+    restore = partial(restore_covisit, core, covisit) if covisit is not None else None
+    worker = Worker(core, popularity, covisit, Ingest(core, popularity, accepted, restore), serving,
                     Lifecycle(core, on_update=serving.load_async, staleness=serving.staleness,
                               quality=lambda: serving.gate.report() if serving.gate is not None else {}))
     worker.ingest.register()
@@ -94,6 +102,29 @@ def create(settings: Settings, backend: Backend | None = None) -> Worker:
     views.register(core, serving, partial(lookup, core.user_sequences), history)
     _register_gauges(core)
     return worker
+
+
+def restore_covisit(core: WorkerApp, covisit: CoVisitation, partition: int, before: float) -> None:
+    """Count the stored histories of ``partition`` into co-visitation, in the background of the
+    event loop (streams/ingest/covisit.py)."""
+    states = partition_values(core.user_sequences, partition)
+    if states is None:
+        return
+
+    async def restore() -> None:
+        started = time.monotonic()
+        try:
+            users, events = await restore_partition(covisit, states, before)
+        except Exception:  # the board is only a candidate source: ingestion goes on
+            log.exception("co-visitation of partition %d not restored", partition)
+            return
+        if users:
+            log.info("co-visitation: %d events of %d users of partition %d restored in %.2f s",
+                     events, users, partition, time.monotonic() - started)
+
+    task = asyncio.ensure_future(restore())
+    _RESTORING.add(task)  # the event loop holds tasks weakly
+    task.add_done_callback(_RESTORING.discard)
 
 
 def _register_gauges(core: WorkerApp) -> None:

@@ -40,14 +40,19 @@ DEAD_LETTER_MARK = b"p%d"  # key of a partition's mark in the dead_letters table
 # on_accepted(event, new state, arrival time at the worker, Kafka record timestamp, whether the
 # event counts in popularity and co-visitation: see streams.ingest.guard.counts)
 OnAccepted = Callable[[Event, State, float, "float | None", bool], Awaitable[None]]
+# on_partition(partition, event time of its first valid event here): once per partition of
+# `events` this worker handles, before that event is applied (co-visitation restores it)
+OnPartition = Callable[[int, float], None]
 
 
 class Ingest:
     """The ingest side of one worker (event loop only)."""
 
-    def __init__(self, core: WorkerApp, popularity: PopularityBoard, on_accepted: OnAccepted) -> None:
+    def __init__(self, core: WorkerApp, popularity: PopularityBoard, on_accepted: OnAccepted,
+                 on_partition: OnPartition | None = None) -> None:
         self.core, self.settings, self.metrics = core, core.settings, core.metrics
-        self.popularity, self.on_accepted = popularity, on_accepted
+        self.popularity, self.on_accepted, self.on_partition = popularity, on_accepted, on_partition
+        self.partitions_seen: set[int] = set()  # never forgotten: see on_partition
         self.dead_letter_marks = DeadLetterMarks()
         # user_sequences is written once per accepted event: through TableWriter, not table[key] = ...
         self.state_writer = TableWriter(core.app, core.user_sequences)
@@ -86,6 +91,10 @@ class Ingest:
             await self.dead_letter(msg, err)
             return
         stages.mark("decode")
+        if msg.partition not in self.partitions_seen:
+            self.partitions_seen.add(msg.partition)
+            if self.on_partition is not None:
+                self.on_partition(msg.partition, ev.ts)
         key = ev.user_id.encode()
         if msg.key != key:
             # A user's state lives in the partition of its key: re-publish keyed by user, with the

@@ -62,6 +62,8 @@ _HEALTH = {
         "index_version": {"type": "integer"},
         "gate": {"type": "object", "nullable": True,
                  "description": "per segment: the source serving it, each source's hit rate, events scored"},
+        "covisit_items": {"type": "integer", "minimum": 0, "nullable": True,
+                          "description": "items with co-visitation neighbours (null: the source is off)"},
     },
 }
 

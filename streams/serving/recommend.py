@@ -55,6 +55,9 @@ class CandidateSource(Protocol):
     def recommend(self, history: Sequence[str], k: int) -> list[tuple[str, float]]:
         """Top-k (item, score) for a history of item ids, seen items excluded."""
 
+    def __len__(self) -> int:
+        """Items it has neighbours for."""
+
 
 ModelIds = list[list[str] | None]  # the model's item ids per request (for the gate); None: no answer
 

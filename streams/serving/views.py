@@ -116,6 +116,7 @@ def register(core: WorkerApp, serving: Serving, user_state: Callable[[str], dict
             "model_version": serving.model_version,
             "index_version": serving.index_version,
             "gate": serving.gate.report() if serving.gate is not None else None,
+            "covisit_items": len(serving.covisit) if serving.covisit is not None else None,
         })
 
     @app.page("/metrics")

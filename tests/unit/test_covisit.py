@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from streams.ingest.covisit import CoVisitation
+import asyncio
+
+import orjson
+import pytest
+
+from streams.ingest.covisit import CoVisitation, restore_partition
 
 
 def test_next_items_are_recommended_and_seen_items_excluded():
@@ -40,3 +45,40 @@ def test_neighbours_and_items_are_bounded():
         board.add(["hub"], f"i{n}", float(n))
     assert len(board.next["hub"]) <= 6
     assert len(board) <= 10
+
+
+def _live(board: CoVisitation, users: dict[str, list[tuple[str, float]]]) -> None:
+    """What ingest does: each event after the user's earlier items, once per user and item."""
+    for events in users.values():
+        previous: list[str] = []
+        for item, ts in events:
+            if item not in previous:
+                board.add(previous, item, ts)
+            previous.append(item)
+
+
+USERS = {"u1": [("a", 1.0), ("b", 2.0), ("a", 3.0), ("c", 4.0)],
+         "u2": [("b", 1.5), ("c", 2.5), ("d", 3.5)],
+         "u3": [("c", 5.0), ("a", 6.0)]}
+
+
+def test_a_board_restored_from_stored_histories_equals_the_one_counted_live():
+    live, restored = CoVisitation(half_life_s=60), CoVisitation(half_life_s=60)
+    _live(live, USERS)
+    for events in USERS.values():
+        restored.add_history(events)
+    # t0 is the first event time each board saw; scale both to one t0 before comparing
+    assert set(restored.next) == set(live.next)
+    for source, neighbours in live.next.items():
+        factor = 2.0 ** ((live.t0 - restored.t0) / 60)
+        assert restored.next[source] == pytest.approx({t: w * factor for t, w in neighbours.items()})
+
+
+def test_restoring_a_partition_leaves_out_what_was_counted_live_and_skips_bad_states():
+    board = CoVisitation(half_life_s=60)
+    states = [orjson.dumps({"items": [[item, "click", ts] for item, ts in events]}) for events in USERS.values()]
+    states.insert(1, b"not json")
+    users, events = asyncio.run(restore_partition(board, iter(states), before=4.0))
+    assert users == 3 and events == 5  # u1: a, b (a again: a repeat), not c at 4.0; u2: b, c, d; u3: none
+    assert set(board.next) == {"a", "b", "c", "d"}
+    assert "c" not in board.next["a"] and "a" not in board.next["c"]  # u1's c and u3's events: at or after 4.0

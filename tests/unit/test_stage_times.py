@@ -1,7 +1,8 @@
 """The per-stage cost budget's bookkeeping (streams.metrics.StageTimes)."""
 
-import time
+import pytest
 
+from streams import metrics as metrics_module
 from streams.metrics import STAGES, Metrics
 
 
@@ -19,29 +20,35 @@ def stage_sums(metrics: Metrics) -> dict[str, tuple[float, float]]:
     return {stage: tuple(v) for stage, v in out.items()}
 
 
-def busy(seconds: float) -> None:
-    end = time.perf_counter() + seconds
-    while time.perf_counter() < end:
-        pass
+class Clock:
+    """A perf_counter that moves only when told (the test asserts exact sums, whatever the load)."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
 
 
-def test_marks_attribute_the_time_since_the_last_call_and_observe_once_per_batch():
+def test_marks_attribute_the_time_since_the_last_call_and_observe_once_per_batch(monkeypatch):
+    clock = Clock()
+    monkeypatch.setattr(metrics_module.time, "perf_counter", clock)
     metrics = Metrics()
     stages = metrics.stages
     for _ in range(3):  # three events of one batch
         stages.start()
-        busy(0.002)
+        clock.now += 0.002
         stages.mark("decode")
-        busy(0.004)
+        clock.now += 0.004
         stages.mark("state")
-        time.sleep(0.01)  # between events (an await): counted nowhere
+        clock.now += 0.01  # between events (an await): counted nowhere
     stages.add("produce", 0.5)
     assert stage_sums(metrics) == {}  # nothing observed before the batch ends
     stages.observe()
     sums = stage_sums(metrics)
     assert set(sums) == {"decode", "state", "produce"}
     assert all(count == 1 for _, count in sums.values())  # one observation per stage and batch
-    assert 0.006 <= sums["decode"][0] < 0.009 and 0.012 <= sums["state"][0] < 0.016
+    assert sums["decode"][0] == pytest.approx(0.006) and sums["state"][0] == pytest.approx(0.012)
     assert sums["produce"][0] == 0.5
     stages.observe()  # an empty batch observes nothing more
     assert stage_sums(metrics) == sums

@@ -14,8 +14,8 @@ The modules here:
 - :mod:`.recovery`: table recovery reading each changelog's real end (``Recovery._build_highwaters``,
   ``TableManager._recovery``);
 - :mod:`.internals`: the current event of a batch (``faust.streams._current_event``), the RocksDB
-  databases of a table (``Store._dbs_for_actives``), and the aiokafka producer behind Faust's
-  (``Producer._ensure_producer``, ``AIOKafkaProducer._partition``).
+  databases of a table (``Store._dbs_for_actives``, ``Store._db_for_partition``), and the aiokafka
+  producer behind Faust's (``Producer._ensure_producer``, ``AIOKafkaProducer._partition``).
 """
 
 from __future__ import annotations
@@ -108,6 +108,8 @@ OVERRIDES: tuple[Override, ...] = (
     Override("faust.streams", "_current_event", "ingest: batches of current events", kind="ContextVar"),
     Override("faust.stores.rocksdb:Store", "_dbs_for_actives", "table sizes (RocksDB estimates)",
              params=("self",)),
+    Override("faust.stores.rocksdb:Store", "_db_for_partition", "co-visitation restored from user states",
+             params=("self", "partition")),
     Override(f"{_AIOKAFKA_DRIVER}:Producer", "_ensure_producer", "direct writes: the aiokafka producer",
              params=("self",)),
     Override("aiokafka:AIOKafkaProducer", "_partition", "direct writes: the partitioner",
