@@ -87,9 +87,11 @@ class LiveQuality:
         known = not (math.isnan(served) or math.isnan(popular))
         ratio = f"{served / popular:.2f}x" if known and popular else "n/a"
         p = self.difference_p()
-        verdict = ("no difference" if self.only_served == self.only_popular
-                   else f"{'served' if self.only_served > self.only_popular else 'popularity'} better"
-                   + (" (p = {:.2g})".format(p) if p < 0.05 else f", within chance: p = {p:.2f}"))
+        if self.only_served == self.only_popular:
+            verdict = "no difference"
+        else:
+            better = "served" if self.only_served > self.only_popular else "popularity"
+            verdict = f"{better} better (p = {p:.2g})" if p < 0.05 else f"{better} better, within chance: p = {p:.2f}"
         return (f"HR@{self.k} served {served:.4f} vs popularity {popular:.4f} ({ratio}; {sum(self.hits.values()):,} "
                 f"against {self.popular_hits:,} hits) over {self.events:,} events with a record in force, seen items "
                 f"excluded; {verdict} ({self.only_served:,} events hit by served only, {self.only_popular:,} by "

@@ -16,24 +16,21 @@ Not written anywhere of its own: it is rebuilt from the ``user_sequences`` table
 user's last ``seq_len`` events with their times. Before the first event of each partition a worker
 handles (after a restart, or one a rebalance hands it), :func:`restore_partition` counts the
 partition's stored histories (:meth:`CoVisitation.add_history`, by the rule ingest counted them
-with), a chunk of users at a time so the event loop goes on meanwhile; weights are sums, so the
+with), yielding to the event loop every ``RESTORE_YIELD_EVENTS`` events; weights are sums, so the
 order does not matter. Events older than a user's last ``seq_len`` are gone from the table, so a
-restored board holds less than the one lost: each user's last ``seq_len`` events. A partition this worker counted before is not restored again (its
-events are still in the board). Only RocksDB stores can be read by partition; with the memory
-store the board is rebuilt from new events, as before.
+restored board holds less than the one lost. A partition this worker counted before is not
+restored again (its events are still in the board). Only RocksDB stores can be read by partition;
+with the memory store the board is rebuilt from new events, as before.
 """
 
 from __future__ import annotations
 
 import asyncio
 import heapq
-import logging
 from collections.abc import Iterable, Sequence
 from operator import itemgetter
 
 import orjson
-
-log = logging.getLogger(__name__)
 
 _WEIGHT = itemgetter(1)
 REBASE_AT = 64.0  # half-lives after t0 at which the weights are scaled down (2**64: far from overflow)

@@ -11,9 +11,8 @@ in the background (``trainer_priority``: Linux's SCHED_IDLE by default, set by t
 the child imports torch) with ``train_threads`` torch threads (1), so the event loop and serving
 children take a core whenever they wake. In ``make demo`` on the 2-core box (demo, broker and
 worker on the same cores; alternating runs) the end-to-end p99 was 345-453 ms with it idle,
-477-1,238 ms at nice +10; with torch's default of one thread per core (the A/B set OMP_NUM_THREADS=1
-for the whole tree), 411-1,024 ms at nice +10
-against 331-597 ms with one.
+477-1,238 ms at nice +10; at nice +10, torch's default of one thread per core gave 411-1,024 ms
+against 331-597 ms with one (that A/B set OMP_NUM_THREADS=1 for the whole tree).
 
 How: the child (:func:`trainer_main`) runs a :class:`~streams.lifecycle.trainer.StreamTrainer`
 exactly as the worker's thread would: its own reader, the model store, its own publisher on
