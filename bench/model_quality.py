@@ -28,7 +28,8 @@ from model.data import load_dataset
 from model.encoder import TYPE_IDS, EncoderConfig, SeqEncoder
 from model.checkpoint import load_checkpoint
 from model.evaluate import evaluate_model
-from model.objectives import ObjectiveConfig, PurchaseHeads
+from model.heads import load_heads
+from model.objectives import ObjectiveConfig
 from model.pretrain import LR_SCHEDULES, WINDOWS, TrainConfig, pretrain
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -83,11 +84,9 @@ def run_row(name: str, args) -> dict:
         buy = [TYPE_IDS["purchase"]]
         result["test_purchase_next_head"] = evaluate_model(enc, ds, "test", only_types=buy)
         if ck.get("heads"):
-            heads = PurchaseHeads(enc.cfg.dim)
-            heads.load_state_dict(ck["heads"])
-            heads.eval()
+            heads = load_heads(ck["heads"], ck["head_names"], enc.cfg).eval()
             result["test_purchase_purchase_head"] = evaluate_model(
-                enc, ds, "test", only_types=buy, query_fn=heads.purchase_state, with_popularity=False)
+                enc, ds, "test", only_types=buy, query_fn=heads["purchase"].purchase_state, with_popularity=False)
     result["wall_minutes"] = (time.time() - t0) / 60
     result["command"] = " ".join([os.path.relpath(sys.argv[0], ROOT)] + sys.argv[1:])
     result["machine"] = machine()

@@ -1,4 +1,4 @@
-"""``streamrec pretrain`` and ``streamrec evaluate``: ``register(subparsers)`` adds both.
+"""``streamrec pretrain``, ``streamrec finetune`` and ``streamrec evaluate``: ``register(subparsers)`` adds them.
 
 Also runnable without the streams CLI: ``python -m model.commands pretrain ...``.
 Bad arguments (missing file, unknown format or objective, a checkpoint that does not load) end with
@@ -13,9 +13,11 @@ import os
 import sys
 
 from model.checkpoint import CheckpointError, load_checkpoint
-from model.data import FORMATS, DataError, build_dataset, load_dataset, read_sequences
+from model.data import FORMATS, DataError, load_dataset
 from model.encoder import EncoderConfig, SeqEncoder
 from model.evaluate import evaluate_model
+from model.finetune import ENCODER_MODES, TASKS, FinetuneConfig, finetune, purchase_figures
+from model.heads import load_heads
 from model.objectives import OBJECTIVES, ObjectiveConfig
 from model.prequential import PrequentialConfig
 from model.prequential_run import RunSpec, format_table, run
@@ -53,10 +55,17 @@ def register(subparsers) -> None:
     p.add_argument("--ema-decay", type=float, default=0.0,
                    help="validate and keep as best.ckpt a moving average of the weights, e.g. 0.995 per step "
                         "(0 = off: the trained weights)")
-    p.add_argument("--objectives", default="next",
-                   help="comma list of next,masked,contrastive,adversarial,purchase")
+    p.add_argument("--objectives", default="next", help=f"comma list of {','.join(OBJECTIVES)}")
     p.add_argument("--weights", default=None, help="comma list of weights aligned with --objectives (default 1 each)")
     p.add_argument("--negatives", type=int, default=0, help="sampled softmax negatives (0 = full softmax)")
+    defaults = ObjectiveConfig()
+    p.add_argument("--adv-eps", type=float, default=defaults.adv_eps,
+                   help="adversarial: L2 norm of the embedding perturbation per position")
+    p.add_argument("--mask-prob", type=float, default=defaults.mask_prob, help="masked: share of items masked")
+    p.add_argument("--noise-prob", type=float, default=defaults.noise_prob,
+                   help="denoising: share of items replaced by random ones")
+    p.add_argument("--replace-prob", type=float, default=defaults.replace_prob,
+                   help="replaced: share of items the generator fills")
     p.add_argument("--max-minutes", type=float, default=0.0, help="training time budget (0 = none)")
     p.add_argument("--patience", type=int, default=15, help="validations without improvement before stopping")
     p.add_argument("--eval-every", type=int, default=1, help="epochs between validations")
@@ -65,6 +74,28 @@ def register(subparsers) -> None:
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_pretrain)
+
+    f = subparsers.add_parser("finetune", help="Fine-tune a pretrained checkpoint for a downstream task.",
+                              description="Fine-tune the encoder of a checkpoint on a dataset for a task "
+                                          "(next: next-item ranking; purchase: purchase propensity and "
+                                          "next-purchase ranking); checkpoint chosen on the task's validation score.")
+    f.add_argument("--from", dest="checkpoint", required=True, help="pretrained checkpoint")
+    f.add_argument("--task", default="next", help=f"one of {', '.join(TASKS)}")
+    f.add_argument("--data", required=True, help="dataset file (.gz ok)")
+    f.add_argument("--format", required=True, help=f"one of {', '.join(FORMATS)}")
+    f.add_argument("--out", required=True, help="output folder (best.ckpt, last.ckpt, curve.png, history.json)")
+    f.add_argument("--encoder", default="train", choices=ENCODER_MODES,
+                   help="frozen: train only the task's head and the item table")
+    f.add_argument("--encoder-lr-scale", type=float, default=FinetuneConfig().encoder_lr_scale,
+                   help="the encoder's learning rate as a share of --lr")
+    f.add_argument("--next-weight", type=float, default=1.0, help="purchase task: weight of the next-item loss")
+    for flag, kind, default in (("--epochs", int, 100), ("--lr", float, 1e-3), ("--batch-size", int, 128),
+                                ("--max-minutes", float, 0.0), ("--patience", int, 10), ("--negatives", int, 0),
+                                ("--seed", int, 42)):
+        f.add_argument(flag, type=kind, default=default)
+    f.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
+    f.add_argument("--quiet", action="store_true", help="no progress bar")
+    f.set_defaults(func=cmd_finetune)
 
     e = subparsers.add_parser("evaluate", help="Leave-one-out full-ranking evaluation of a checkpoint.",
                               description="Leave-one-out full ranking over the whole catalogue: HR/NDCG@10,@20, "
@@ -131,21 +162,16 @@ def _pretrain(args) -> int:
     if args.resume and not os.path.isfile(args.resume):
         raise UsageError(f"checkpoint not found: {args.resume}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    vocab = None
-    if args.resume:
-        vocab = ItemVocab.from_state(load_checkpoint(args.resume)["vocab"])
-        cats: dict = {}
-        seqs = read_sequences(args.data, args.format, cats)
-        for s in seqs.values():  # new items get new rows after the checkpoint's rows
-            for item, _ in s:
-                vocab.add(item, cats.get(item))
-        ds = build_dataset(seqs, vocab, cats)
+    if args.resume:  # new items get new rows after the checkpoint's rows
+        ds = load_dataset(args.data, args.format, ItemVocab.from_state(load_checkpoint(args.resume)["vocab"]),
+                          grow=True)
     else:
         ds = load_dataset(args.data, args.format)
     ecfg = EncoderConfig(dim=args.dim, n_layers=args.layers, n_heads=args.heads, max_len=args.max_len,
                          dropout=args.dropout, ffn_mult=args.ffn_mult)
     try:
-        ocfg = ObjectiveConfig(weights=weights, n_negatives=args.negatives)
+        ocfg = ObjectiveConfig(weights=weights, n_negatives=args.negatives, adv_eps=args.adv_eps,
+                               mask_prob=args.mask_prob, noise_prob=args.noise_prob, replace_prob=args.replace_prob)
     except ValueError as e:
         raise UsageError(str(e)) from None
     try:
@@ -156,6 +182,30 @@ def _pretrain(args) -> int:
     except ValueError as e:
         raise UsageError(str(e)) from None
     summary = pretrain(ds, ecfg, ocfg, tcfg, args.out, resume=args.resume)
+    summary.pop("history")
+    print(json.dumps(summary))
+    return 0
+
+
+def cmd_finetune(args) -> int:
+    return _guard("finetune", _finetune, args)
+
+
+def _finetune(args) -> int:
+    _check_data(args)
+    if not os.path.isfile(args.checkpoint):
+        raise UsageError(f"checkpoint not found: {args.checkpoint}")
+    try:
+        fcfg = FinetuneConfig(task=args.task, encoder=args.encoder, encoder_lr_scale=args.encoder_lr_scale,
+                              next_weight=args.next_weight, n_negatives=args.negatives)
+        tcfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, max_minutes=args.max_minutes,
+                           patience=args.patience, seed=args.seed, device=args.device, progress=not args.quiet)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    vocab = ItemVocab.from_state(load_checkpoint(args.checkpoint)["vocab"])
+    ds = load_dataset(args.data, args.format, vocab, grow=True)
+    summary = finetune(ds, args.checkpoint, fcfg, tcfg, args.out)
     summary.pop("history")
     print(json.dumps(summary))
     return 0
@@ -177,7 +227,9 @@ def _evaluate(args) -> int:
     enc = SeqEncoder.from_state(EncoderConfig.from_dict(ck["config"]), ck["model"])
     ds = load_dataset(args.data, args.format, vocab=ItemVocab.from_state(ck["vocab"]))
     res = evaluate_model(enc, ds, args.split)
-    res["checkpoint"] = args.checkpoint
+    res.update(checkpoint=args.checkpoint, stage=ck["stage"], task=ck["task"])
+    if "purchase" in ck["head_names"]:
+        res["purchase"] = purchase_figures(enc, load_heads(ck["heads"], ["purchase"], enc.cfg), ds, args.split)
     text = json.dumps(res, indent=1)
     print(text)
     if args.json:

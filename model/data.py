@@ -156,13 +156,36 @@ def fingerprint(ds: SeqDataset) -> str:
     return h.hexdigest()
 
 
-def load_dataset(path: str, fmt: str, vocab: ItemVocab | None = None) -> SeqDataset:
+def load_dataset(path: str, fmt: str, vocab: ItemVocab | None = None, grow: bool = False) -> SeqDataset:
+    """The dataset of ``path`` on a new vocabulary, or on ``vocab``: its items not in ``vocab`` are
+    dropped, or with ``grow`` added to it (new rows after the existing ones, as a checkpoint's
+    vocabulary grows when it trains on new data)."""
     cats: dict[str, str] = {}
     seqs = read_sequences(path, fmt, cats)
+    if vocab is not None and grow:
+        for s in seqs.values():
+            for item, _ in s:
+                vocab.add(item, cats.get(item))
     ds = build_dataset(seqs, vocab, cats)
     log.info("loaded %s (%s): %d users, %d items, %d events", path, fmt, len(ds),
              len(ds.vocab) - 1, sum(len(s) for s in ds.items))
     return ds
+
+
+def split_users(ds: SeqDataset, fraction: float, seed: int = 0) -> tuple[SeqDataset, SeqDataset]:
+    """Two datasets on the same vocabulary: a random ``fraction`` of the users, and the others (for
+    transfer: pretrain on one part, fine-tune and evaluate on the other)."""
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"fraction must be in (0, 1), not {fraction}")
+    order = np.random.default_rng(seed).permutation(len(ds))
+    cut = int(round(fraction * len(ds)))
+
+    def part(idx) -> SeqDataset:
+        idx = sorted(idx)
+        return SeqDataset(ds.vocab, [ds.users[i] for i in idx], [ds.items[i] for i in idx],
+                          [ds.types[i] for i in idx], ds.categories)
+
+    return part(order[:cut]), part(order[cut:])
 
 
 # ---- leave-one-out -------------------------------------------------------------------------------

@@ -46,3 +46,23 @@ def summarize(ranks, ks=(10, 20)) -> dict[str, float]:
         out[f"HR@{k}"] = hit_rate(ranks, k)
         out[f"NDCG@{k}"] = ndcg(ranks, k)
     return out
+
+
+def auc(scores, labels) -> float:
+    """Area under the ROC curve: the probability that a positive scores above a negative (ties
+    count half); NaN without both classes."""
+    s, y = np.asarray(scores, dtype=np.float64), np.asarray(labels, dtype=bool)
+    n_pos, n_neg = int(y.sum()), int((~y).sum())
+    if not n_pos or not n_neg:
+        return float("nan")
+    _, inverse, counts = np.unique(s, return_inverse=True, return_counts=True)
+    last = np.cumsum(counts)                        # 1-based rank of each distinct score's last copy
+    ranks = ((last - counts + 1 + last) / 2)[inverse]   # ties share their mean rank
+    return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def log_loss(probs, labels, eps: float = 1e-7) -> float:
+    """Mean binary cross-entropy of predicted probabilities ``probs`` against ``labels``."""
+    p = np.clip(np.asarray(probs, dtype=np.float64), eps, 1 - eps)
+    y = np.asarray(labels, dtype=np.float64)
+    return float(-(y * np.log(p) + (1 - y) * np.log(1 - p)).mean()) if y.size else float("nan")

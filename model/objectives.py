@@ -9,8 +9,15 @@
 - ``purchase``: multi-task heads — (a) next purchased item: a projection of the hidden state
   scored against the item table, trained where the next event is a purchase; (b) purchase
   propensity of a (user state, next item) pair: binary click vs. purchase.
-- ``adversarial``: FGSM/APR-style — perturb the input embeddings by ``eps`` along the normalised
-  gradient of the next-item loss and add the loss at the perturbed input.
+- ``adversarial``: FGSM/APR-style — perturb the input embeddings by ``adv_eps`` along the
+  normalised gradient of the next-item loss and add the loss at the perturbed input.
+- ``denoising``: a denoising sequence autoencoder — replace a fraction of the input items by
+  random ones, encode bidirectionally, and reconstruct the original item at every position.
+- ``replaced``: replaced-item detection (generator-discriminator, as ELECTRA) — a small generator
+  trained on Cloze fills masked positions with items sampled from its predictions; the encoder,
+  bidirectionally over the filled sequence, learns which positions were replaced.
+
+The heads that ``purchase`` and ``replaced`` train are in :mod:`model.heads`.
 """
 from __future__ import annotations
 
@@ -23,8 +30,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from model.encoder import PAD, TYPE_IDS, SeqEncoder
+from model.heads import PurchaseHeads, ReplacedItemHeads
 
-OBJECTIVES = ("next", "masked", "contrastive", "purchase", "adversarial")
+OBJECTIVES = ("next", "masked", "contrastive", "denoising", "replaced", "purchase", "adversarial")
 PURCHASE = TYPE_IDS["purchase"]
 
 
@@ -38,6 +46,9 @@ class ObjectiveConfig:
     mask_ratio: float = 0.3
     reorder_ratio: float = 0.3
     adv_eps: float = 0.5           # L2 norm of the perturbation per position
+    noise_prob: float = 0.2        # denoising: share of input items replaced by random ones
+    replace_prob: float = 0.15     # replaced: share of input items the generator fills
+    detector_weight: float = 10.0  # replaced: detection loss against the generator's Cloze loss
 
     def __post_init__(self):
         unknown = set(self.weights) - set(OBJECTIVES)
@@ -45,6 +56,11 @@ class ObjectiveConfig:
             raise ValueError(f"unknown objectives {sorted(unknown)}; choose from {', '.join(OBJECTIVES)}")
         if "adversarial" in self.weights and "next" not in self.weights:
             raise ValueError("the adversarial objective perturbs the next-item loss: enable 'next' too")
+        for name in ("mask_prob", "noise_prob", "replace_prob"):
+            if not 0.0 < getattr(self, name) < 1.0:
+                raise ValueError(f"{name} must be in (0, 1), not {getattr(self, name)}")
+        if self.adv_eps < 0:
+            raise ValueError(f"adv_eps must be >= 0, not {self.adv_eps}")
 
 
 @dataclass
@@ -57,20 +73,6 @@ class Batch:
 
     def to(self, device) -> "Batch":
         return Batch(*(t.to(device) for t in (self.items, self.types, self.targets, self.target_types)))
-
-
-class PurchaseHeads(nn.Module):
-    def __init__(self, dim: int):
-        super().__init__()
-        self.next_purchase = nn.Linear(dim, dim)
-        self.propensity = nn.Sequential(nn.Linear(3 * dim, dim), nn.GELU(), nn.Linear(dim, 1))
-
-    def purchase_state(self, h: torch.Tensor) -> torch.Tensor:
-        """Query vectors (.., D) to score against the item table for 'what will be bought next'."""
-        return h + self.next_purchase(h)
-
-    def propensity_logit(self, h: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
-        return self.propensity(torch.cat([h, e, h * e], -1)).squeeze(-1)
 
 
 # ---- losses ------------------------------------------------------------------------------------
@@ -129,10 +131,7 @@ def next_item_loss(enc, batch: Batch, cfg: ObjectiveConfig, x=None) -> torch.Ten
 
 
 def masked_item_loss(enc, batch: Batch, cfg: ObjectiveConfig) -> torch.Tensor:
-    real = batch.items != PAD
-    masked = (torch.rand(batch.items.shape, device=batch.items.device) < cfg.mask_prob) & real
-    # always mask the last real item of each row so every row contributes a prediction
-    masked[:, -1] |= real[:, -1]
+    masked = random_positions(batch.items, cfg.mask_prob, with_last=True)
     x = enc.embed(batch.items, batch.types, masked=masked)
     h = enc(batch.items, batch.types, x=x, causal=False)
     return item_ce(enc, h[masked], batch.items[masked], cfg.n_negatives)
@@ -207,6 +206,47 @@ def purchase_loss(enc, heads: PurchaseHeads, batch: Batch, cfg: ObjectiveConfig)
     return loss
 
 
+def random_positions(items: torch.Tensor, prob: float, with_last: bool = False) -> torch.Tensor:
+    """(B, T) bool: each real position with probability ``prob``; ``with_last``: and the last real
+    one of every row (so every row takes part; not where a position's choice must be unpredictable,
+    as for the replaced-item detector)."""
+    real = items != PAD
+    chosen = (torch.rand(items.shape, device=items.device) < prob) & real
+    if with_last:
+        chosen[:, -1] |= real[:, -1]
+    return chosen
+
+
+def denoising_loss(enc, batch: Batch, cfg: ObjectiveConfig) -> torch.Tensor:
+    noisy = random_positions(batch.items, cfg.noise_prob)
+    n_items = enc.item_vectors().shape[0]
+    random_items = torch.randint(1, n_items, batch.items.shape, device=batch.items.device)
+    corrupted = torch.where(noisy, random_items, batch.items)
+    h = enc(corrupted, batch.types, causal=False)
+    real = batch.items != PAD
+    return item_ce(enc, h[real], batch.items[real], cfg.n_negatives)
+
+
+def replaced_loss(enc, heads: ReplacedItemHeads, batch: Batch, cfg: ObjectiveConfig) -> torch.Tensor:
+    gen = heads.generator
+    masked = random_positions(batch.items, cfg.replace_prob)
+    hg = gen(batch.items, batch.types, x=gen.embed(batch.items, batch.types, masked=masked), causal=False)
+    if not masked.any():
+        return hg.sum() * 0.0
+    gen_loss = item_ce(gen, hg[masked], batch.items[masked], cfg.n_negatives)
+    with torch.no_grad():   # the generator's samples: the detector's gradient does not reach it
+        logits = hg[masked].float() @ gen.item_vectors().float().T
+        logits[:, PAD] = float("-inf")
+        sampled = torch.multinomial(torch.softmax(logits, -1), 1)[:, 0]
+    filled = batch.items.clone()
+    filled[masked] = sampled
+    replaced = filled != batch.items            # a sample equal to the original counts as original
+    real = batch.items != PAD
+    logit = heads.detect_logit(enc(filled, batch.types, causal=False))
+    detect = F.binary_cross_entropy_with_logits(logit[real], replaced[real].float())
+    return gen_loss + cfg.detector_weight * detect
+
+
 def adversarial_loss(enc, batch: Batch, cfg: ObjectiveConfig) -> torch.Tensor:
     x = enc.embed(batch.items, batch.types)
     x_det = x.detach().requires_grad_(True)
@@ -216,9 +256,10 @@ def adversarial_loss(enc, batch: Batch, cfg: ObjectiveConfig) -> torch.Tensor:
     return next_item_loss(enc, batch, cfg, x=x + delta.detach())
 
 
-def compute_losses(enc: SeqEncoder, heads: PurchaseHeads | None, batch: Batch, cfg: ObjectiveConfig,
+def compute_losses(enc: SeqEncoder, heads: nn.ModuleDict | None, batch: Batch, cfg: ObjectiveConfig,
                    rng: random.Random | None = None) -> dict[str, torch.Tensor]:
-    """Weighted losses of the enabled objectives plus their sum under ``"total"``."""
+    """Weighted losses of the enabled objectives plus their sum under ``"total"``; ``heads`` holds
+    what ``purchase`` and ``replaced`` train (``model.heads.build_heads``)."""
     rng = rng or random.Random()
     out: dict[str, torch.Tensor] = {}
     w = cfg.weights
@@ -228,10 +269,13 @@ def compute_losses(enc: SeqEncoder, heads: PurchaseHeads | None, batch: Batch, c
         out["masked"] = masked_item_loss(enc, batch, cfg)
     if w.get("contrastive"):
         out["contrastive"] = contrastive_loss(enc, batch, cfg, rng)
-    if w.get("purchase"):
-        if heads is None:
-            raise ValueError("the purchase objective needs PurchaseHeads")
-        out["purchase"] = purchase_loss(enc, heads, batch, cfg)
+    if w.get("denoising"):
+        out["denoising"] = denoising_loss(enc, batch, cfg)
+    for name, loss in (("replaced", replaced_loss), ("purchase", purchase_loss)):
+        if w.get(name):
+            if heads is None or name not in heads:
+                raise ValueError(f"the {name} objective needs its head (model.heads.build_heads)")
+            out[name] = loss(enc, heads[name], batch, cfg)
     if w.get("adversarial"):
         out["adversarial"] = adversarial_loss(enc, batch, cfg)
     if not out:

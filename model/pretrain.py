@@ -12,6 +12,7 @@ import math
 import os
 import random
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -19,11 +20,12 @@ import torch
 from tqdm import tqdm
 
 from model.averaging import WeightAverage
-from model.checkpoint import load_checkpoint, save_checkpoint
+from model.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from model.data import DataError, SeqDataset, fingerprint, loo_train, pad_left
 from model.encoder import EncoderConfig, SeqEncoder
 from model.evaluate import evaluate_model, popularity
-from model.objectives import Batch, ObjectiveConfig, PurchaseHeads, compute_losses
+from model.heads import build_heads, head_names, load_heads
+from model.objectives import Batch, ObjectiveConfig, compute_losses
 
 log = logging.getLogger(__name__)
 
@@ -113,9 +115,11 @@ def make_batch(win_items: list[np.ndarray], win_types: list[np.ndarray], max_len
                  torch.from_numpy(pad_left([w[1:] for w in win_types], max_len)))
 
 
-def make_ckpt(enc, heads, opt, ocfg, vocab, step, best_val, version, pop, meta) -> dict:
+def make_ckpt(enc, heads, opt, ocfg, vocab, step, best_val, version, pop, meta, stage="pretrain",
+              task="next") -> dict:
     return {
         "model": enc.state_dict(), "heads": heads.state_dict() if heads is not None else None,
+        "head_names": head_names(heads), "stage": stage, "task": task,
         "optimizer": opt.state_dict() if opt is not None else None,
         "config": enc.cfg.to_dict(), "objectives": asdict(ocfg) if ocfg is not None else None,
         "vocab": vocab.to_state(), "step": int(step), "best_val": float(best_val),
@@ -124,45 +128,91 @@ def make_ckpt(enc, heads, opt, ocfg, vocab, step, best_val, version, pop, meta) 
     }
 
 
+@dataclass
+class Stage:
+    """What a training run is for: its name and task in the checkpoint, and how it scores a
+    candidate checkpoint on the validation split (``validate(enc, heads, ds) -> {"score": .., ...}``,
+    higher is better; the other figures go into the history)."""
+    name: str
+    task: str
+    validate: Callable[[SeqEncoder, torch.nn.ModuleDict | None, SeqDataset], dict]
+    # validate's figures: "score" (what selects) and "val_ndcg10", "val_hr10" (what the curve draws)
+
+
+def next_item_validation(enc: SeqEncoder, heads, ds: SeqDataset) -> dict:
+    val = evaluate_model(enc, ds, "valid", with_popularity=False)["model"][SELECT_METRIC[0]]
+    return {"score": val[SELECT_METRIC[1]], "val_ndcg10": val[SELECT_METRIC[1]], "val_hr10": val["HR@10"]}
+
+
+PRETRAIN = Stage("pretrain", "next", next_item_validation)
+
+
 def pretrain(ds: SeqDataset, ecfg: EncoderConfig, ocfg: ObjectiveConfig, tcfg: TrainConfig,
              out_dir: str, resume: str | None = None) -> dict:
-    os.makedirs(out_dir, exist_ok=True)
     torch.manual_seed(tcfg.seed)
-    rng = np.random.default_rng(tcfg.seed)
-    py_rng = random.Random(tcfg.seed)
     device = default_device(tcfg.device)
     ecfg.n_items = len(ds.vocab)
     enc = SeqEncoder(ecfg).to(device)
-    heads = PurchaseHeads(ecfg.dim).to(device) if ocfg.weights.get("purchase") else None
-    params = list(enc.parameters()) + (list(heads.parameters()) if heads else [])
+    heads = build_heads(ocfg.weights, ecfg)
+    heads = heads.to(device) if heads is not None else None
+    params = list(enc.parameters()) + (list(heads.parameters()) if heads is not None else [])
     opt = torch.optim.Adam(params, lr=tcfg.lr, betas=(0.9, 0.98), weight_decay=tcfg.weight_decay)
-    step, best_val, version = 0, float("-inf"), 0
+    start = (0, float("-inf"), 0)
+    average_state = None
     if resume:
         ck = load_checkpoint(resume, expected=ecfg)
         n_ck = EncoderConfig.from_dict(ck["config"]).n_items
-        enc.item_emb.weight.data[:n_ck] = ck["model"].pop("item_emb.weight").to(device)
-        missing, unexpected = enc.load_state_dict(ck["model"], strict=False)
-        if set(missing) != {"item_emb.weight"} or unexpected:
-            raise ValueError(f"checkpoint {resume} does not fit the encoder: missing {missing}, "
-                             f"unexpected {unexpected}")
+        load_encoder_weights(enc, ck, resume)
         if heads is not None and ck.get("heads"):
-            heads.load_state_dict(ck["heads"])
+            loaded = load_heads(ck["heads"], head_names(heads), ecfg)
+            heads.load_state_dict(loaded.to(device).state_dict())
         if ck.get("optimizer") and n_ck == ecfg.n_items:
             opt.load_state_dict(ck["optimizer"])
-        step, best_val, version = ck["step"], ck["best_val"], ck["version"]
+        start = (ck["step"], ck["best_val"], ck["version"])
         if (ck.get("meta") or {}).get("data") != fingerprint(ds):
             # validated on other data: its best score says nothing about this validation split
-            best_val = float("-inf")
+            start = (ck["step"], float("-inf"), ck["version"])
             log.info("resumed from %s at step %d; it was trained on other data, so its best validation "
-                     "score is not carried over", resume, step)
+                     "score is not carried over", resume, ck["step"])
         else:
-            log.info("resumed from %s at step %d (best val %.4f)", resume, step, best_val)
+            log.info("resumed from %s at step %d (best val %.4f)", resume, ck["step"], ck["best_val"])
+        if n_ck == ecfg.n_items:
+            average_state = ck.get("average")
+    return fit(ds, enc, heads, opt, ocfg, tcfg, out_dir, PRETRAIN, start, average_state)
+
+
+def load_encoder_weights(enc: SeqEncoder, ck: dict, path: str) -> None:
+    """Load a checkpoint's encoder into ``enc``, whose item table may have more rows (new items of
+    the data being trained on keep their fresh rows)."""
+    state = dict(ck["model"])
+    table = state.pop("item_emb.weight")
+    enc.item_emb.weight.data[:table.shape[0]] = table.to(enc.item_emb.weight.device)
+    missing, unexpected = enc.load_state_dict(state, strict=False)
+    if set(missing) != {"item_emb.weight"} or unexpected:
+        raise CheckpointError(f"checkpoint {path} does not fit the encoder: missing {missing}, "
+                              f"unexpected {unexpected}")
+
+
+def fit(ds: SeqDataset, enc: SeqEncoder, heads: torch.nn.ModuleDict | None, opt: torch.optim.Optimizer,
+        ocfg: ObjectiveConfig, tcfg: TrainConfig, out_dir: str, stage: Stage,
+        start: tuple[int, float, int] = (0, float("-inf"), 0), average_state: dict | None = None) -> dict:
+    """Train ``enc`` (and ``heads``) with ``opt`` on the objectives ``ocfg``: the loop that every
+    stage shares. ``opt``'s parameter groups say what trains and at which learning rate (a group's
+    ``lr_scale``, default 1, multiplies the scheduled rate). Writes best/last checkpoints, history
+    and curve; returns the summary with the history."""
+    os.makedirs(out_dir, exist_ok=True)
+    rng = np.random.default_rng(tcfg.seed)
+    py_rng = random.Random(tcfg.seed)
+    device = enc.item_emb.weight.device
+    params = [p for g in opt.param_groups for p in g["params"]]
+    step, best_val, version = start
     nets = torch.nn.ModuleDict({"enc": enc, **({"heads": heads} if heads is not None else {})})
     average = WeightAverage(nets, tcfg.ema_decay) if tcfg.ema_decay else None
-    if average is not None and resume and ck.get("average") and n_ck == ecfg.n_items:
-        average.load_state_dict(ck["average"])
+    if average is not None and average_state:
+        average.load_state_dict(average_state)
     # what is validated and saved as best: the averaged weights when averaging, else the trained ones
     sel = average.module if average is not None else nets
+    sel_heads = sel["heads"] if heads is not None else None
 
     train_items, train_types = loo_train(ds)
     pop = popularity(ds)
@@ -170,21 +220,22 @@ def pretrain(ds: SeqDataset, ecfg: EncoderConfig, ocfg: ObjectiveConfig, tcfg: T
     meta = {"train": asdict(tcfg), "n_users": len(ds), "data": fingerprint(ds)}
     t0, bad_evals = time.time(), 0
     all_windows = tcfg.windows == "all"
-    n_windows = sum(1 for _ in training_windows([len(s) for s in train_items], ecfg.max_len, all_windows))
+    max_len = enc.cfg.max_len
+    n_windows = sum(1 for _ in training_windows([len(s) for s in train_items], max_len, all_windows))
     if not n_windows:
         raise DataError(f"nothing to train on: none of the {len(ds)} users has 2 events left for training "
                         "(a user's last 2 events are held out for validation and test when they have more than 2)")
     n_batches = -(-n_windows // tcfg.batch_size)
     stop_reason = "epochs"
     for epoch in range(1, tcfg.epochs + 1):
-        enc.train()
+        nets.train()
         losses = []
-        bar = tqdm(iter_batches(train_items, train_types, ecfg.max_len, tcfg.batch_size, rng, all_windows),
+        bar = tqdm(iter_batches(train_items, train_types, max_len, tcfg.batch_size, rng, all_windows),
                    total=n_batches, desc=f"epoch {epoch}", disable=not tcfg.progress, leave=False)
         for i, batch in enumerate(bar):
             lr = tcfg.lr_at(progress(tcfg, epoch - 1 + i / n_batches, time.time() - t0))
             for group in opt.param_groups:
-                group["lr"] = lr
+                group["lr"] = lr * group.get("lr_scale", 1.0)
             parts = compute_losses(enc, heads, batch.to(device), ocfg, py_rng)
             opt.zero_grad(set_to_none=True)
             parts["total"].backward()
@@ -199,18 +250,18 @@ def pretrain(ds: SeqDataset, ecfg: EncoderConfig, ocfg: ObjectiveConfig, tcfg: T
                **{f"loss_{k}": float(np.mean([l[k] for l in losses])) for k in losses[0]}}
         out_of_time = tcfg.max_minutes and (time.time() - t0) / 60 >= tcfg.max_minutes
         if epoch % tcfg.eval_every == 0 or epoch == tcfg.epochs or out_of_time:
-            val = evaluate_model(sel["enc"], ds, "valid", with_popularity=False)["model"]
-            score = val[SELECT_METRIC[0]][SELECT_METRIC[1]]
-            rec.update({"val_ndcg10": score, "val_hr10": val[SELECT_METRIC[0]]["HR@10"]})
+            val = stage.validate(sel["enc"], sel_heads, ds)
+            score = val.pop("score")
+            rec.update(val)
             if average is not None:   # the trained weights too, to see what the average adds
-                raw = evaluate_model(enc, ds, "valid", with_popularity=False)["model"][SELECT_METRIC[0]]
-                rec.update({"val_ndcg10_raw": raw[SELECT_METRIC[1]], "val_hr10_raw": raw["HR@10"]})
+                raw = stage.validate(enc, heads, ds)
+                rec.update({f"{k}_raw": v for k, v in raw.items() if k != "score"})
             if score > best_val:
                 best_val, bad_evals = score, 0
                 version += 1
                 save_checkpoint(os.path.join(out_dir, "best.ckpt"),
-                                make_ckpt(sel["enc"], sel["heads"] if heads is not None else None, opt, ocfg,
-                                          ds.vocab, step, best_val, version, pop, {**meta, "epoch": epoch}))
+                                make_ckpt(sel["enc"], sel_heads, opt, ocfg, ds.vocab, step, best_val, version,
+                                          pop, {**meta, "epoch": epoch}, stage.name, stage.task))
             else:
                 bad_evals += 1
         history.append(rec)
@@ -223,15 +274,16 @@ def pretrain(ds: SeqDataset, ecfg: EncoderConfig, ocfg: ObjectiveConfig, tcfg: T
             break
     minutes = (time.time() - t0) / 60
     last = make_ckpt(enc, heads, opt, ocfg, ds.vocab, step, best_val, version, pop,
-                     {**meta, "epoch": history[-1]["epoch"]})
+                     {**meta, "epoch": history[-1]["epoch"]}, stage.name, stage.task)
     if average is not None:
         last["average"] = average.state_dict()
     save_checkpoint(os.path.join(out_dir, "last.ckpt"), last)
-    summary = {"best_val_ndcg10": best_val, "epochs": history[-1]["epoch"], "steps": step,
-               "train_minutes": minutes, "stop_reason": stop_reason, "device": str(device)}
+    summary = {"best_val_ndcg10": best_val, "select": stage.validate.__name__,
+               "epochs": history[-1]["epoch"], "steps": step, "train_minutes": minutes,
+               "stop_reason": stop_reason, "device": str(device), "stage": stage.name}
     with open(os.path.join(out_dir, "history.json"), "w") as f:
         json.dump({"summary": summary, "history": history}, f, indent=1)
-    plot_history(history, os.path.join(out_dir, "curve.png"))
+    plot_history(history, os.path.join(out_dir, "curve.png"), f"{stage.name} ({stage.task})")
     return {**summary, "history": history}
 
 

@@ -76,7 +76,7 @@ class Recommender:
         with self.lock:
             ck = {
                 "model": {k: v.detach().cpu() for k, v in self.encoder.state_dict().items()},
-                "heads": self.heads_state, "optimizer": optimizer_state,
+                "heads": self.heads_state, "optimizer": optimizer_state, "stage": "online", "task": "next",
                 "config": self.encoder.cfg.to_dict(),
                 "vocab": self.vocab.to_state(),
                 "step": int(step if step is not None else getattr(self, "step", 0)),

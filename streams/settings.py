@@ -184,7 +184,7 @@ class Settings(BaseSettings):
     )
     train_objectives: str = Field(
         "next:1", min_length=1, description="Objectives of the continuous trainer with their weights, "
-        "name:weight[,name:weight] (next, masked, contrastive, adversarial; see model/objectives.py).",
+        "name:weight[,name:weight] (next, masked, contrastive, denoising, adversarial; see model/objectives.py).",
     )
 
     # --- Limits per user (see streams/ingest/guard.py) -------------------------------------------
@@ -315,12 +315,12 @@ def _opt_str(path: Path | None) -> str | None:
     return None if path is None else str(path)
 
 
-ONLINE_OBJECTIVES = ("next", "masked", "contrastive", "adversarial")  # model.objectives, less purchase
+ONLINE_OBJECTIVES = ("next", "masked", "contrastive", "denoising", "adversarial")  # those with no head
 
 
 def objective_weights(spec: str) -> dict[str, float]:
     """``"next:1,masked:0.5"`` -> ``{"next": 1.0, "masked": 0.5}``; ValueError names what is wrong.
-    The purchase objective needs purchase heads, which the online trainer does not have."""
+    The purchase and replaced objectives train heads (model/heads.py), which the online trainer does not have."""
     weights: dict[str, float] = {}
     for part in spec.split(","):
         name, sep, weight = part.strip().partition(":")

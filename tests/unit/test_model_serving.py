@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from model.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from model.checkpoint import FORMAT_VERSION, CheckpointError, load_checkpoint
 from model.encoder import EncoderConfig
 from model.incremental import OnlineTrainer, ReplayBuffer
 from model.recommender import Recommender
@@ -62,7 +62,7 @@ def test_checkpoint_corrupted_or_foreign(tmp_path):
     with pytest.raises(CheckpointError, match="garbage.ckpt"):
         Recommender.from_checkpoint(str(garbage))
     foreign = tmp_path / "foreign.ckpt"
-    save_checkpoint(str(foreign), {"weights": torch.zeros(2)})
+    torch.save({"format_version": FORMAT_VERSION, "weights": torch.zeros(2)}, foreign)
     with pytest.raises(CheckpointError, match="foreign.ckpt is not a StreamRec checkpoint"):
         load_checkpoint(str(foreign))
     with pytest.raises(CheckpointError, match="not found: .*nope.ckpt"):

@@ -55,3 +55,33 @@ def test_resuming_on_other_data_does_not_carry_the_best_validation_score_over(tm
     moved = train(other, tmp_path / "c", resume=str(ckpt))  # other data: measured afresh on its own split
     assert moved["best_val_ndcg10"] == moved["history"][-1]["val_ndcg10"] < 1.0
     assert (tmp_path / "c" / "best.ckpt").exists()
+
+
+def test_a_format_1_checkpoint_is_converted_on_load(tmp_path):
+    train(build_dataset(walks(30, 6)), tmp_path)
+    path = tmp_path / "last.ckpt"
+    ck = torch.load(path, weights_only=True)
+    assert ck["stage"] == "pretrain" and ck["task"] == "next" and ck["head_names"] == []
+    old = {k: v for k, v in ck.items() if k not in ("stage", "task", "head_names")}
+    old.update(format_version=1, heads={"propensity.0.weight": torch.zeros(2)})
+    torch.save(old, path)
+    got = load_checkpoint(str(path))
+    assert got["format_version"] == FORMAT_VERSION and got["stage"] == "pretrain"
+    assert got["head_names"] == ["purchase"] and list(got["heads"]) == ["purchase.propensity.0.weight"]
+    torch.save({**old, "replay": {"items": []}}, path)   # the online trainer's
+    assert load_checkpoint(str(path))["stage"] == "online"
+
+
+def test_objective_settings_are_flags_and_land_in_the_checkpoint(tmp_path):
+    from model import commands
+    data = tmp_path / "d.txt"
+    data.write_text("".join(f"{u} {(u + k) % 20 + 1}\n" for u in range(20) for k in range(6)))
+    rc = commands.main(["pretrain", "--data", str(data), "--format", "ml1m", "--out", str(tmp_path / "o"),
+                        "--epochs", "1", "--dim", "8", "--layers", "1", "--max-len", "8", "--quiet",
+                        "--objectives", "next,adversarial,denoising,replaced", "--adv-eps", "0.25",
+                        "--noise-prob", "0.3"])
+    assert rc == 0
+    ck = load_checkpoint(str(tmp_path / "o" / "last.ckpt"))
+    assert ck["objectives"]["adv_eps"] == 0.25 and ck["objectives"]["noise_prob"] == 0.3
+    assert ck["head_names"] == ["replaced"] and set(ck["objectives"]["weights"]) == {"next", "adversarial",
+                                                                                    "denoising", "replaced"}

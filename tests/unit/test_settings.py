@@ -121,11 +121,12 @@ def test_kafka_python_security_options():
 
 
 def test_trainer_objectives_and_learning_rate_are_settings(tmp_path):
+    from model.heads import HEADS
     from model.objectives import OBJECTIVES
     from streams.lifecycle.trainer import initial_trainer
     from streams.settings import ONLINE_OBJECTIVES, objective_weights
 
-    assert set(ONLINE_OBJECTIVES) == set(OBJECTIVES) - {"purchase"}  # one list, less what needs heads
+    assert set(ONLINE_OBJECTIVES) == set(OBJECTIVES) - set(HEADS)  # one list, less what needs heads
     assert objective_weights("next:1, masked:0.5") == {"next": 1.0, "masked": 0.5}
     settings = load_settings({"data_dir": tmp_path, "train_lr": "0.01", "train_objectives": "next:1,contrastive:0.2"},
                              environ={})
