@@ -13,6 +13,10 @@
    ``recommender.version``. Publishing a snapshot is the caller's choice (e.g. every N versions or
    every T seconds); the version identifies the weights at the end of an update.
 
+With the ``purchase`` objective it trains the purchase heads beside the encoder (those of the
+recommender's checkpoint, else fresh ones) and writes them back to ``recommender.heads_state``
+after each update, so every snapshot carries heads that match its encoder.
+
 Runs on CUDA when available (``device=None``); the recommender's encoder is moved there.
 The recommender's lock is held during an update (see ``model.recommender``).
 """
@@ -26,11 +30,14 @@ import numpy as np
 import torch
 
 from model.encoder import PAD
+from model.heads import load_heads
 from model.objectives import ObjectiveConfig, compute_losses
 from model.pretrain import default_device, make_batch
 from model.recommender import Recommender
 
 log = logging.getLogger(__name__)
+
+ONLINE_HEADS = ("purchase",)   # heads the online trainer can train (no item table of their own to grow)
 
 
 class ReplayBuffer:
@@ -91,12 +98,16 @@ class OnlineTrainer:
         self.version = recommender.version
         with self.rec.lock:
             self.rec.encoder.to(self.device)
+            trained = [n for n in ONLINE_HEADS if self.ocfg.weights.get(n)]
+            self.heads = load_heads(self.rec.heads_state, trained, self.rec.encoder.cfg)
+            if self.heads is not None:
+                self.heads.to(self.device)
         self.opt = self._new_optimizer()
 
     def _new_optimizer(self, old: torch.optim.Optimizer | None = None) -> torch.optim.Optimizer:
         """Adam over the current parameters; with ``old``, carry its state over, zero-padding the
         moments of the grown item table."""
-        params = list(self.rec.encoder.parameters())
+        params = self._parameters()
         opt = torch.optim.Adam(params, lr=self.lr, betas=(0.9, 0.98))
         if old is not None:
             old_state = {tuple(p.shape[1:]) + (i,): old.state[p]
@@ -114,6 +125,16 @@ class OnlineTrainer:
                     new[k] = v
                 opt.state[p] = new
         return opt
+
+    def _parameters(self) -> list[torch.nn.Parameter]:
+        return list(self.rec.encoder.parameters()) + (list(self.heads.parameters()) if self.heads is not None else [])
+
+    def _publish_heads(self) -> None:
+        """The trained heads into the recommender's ``heads_state`` (other heads' weights kept)."""
+        state = {k: v for k, v in (self.rec.heads_state or {}).items()
+                 if k.split(".", 1)[0] not in self.heads}
+        state.update({k: v.detach().cpu().clone() for k, v in self.heads.state_dict().items()})
+        self.rec.heads_state = state
 
     def _grow(self, seqs: list[list[tuple[str, str]]]) -> None:
         new = {}
@@ -156,15 +177,17 @@ class OnlineTrainer:
                 part += self.replay.sample(int(math.ceil(self.replay_ratio * len(part))))
                 batch = make_batch([i[-(max_len + 1):] for i, _ in part],
                                    [t[-(max_len + 1):] for _, t in part], max_len).to(self.device)
-                loss = compute_losses(enc, None, batch, self.ocfg, self.rng)["total"]
+                loss = compute_losses(enc, self.heads, batch, self.ocfg, self.rng)["total"]
                 self.opt.zero_grad(set_to_none=True)
                 loss.backward()
-                torch.nn.utils.clip_grad_norm_(enc.parameters(), 5.0)
+                torch.nn.utils.clip_grad_norm_(self._parameters(), 5.0)
                 self.opt.step()
                 with torch.no_grad():
                     enc.item_emb.weight[PAD].zero_()
                 losses.append(loss.item())
             enc.eval()
+            if self.heads is not None:
+                self._publish_heads()
             for f in fresh:
                 self.replay.add(f)
             self.version += 1

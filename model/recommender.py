@@ -25,6 +25,7 @@ import torch
 from model.checkpoint import load_checkpoint, save_checkpoint
 from model.data import pad_left
 from model.encoder import TYPE_IDS, EncoderConfig, SeqEncoder
+from model.heads import load_heads
 from model.vocab import ItemVocab
 
 log = logging.getLogger(__name__)
@@ -45,6 +46,7 @@ class Recommender:
         # encoder.serving_encoder() and the device it was traced on (device constants are baked
         # into a trace, and OnlineTrainer moves the encoder to CUDA): made by prepare_serving
         self._encode: tuple[torch.device, object] | None = None
+        self._purchase: tuple[float, torch.nn.Module] | None = None   # set_purchase_weight
 
     # ---- construction ------------------------------------------------------------------------
     @classmethod
@@ -121,6 +123,30 @@ class Recommender:
             if self._encode is None or self._encode[0] != self.device:
                 self._encode = (self.device, self.encoder.serving_encoder())
 
+    def set_purchase_weight(self, weight: float) -> float:
+        """Rank by ``(1 - weight) * next-item score + weight * next-purchase score``: both are inner
+        products with the item table, so the blend is one query vector, ``(1 - w) u + w p(u)``, for
+        the same index. It needs the purchase heads (a checkpoint of ``streamrec finetune --task
+        purchase``); without them the weight in force is 0. Returns the weight in force."""
+        if not 0.0 <= weight <= 1.0:
+            raise ValueError(f"purchase weight must be in [0, 1], not {weight}")
+        with self.lock:
+            self._purchase = None
+            if weight > 0 and any(k.startswith("purchase.") for k in self.heads_state or {}):
+                head = load_heads(self.heads_state, ["purchase"], self.encoder.cfg)["purchase"]
+                self._purchase = (float(weight), head.eval().to(self.device))
+            return self.purchase_weight
+
+    @property
+    def purchase_weight(self) -> float:
+        """The blend weight in force (``set_purchase_weight``)."""
+        return self._purchase[0] if self._purchase is not None else 0.0
+
+    def _blend(self, u: torch.Tensor) -> np.ndarray:
+        w, head = self._purchase
+        head.to(u.device)
+        return ((1.0 - w) * u + w * head.purchase_state(u)).float().cpu().numpy()
+
     def user_vectors(self, histories, batch_size: int = 256) -> np.ndarray:
         """float32 (B, D); zero rows for histories without a known item (see ``known``)."""
         return self.user_vectors_and_known(histories, batch_size)[0]
@@ -141,7 +167,10 @@ class Recommender:
                 it = torch.from_numpy(pad_left([conv[b][0] for b in part], self.encoder.cfg.max_len))
                 ty = torch.from_numpy(pad_left([conv[b][1] for b in part], self.encoder.cfg.max_len))
                 u = self._encode[1](it.to(self.device), ty.to(self.device))
-                out[part] = u.float().cpu().numpy()
+                if self._purchase is not None:
+                    out[part] = self._blend(u)
+                else:
+                    out[part] = u.float().cpu().numpy()
             return out, known
 
     def item_matrix(self) -> tuple[list[str], np.ndarray]:

@@ -144,6 +144,11 @@ class Settings(BaseSettings):
         "through IVF with nprobe tuned to recall@10 >= 0.95, which costs about a tenth per query at 75k items "
         "(exact search was most of the worker's CPU per event there: BENCHMARKS.md, cost).",
     )
+    purchase_weight: float = Field(
+        0.0, ge=0.0, le=1.0, description="Rank by (1 - w) x the next-item score + w x the next-purchase score "
+        "of the purchase heads (a checkpoint fine-tuned with streamrec finetune --task purchase; a model "
+        "without them ranks by next-item only). Each record says the weight that made it.",
+    )
     serving_processes: bool = Field(
         True, description="Serve from two child processes (blue/green: one loads a new version while "
         "the other serves; streams/serving/processes.py); false: from a thread of the worker process "
@@ -184,7 +189,8 @@ class Settings(BaseSettings):
     )
     train_objectives: str = Field(
         "next:1", min_length=1, description="Objectives of the continuous trainer with their weights, "
-        "name:weight[,name:weight] (next, masked, contrastive, denoising, adversarial; see model/objectives.py).",
+        "name:weight[,name:weight] (next, masked, contrastive, denoising, purchase, adversarial; see "
+        "model/objectives.py; purchase trains the purchase heads that STREAMREC_PURCHASE_WEIGHT ranks with).",
     )
 
     # --- Limits per user (see streams/ingest/guard.py) -------------------------------------------
@@ -315,12 +321,13 @@ def _opt_str(path: Path | None) -> str | None:
     return None if path is None else str(path)
 
 
-ONLINE_OBJECTIVES = ("next", "masked", "contrastive", "denoising", "adversarial")  # those with no head
+# the objectives of model/objectives.py less "replaced", whose generator's item table the trainer does not grow
+ONLINE_OBJECTIVES = ("next", "masked", "contrastive", "denoising", "purchase", "adversarial")
 
 
 def objective_weights(spec: str) -> dict[str, float]:
     """``"next:1,masked:0.5"`` -> ``{"next": 1.0, "masked": 0.5}``; ValueError names what is wrong.
-    The purchase and replaced objectives train heads (model/heads.py), which the online trainer does not have."""
+    The purchase objective trains the purchase heads beside the encoder (model/incremental.py)."""
     weights: dict[str, float] = {}
     for part in spec.split(","):
         name, sep, weight = part.strip().partition(":")

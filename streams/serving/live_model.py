@@ -87,10 +87,11 @@ class LiveModel:
     def serve(self, requests: Sequence[Request], candidates: Candidates, k: int) -> tuple[list[Payload], ModelIds, Timings]:
         served = self.served  # one pair for the whole batch, even if a swap lands meanwhile
         versions = (served.update.version, served.index.version) if served else (0, 0)
+        weight = served.recommender.purchase_weight if served else 0.0
         timings: Timings = {}
         answers = self._answers(served, [r.history for r in requests], k, timings)
         started = time.thread_time()
-        sent = payloads(build_records(requests, answers, candidates, k, *versions))
+        sent = payloads(build_records(requests, answers, candidates, k, *versions, purchase_weight=weight))
         timings["records"] = time.thread_time() - started
         return sent, model_ids(answers), timings
 
@@ -103,6 +104,9 @@ class LiveModel:
             rec = Recommender.from_checkpoint(
                 str(path), vocab_base=previous.recommender.vocab if previous else None)
             rec.prepare_serving()
+            if rec.set_purchase_weight(self.settings.purchase_weight) != self.settings.purchase_weight:
+                log.warning("model version %d has no purchase heads: it ranks by next-item only "
+                            "(STREAMREC_PURCHASE_WEIGHT=%g)", update.version, self.settings.purchase_weight)
         except Exception as exc:  # a bad checkpoint must never take serving down
             self.last_refusal = f"{type(exc).__name__}: {exc}"
             log.error("refusing model version %d: %s; still serving version %d",

@@ -23,7 +23,8 @@ _ERROR = {"type": "object", "required": ["error"], "properties": {"error": {"typ
 
 _RECORD = {
     "type": "object",
-    "required": ["user_id", "items", "source", "model_version", "index_version", "event_ts", "emitted_ts"],
+    "required": ["user_id", "items", "source", "model_version", "index_version", "event_ts", "emitted_ts",
+                 "purchase_weight"],
     "properties": {
         "user_id": {"type": "string"},
         "items": {"type": "array", "items": {
@@ -35,6 +36,9 @@ _RECORD = {
         "event_ts": {"type": "number", "nullable": True,
                      "description": "ts of the event that triggered the record; null for an HTTP answer"},
         "emitted_ts": {"type": "number"},
+        "purchase_weight": {"type": "number", "minimum": 0, "maximum": 1,
+                            "description": "the model's blend: (1 - w) next-item + w next-purchase score; "
+                                           "0 for next-item only and for records not from the model"},
     },
 }
 

@@ -110,10 +110,11 @@ def unseen(history: History, ranked: Ranked, k: int) -> list[tuple[str, float]]:
 
 
 def build_records(requests: Sequence[Request], answers: Sequence[Answer], candidates: Candidates, k: int,
-                  model_version: int, index_version: int) -> list[Recommendation]:
+                  model_version: int, index_version: int, purchase_weight: float = 0.0) -> list[Recommendation]:
     """One record per request, from the source chosen for the user's segment: the model's answer,
     the co-visitation list (filled up with popularity), or popularity; popularity wherever the
-    chosen source has no answer for the user."""
+    chosen source has no answer for the user. ``purchase_weight``: the model's blend
+    (``Recommender.set_purchase_weight``), written into the model's records."""
     now = time.time()
     popular, choice = candidates.popular, candidates.choice
     records = []
@@ -122,18 +123,18 @@ def build_records(requests: Sequence[Request], answers: Sequence[Answer], candid
         covisit = candidates.covisit[n] if candidates.covisit and chosen == "covisit" else None
         if chosen == "model" and answer:
             items = [ScoredItem(i, round(float(s), 6)) for i, s in answer]
-            source = "model"
+            source, weight = "model", purchase_weight
         elif covisit:
             items = [ScoredItem(i, s) for i, s in covisit[:k]]
             have = {item.item_id for item in items}
             items += [item for item in unseen_top(request.history, popular, k + len(items))
                       if item.item_id not in have][:k - len(items)]
-            source = "covisit"
+            source, weight = "covisit", 0.0
         else:
-            items, source = unseen_top(request.history, popular, k), "popular"
+            items, source, weight = unseen_top(request.history, popular, k), "popular", 0.0
         records.append(Recommendation(
             user_id=request.user_id, items=items, source=source, model_version=model_version,
-            index_version=index_version, event_ts=request.event_ts, emitted_ts=now))
+            index_version=index_version, event_ts=request.event_ts, emitted_ts=now, purchase_weight=weight))
     return records
 
 

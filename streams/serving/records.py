@@ -34,13 +34,14 @@ class Recommendation:
     index_version: int
     event_ts: Optional[float]
     emitted_ts: float
+    purchase_weight: float = 0.0  # the model's blend of next-item and next-purchase scores (0: next-item)
 
     def to_json(self) -> dict:
         return {"user_id": self.user_id,
                 "items": [{"item_id": item.item_id, "score": item.score} for item in self.items],
                 "source": self.source, "model_version": self.model_version,
                 "index_version": self.index_version, "event_ts": self.event_ts,
-                "emitted_ts": self.emitted_ts}
+                "emitted_ts": self.emitted_ts, "purchase_weight": self.purchase_weight}
 
     def to_bytes(self) -> bytes:
         return _dumps(self.to_json())

@@ -165,3 +165,52 @@ def test_update_record_round_trip_and_bad_record():
     assert ModelUpdate.from_bytes(update.to_bytes()) == update
     with pytest.raises(ModelStoreError):
         ModelUpdate.from_bytes(b'{"version": 1}')
+
+
+def with_purchase_heads(rec: Recommender, seed: int = 0) -> Recommender:
+    import torch
+    from model.heads import build_heads
+    torch.manual_seed(seed)
+    heads = build_heads(["purchase"], rec.encoder.cfg)
+    for p in heads.parameters():   # a head far from the identity: the blend must move the ranking
+        torch.nn.init.normal_(p, std=0.5)
+    rec.heads_state = heads.state_dict()
+    return rec
+
+
+def test_purchase_weight_blends_the_two_scores_in_one_query_and_each_record_says_it():
+    import torch
+    from model.heads import load_heads
+    rec = with_purchase_heads(make_rec(1))
+    history = [[("i1", "click"), ("i2", "purchase"), ("i3", "click")]]
+    u = rec.user_vectors(history)
+    head = rec.heads_state
+    assert rec.set_purchase_weight(1.0) == 1.0
+    p = load_heads(head, ["purchase"], rec.encoder.cfg)["purchase"].eval()
+    with torch.no_grad():
+        want = p.purchase_state(torch.from_numpy(u)).numpy()
+    np.testing.assert_allclose(rec.user_vectors(history), want, rtol=1e-5, atol=1e-6)
+    rec.set_purchase_weight(0.25)
+    np.testing.assert_allclose(rec.user_vectors(history), 0.75 * u + 0.25 * want, rtol=1e-5, atol=1e-6)
+    assert [i for i, _ in rec.recommend(history, 10)[0]["items"]] != [
+        i for i, _ in make_rec(1).recommend(history, 10)[0]["items"]]
+    rec.set_purchase_weight(0.0)
+    np.testing.assert_allclose(rec.user_vectors(history), u)
+    with pytest.raises(ValueError, match="purchase weight"):
+        rec.set_purchase_weight(1.5)
+    assert make_rec(1).set_purchase_weight(0.5) == 0.0   # no purchase heads: next-item only
+
+
+@pytest.mark.parametrize("heads", [True, False])
+def test_served_records_carry_the_purchase_weight_in_force(tmp_path, store, heads):
+    import orjson
+    from streams.serving.recommend import Candidates, Request
+    settings = load_settings({"data_dir": tmp_path, "store": "memory", "purchase_weight": "0.3"}, environ={})
+    live = LiveModel(settings)
+    rec = make_rec(1)
+    assert live.load(store.save(with_purchase_heads(rec) if heads else rec))
+    requests = [Request("u1", [("i1", "click")], 1.0), Request("u2", [("never-seen", "click")], 2.0)]
+    sent, _, _ = live.serve(requests, Candidates(popular=[(i, 1.0) for i in ITEMS]), 5)
+    records = {user: orjson.loads(body) for user, _, body in sent}
+    assert records["u1"]["source"] == "model" and records["u1"]["purchase_weight"] == (0.3 if heads else 0.0)
+    assert records["u2"]["source"] == "popular" and records["u2"]["purchase_weight"] == 0.0

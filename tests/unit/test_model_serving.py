@@ -9,6 +9,7 @@ import torch
 from model.checkpoint import FORMAT_VERSION, CheckpointError, load_checkpoint
 from model.encoder import EncoderConfig
 from model.incremental import OnlineTrainer, ReplayBuffer
+from model.objectives import ObjectiveConfig
 from model.recommender import Recommender
 from model.vocab import ItemVocab
 
@@ -145,6 +146,39 @@ def test_online_update_lowers_loss_and_grows_vocab():
     assert "brand-new" in ids and M.shape[0] == 11
     assert trainer.update([[("i1", "click")]]) == 0.0 and trainer.version == 17   # nothing to train on
     assert len(trainer.replay) <= 50
+
+
+def test_online_trainer_trains_the_purchase_heads_that_serving_blends_with():
+    """With the purchase objective the trainer learns a purchase rule that depends on the user's
+    history (marker item m1 = buyer) and hands the heads to every snapshot."""
+    import torch
+    from model.heads import load_heads
+    rec = fresh(10)
+    trainer = OnlineTrainer(rec, lr=1e-2, replay_capacity=200, steps_per_update=3, device="cpu",
+                            objectives=ObjectiveConfig(weights={"next": 1.0, "purchase": 1.0}))
+    rng = np.random.default_rng(0)
+
+    def user(buyer: bool) -> list:
+        s = int(rng.integers(10))
+        return [("m1" if buyer else "m2", "click")] + [(f"i{(s + k) % 10}", "purchase" if buyer else "click")
+                                                       for k in range(6)]
+    for _ in range(25):
+        trainer.update([user(bool(b)) for b in rng.integers(2, size=32)])
+    snap = rec.snapshot()
+    assert any(k.startswith("purchase.") for k in snap.heads_state)
+    head = load_heads(snap.heads_state, ["purchase"], snap.encoder.cfg)["purchase"].eval()
+    tests = [user(b) for b in (True, False) * 20]
+    u = torch.from_numpy(snap.user_vectors([t[:-1] for t in tests]))
+    e = snap.encoder.item_vectors()[[snap.vocab.row(t[-1][0]) for t in tests]].detach()
+    with torch.no_grad():
+        p = torch.sigmoid(head.propensity_logit(u, e)).numpy()
+    from model.metrics import auc
+    assert auc(p, [t[-1][1] == "purchase" for t in tests]) > 0.9
+    assert snap.set_purchase_weight(0.5) == 0.5
+    # without the objective, no heads are trained or handed on
+    plain = fresh(10)
+    OnlineTrainer(plain, device="cpu").update([user(True) for _ in range(8)])
+    assert not plain.heads_state
 
 
 def test_online_popularity_counts_each_event_once():

@@ -121,12 +121,11 @@ def test_kafka_python_security_options():
 
 
 def test_trainer_objectives_and_learning_rate_are_settings(tmp_path):
-    from model.heads import HEADS
     from model.objectives import OBJECTIVES
     from streams.lifecycle.trainer import initial_trainer
     from streams.settings import ONLINE_OBJECTIVES, objective_weights
 
-    assert set(ONLINE_OBJECTIVES) == set(OBJECTIVES) - set(HEADS)  # one list, less what needs heads
+    assert set(ONLINE_OBJECTIVES) == set(OBJECTIVES) - {"replaced"}  # one list, less what the trainer cannot grow
     assert objective_weights("next:1, masked:0.5") == {"next": 1.0, "masked": 0.5}
     settings = load_settings({"data_dir": tmp_path, "train_lr": "0.01", "train_objectives": "next:1,contrastive:0.2"},
                              environ={})
@@ -136,7 +135,7 @@ def test_trainer_objectives_and_learning_rate_are_settings(tmp_path):
 
 
 @pytest.mark.parametrize("value, message", [
-    ("next:1,purchase:1", "unknown objective 'purchase'"),
+    ("next:1,replaced:1", "unknown objective 'replaced'"),
     ("nxt", "unknown objective 'nxt'"),
     ("next:heavy", "weight 'heavy', not a number"),
     ("next:0", "must be > 0"),
