@@ -162,16 +162,29 @@ def model_quality(gpu, cpu):
     return table(["model (seen items filtered)", "epochs (best)", "train min", "val NDCG@10",
                   "HR@10", "NDCG@10", "HR@20", "NDCG@20"], rows)
 
-def model_ablation(d):
+def transfer(d):
+    cell = lambda r, c: f"{r[c]['test']['model']['NDCG@10']:.4f} / {r[c]['test']['model']['HR@10']:.4f}"
     rows = []
-    for key in ("next", "masked", "contrastive", "adversarial"):
-        r = d["rows"][key]
-        objs = " + ".join(f"{k} {v}" for k, v in r["objectives"].items())
-        m, u = r["test"]["model"]["filtered"], r["test"]["model"]["all"]
-        rows.append([objs, f"{r['train']['epochs']} ({r['best_epoch']})", f"{r['train']['train_minutes']:.1f}",
-                     f"{m['HR@10']:.4f}", f"{m['NDCG@10']:.4f}", f"{u['HR@10']:.4f}", f"{u['NDCG@10']:.4f}"])
-    return table(["objectives (weights)", "epochs (best)", "train min", "HR@10", "NDCG@10",
-                  "HR@10 unfiltered", "NDCG@10 unfiltered"], rows)
+    for r in sorted(d["rows"], key=lambda r: (len(r["objectives"]), str(r["objectives"]), r["seed"])):
+        objs = " + ".join(f"{k} {v:g}" for k, v in r["objectives"].items())
+        pre = r["pretrain"]
+        ratio = r["finetune"]["test"]["model"]["NDCG@10"] / r["scratch"]["test"]["model"]["NDCG@10"]
+        rows.append([objs, r["seed"], f"{pre['epochs']}, {pre['best_val_ndcg10']:.4f}", cell(r, "zero-shot"),
+                     cell(r, "finetune"), cell(r, "frozen"), cell(r, "scratch"), f"**{ratio:.2f}×**"])
+    return table(["pretraining objectives", "seed", "pretraining epochs, val NDCG@10", "zero-shot",
+                  "fine-tuned", "fine-tuned, encoder frozen", "from scratch", "fine-tuned / scratch"], rows)
+
+def purchase_task(d):
+    rows = []
+    for r in d["rows"]:
+        for c in ("next-item", "purchase, encoder trained", "purchase, encoder frozen"):
+            t = r[c]["test"]
+            rows.append([c, r["seed"], f"{t['purchase_hr10']:.4f}", f"{t['purchase_ndcg10']:.4f}", f"{t['click_hr10']:.4f}",
+                         f"{t['click_ndcg10']:.4f}", num(t.get("auc"), 3), num(t.get("log_loss"), 4)])
+    b = d["popularity_propensity"]
+    rows.append(["popularity propensity", "", "", "", "", "", num(b["auc"], 3), num(b["log_loss"], 4)])
+    return table(["model", "seed", "purchase HR@10", "purchase NDCG@10", "click HR@10", "click NDCG@10",
+                  "propensity AUC", "log-loss"], rows)
 
 def prequential(*docs):
     rows = []
@@ -187,12 +200,6 @@ def prequential(*docs):
                          f"{warm['online'] / warm['frozen']:.2f}×"])
     return table(["dataset", "protocol", "replayed events (cold)", "online HR@10", "frozen", "popularity",
                   "online / frozen", "warm users only"], rows)
-
-def prequential_windows(d):
-    w = d["windows"]
-    return table(["windows of the replay (events each)"] + [str(i + 1) for i in range(len(w))], [
-        [f"online / frozen (~{num(w[0]['end'] - w[0]['start'])})"] + [f"{x['online'] / x['frozen']:.2f}" for x in w]])
-
 
 def live_quality(*docs):
     rows = []
@@ -251,20 +258,22 @@ def live_quality_model(*runs):
 
 
 def sources_cost(d):
+    """One row per configuration: every round's figure in run order, the median in bold."""
     defences = d.get("compare") == "defences"
-    rows = [[r["round"] + 1, r["config"], num(r["drained"]), num(r["events_per_s"]), f"{r['cpu_us_per_event']:.0f}",
-             f"{r['paced_p50_ms']:.1f}", f"{r['paced_p99_ms']:.1f}"] + ([num(r["held_back_paced"])] if defences else [])
-            for r in d["rounds"]]
+    each = lambda rs, key, fmt: " · ".join(fmt(r[key]) for r in rs)
+    rows = []
     for config, m in d["median"].items():
-        rows.append(["median", f"**{config}**", "", f"**{num(m['events_per_s'])}**", f"{m['cpu_us_per_event']:.0f}",
-                     f"{m['paced_p50_ms']:.1f}", f"**{m['paced_p99_ms']:.1f}**"] + ([""] if defences else []))
-    paced = f"p50 ms at {d['config']['paced_rate']:,.0f}/s"
-    if defences:
-        return table(["round", "limits per user (flood: one id at "
-                      f"{d['config']['flood_factor']:g} × the paced rate)", "events drained", "drain events/s",
-                      "CPU µs / event", paced, "p99 ms", "held back while paced"], rows)
-    return table(["round", "gate + co-visitation", "events drained", "drain events/s", "CPU µs / event", paced,
-                  "p99 ms"], rows)
+        rs = [r for r in d["rounds"] if r["config"] == config]
+        rows.append([f"**{config}**", ", ".join(str(r["round"] + 1) for r in rs),
+                     f"{each(rs, 'events_per_s', num)} (**{num(m['events_per_s'])}**)",
+                     f"{each(rs, 'cpu_us_per_event', num)} (**{m['cpu_us_per_event']:.0f}**)",
+                     f"{each(rs, 'paced_p50_ms', lambda v: f'{v:.0f}')} (**{m['paced_p50_ms']:.1f}**)", f"{each(rs, 'paced_p99_ms', lambda v: f'{v:.0f}')} (**{m['paced_p99_ms']:.1f}**)"]
+                    + ([each(rs, "held_back_paced", num)] if defences else []))
+    paced = f"p50 ms at {d['config']['paced_rate']:,.0f}/s per round (median)"
+    head = [f"limits per user (flood: one id at {d['config']['flood_factor']:g} × the paced rate)" if defences
+            else "gate + co-visitation", "rounds", "drain events/s per round (median)", "CPU µs / event (median)",
+            paced, "p99 ms per round (median)"]
+    return table(head + (["held back while paced"] if defences else []), rows)
 
 
 def attack(d):
@@ -318,8 +327,8 @@ RENDER = {"attack": attack, "cost": cost, "live_quality_taobao": live_quality, "
           "throughput_fresh": throughput_steps, "throughput_search": throughput_steps, "live_swap": live_swap,
           "index_latency": index_latency,
           "group_drain": group_drain, "user_state_cost": user_state_cost,
-          "model_quality_gpu": model_quality, "model_quality#ablation": model_ablation,
-          "prequential_taobao": prequential, "prequential_ml1m#windows": prequential_windows}
+          "model_quality_gpu": model_quality,
+          "transfer": transfer, "purchase_task": purchase_task, "prequential_taobao": prequential}
 
 def render(spec: str) -> str:
     paths, _, view = spec.partition("#")

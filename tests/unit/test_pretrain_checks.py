@@ -1,6 +1,7 @@
-"""What pretraining and checkpoint loading refuse or reset, with messages that say why: a dataset
-with nothing to train on, a checkpoint of another format, and a resume onto other data (its best
-validation score was measured on another validation split)."""
+"""What pretraining and checkpoint loading refuse, reset or convert, with messages that say why: a
+dataset with nothing to train on, a checkpoint of another format (format 1 is converted), a resume
+onto other data (its best validation score was measured on another validation split) or onto new
+items (the heads with an item table grow with the encoder's)."""
 
 from __future__ import annotations
 
@@ -85,3 +86,26 @@ def test_objective_settings_are_flags_and_land_in_the_checkpoint(tmp_path):
     assert ck["objectives"]["adv_eps"] == 0.25 and ck["objectives"]["noise_prob"] == 0.3
     assert ck["head_names"] == ["replaced"] and set(ck["objectives"]["weights"]) == {"next", "adversarial",
                                                                                     "denoising", "replaced"}
+
+
+def test_resuming_with_the_replaced_objective_on_new_items_grows_its_generator(tmp_path):
+    from model.heads import load_heads
+    from model.vocab import ItemVocab
+    ecfg = EncoderConfig(dim=8, n_layers=1, max_len=8)
+    cfg = ObjectiveConfig(weights={"next": 1.0, "replaced": 1.0})
+    pretrain(build_dataset(walks(30, 6)), ecfg, cfg, TrainConfig(epochs=1, progress=False), str(tmp_path / "a"))
+    first = load_checkpoint(str(tmp_path / "a" / "last.ckpt"))
+    vocab = ItemVocab.from_state(first["vocab"])
+    more = {**walks(30, 6), **{f"n{u}": [(str(100 + (u + k) % 5), "click") for k in range(6)] for u in range(10)}}
+    for s in more.values():
+        for item, _ in s:
+            vocab.add(item)
+    grown = build_dataset(more, vocab)
+    pretrain(grown, EncoderConfig(dim=8, n_layers=1, max_len=8), cfg, TrainConfig(epochs=1, progress=False),
+             str(tmp_path / "b"), resume=str(tmp_path / "a" / "last.ckpt"))
+    second = load_checkpoint(str(tmp_path / "b" / "last.ckpt"))
+    n_old = first["heads"]["replaced.generator.item_emb.weight"].shape[0]
+    table = second["heads"]["replaced.generator.item_emb.weight"]
+    assert table.shape[0] == len(vocab) > n_old
+    heads = load_heads(second["heads"], second["head_names"], EncoderConfig.from_dict(second["config"]))
+    assert heads["replaced"].generator.item_emb.weight.shape[0] == len(vocab)
