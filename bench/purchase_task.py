@@ -155,6 +155,9 @@ def main(argv=None) -> int:
     if not os.path.isfile(args.data):
         p.error(f"data file not found: {args.data}")
     torch.set_num_threads(args.threads)
+    # the code this run imported: HEAD now, not when a result is written (a run takes tens of minutes)
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                            text=True).stdout.strip()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     ds = load_dataset(args.data, "taobao")
     base = popularity_baseline(ds)
@@ -165,8 +168,7 @@ def main(argv=None) -> int:
                   "popularity_propensity": base, "rows": rows, "summary": summary(rows),
                   "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
                              f"{args.threads} torch thread(s), {'cuda' if torch.cuda.is_available() else 'CPU'}",
-                  "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
-                                           text=True).stdout.strip(),
+                  "commit": commit,
                   "command": " ".join(["python", os.path.relpath(sys.argv[0], ROOT)] + (argv or sys.argv[1:])),
                   "wall_minutes": (time.time() - t0) / 60}
         os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
