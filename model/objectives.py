@@ -235,9 +235,13 @@ def replaced_loss(enc, heads: ReplacedItemHeads, batch: Batch, cfg: ObjectiveCon
         return hg.sum() * 0.0
     gen_loss = item_ce(gen, hg[masked], batch.items[masked], cfg.n_negatives)
     with torch.no_grad():   # the generator's samples: the detector's gradient does not reach it
-        logits = hg[masked].float() @ gen.item_vectors().float().T
-        logits[:, PAD] = float("-inf")
-        sampled = torch.multinomial(torch.softmax(logits, -1), 1)[:, 0]
+        queries, table = hg[masked].float(), gen.item_vectors().float()
+        parts = []
+        for s in range(0, len(queries), 256):   # (256, N) logits at a time: large catalogues fit
+            logits = queries[s:s + 256] @ table.T
+            logits[:, PAD] = float("-inf")
+            parts.append(torch.multinomial(torch.softmax(logits, -1), 1)[:, 0])
+        sampled = torch.cat(parts)
     filled = batch.items.clone()
     filled[masked] = sampled
     replaced = filled != batch.items            # a sample equal to the original counts as original
