@@ -1,7 +1,7 @@
 """Checkpoints: one dict, written atomically, loaded with ``weights_only=True``.
 
 Keys: ``model`` (encoder state dict), ``heads`` (the heads' state dict, keyed ``<head>.<weight>``,
-or None; see ``model/heads.py``), ``head_names``, ``stage`` (``pretrain``, ``finetune`` or
+or None; see ``model/heads.py``), ``head_names`` (derived from ``heads`` on save), ``stage`` (``pretrain``, ``finetune`` or
 ``online``), ``task`` (what it was selected for: ``next`` or ``purchase``),
 ``optimizer`` (state dict or None), ``config`` (EncoderConfig as a dict), ``objectives``
 (objective config as a dict), ``vocab`` (ItemVocab state), ``step``, ``best_val``, ``version``,
@@ -35,7 +35,7 @@ def save_checkpoint(path: str, ckpt: dict) -> None:
     missing = [k for k in ("stage", "task") if k not in ckpt]
     if missing:
         raise ValueError(f"a checkpoint must say its {' and '.join(missing)}")
-    ckpt = {**ckpt, "head_names": ckpt.get("head_names") or _head_names(ckpt.get("heads"))}
+    ckpt = {**ckpt, "head_names": _head_names(ckpt.get("heads"))}   # derived here, the one place
     d = os.path.dirname(os.path.abspath(path))
     os.makedirs(d, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".ckpt-", dir=d)

@@ -55,24 +55,28 @@ class FinetuneConfig:
 
 
 def purchase_figures(enc: SeqEncoder, heads, ds: SeqDataset, which: str) -> dict:
-    """Purchase figures on the held-out events of ``which`` split: propensity AUC and log-loss of
-    the heads against an item-popularity propensity (each item's smoothed purchase share in the
-    training events), and HR/NDCG@10 of ranking the next purchased item with the purchase query."""
+    """Purchase figures on the held-out events of ``which`` split: HR/NDCG@10 of ranking the next
+    purchased item, the item-popularity propensity's AUC and log-loss (each item's smoothed purchase
+    share in the training events) and, with purchase heads, theirs. Without purchase heads (a
+    next-item model) the next purchase is ranked with the user vector and there is no propensity."""
     split = loo_split(ds, which)
     bought = split.target_types == PURCHASE
-    head = copy.deepcopy(heads["purchase"]).cpu().eval()   # the queries are CPU tensors
-    with torch.no_grad():
-        u = user_vectors(enc, split.inputs, split.input_types)
-        e = enc.item_vectors().detach().float().cpu()[torch.from_numpy(split.targets)]
-        p = torch.sigmoid(head.propensity_logit(u, e)).numpy()
-        ranking = evaluate_model(enc, ds, which, with_popularity=False, only_types=[PURCHASE],
-                                 query_fn=head.purchase_state)
     base = popularity_propensity(ds)[split.targets]
+    out = {"events": int(len(bought)), "purchases": int(bought.sum()),
+           "popularity_auc": auc(base, bought), "popularity_log_loss": log_loss(base, bought)}
+    head = None
+    if heads is not None and "purchase" in heads:
+        head = copy.deepcopy(heads["purchase"]).cpu().eval()   # the queries are CPU tensors
+    with torch.no_grad():
+        if head is not None:
+            u = user_vectors(enc, split.inputs, split.input_types)
+            e = enc.item_vectors().detach().float().cpu()[torch.from_numpy(split.targets)]
+            p = torch.sigmoid(head.propensity_logit(u, e)).numpy()
+            out.update(auc=auc(p, bought), log_loss=log_loss(p, bought))
+        ranking = evaluate_model(enc, ds, which, with_popularity=False, only_types=[PURCHASE],
+                                 query_fn=head.purchase_state if head is not None else None)
     r = ranking["model"]["filtered"] if ranking["users"] else {"HR@10": float("nan"), "NDCG@10": float("nan")}
-    return {"events": int(len(bought)), "purchases": int(bought.sum()),
-            "auc": auc(p, bought), "log_loss": log_loss(p, bought),
-            "popularity_auc": auc(base, bought), "popularity_log_loss": log_loss(base, bought),
-            "purchase_hr10": r["HR@10"], "purchase_ndcg10": r["NDCG@10"], "purchase_users": ranking["users"]}
+    return {**out, "purchase_hr10": r["HR@10"], "purchase_ndcg10": r["NDCG@10"], "purchase_users": ranking["users"]}
 
 
 def popularity_propensity(ds: SeqDataset, prior: float = 10.0) -> np.ndarray:

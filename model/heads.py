@@ -60,10 +60,6 @@ def build_heads(names, cfg: EncoderConfig) -> nn.ModuleDict | None:
     return nn.ModuleDict({n: make[n]() for n in wanted})
 
 
-def head_names(heads: nn.ModuleDict | None) -> list[str]:
-    return list(heads.keys()) if heads is not None else []
-
-
 def load_heads(state: dict | None, names, cfg: EncoderConfig) -> nn.ModuleDict | None:
     """Heads ``names`` holding the matching part of a checkpoint's ``heads`` state (heads not in it
     keep their fresh weights; a head whose item table is smaller than the encoder's grows)."""

@@ -24,7 +24,7 @@ from model.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from model.data import DataError, SeqDataset, fingerprint, loo_train, pad_left
 from model.encoder import EncoderConfig, SeqEncoder
 from model.evaluate import evaluate_model, popularity
-from model.heads import build_heads, head_names, load_heads
+from model.heads import load_heads
 from model.objectives import Batch, ObjectiveConfig, compute_losses
 
 log = logging.getLogger(__name__)
@@ -119,7 +119,7 @@ def make_ckpt(enc, heads, opt, ocfg, vocab, step, best_val, version, pop, meta, 
               task="next") -> dict:
     return {
         "model": enc.state_dict(), "heads": heads.state_dict() if heads is not None else None,
-        "head_names": head_names(heads), "stage": stage, "task": task,
+        "stage": stage, "task": task,
         "optimizer": opt.state_dict() if opt is not None else None,
         "config": enc.cfg.to_dict(), "objectives": asdict(ocfg) if ocfg is not None else None,
         "vocab": vocab.to_state(), "step": int(step), "best_val": float(best_val),
@@ -152,33 +152,30 @@ def pretrain(ds: SeqDataset, ecfg: EncoderConfig, ocfg: ObjectiveConfig, tcfg: T
     torch.manual_seed(tcfg.seed)
     device = default_device(tcfg.device)
     ecfg.n_items = len(ds.vocab)
-    enc = SeqEncoder(ecfg).to(device)
-    heads = build_heads(ocfg.weights, ecfg)
+    ck = load_checkpoint(resume, expected=ecfg) if resume else None
+    enc = SeqEncoder(ecfg)
+    if ck is not None:
+        load_encoder_weights(enc, ck, resume)
+    enc.to(device)
+    heads = load_heads(ck.get("heads") if ck else None, ocfg.weights, ecfg)   # what the objectives train
     heads = heads.to(device) if heads is not None else None
     params = list(enc.parameters()) + (list(heads.parameters()) if heads is not None else [])
     opt = torch.optim.Adam(params, lr=tcfg.lr, betas=(0.9, 0.98), weight_decay=tcfg.weight_decay)
-    start = (0, float("-inf"), 0)
-    average_state = None
-    if resume:
-        ck = load_checkpoint(resume, expected=ecfg)
-        n_ck = EncoderConfig.from_dict(ck["config"]).n_items
-        load_encoder_weights(enc, ck, resume)
-        if heads is not None and ck.get("heads"):
-            loaded = load_heads(ck["heads"], head_names(heads), ecfg)
-            heads.load_state_dict(loaded.to(device).state_dict())
-        if ck.get("optimizer") and n_ck == ecfg.n_items:
-            opt.load_state_dict(ck["optimizer"])
-        start = (ck["step"], ck["best_val"], ck["version"])
-        if (ck.get("meta") or {}).get("data") != fingerprint(ds):
-            # validated on other data: its best score says nothing about this validation split
-            start = (ck["step"], float("-inf"), ck["version"])
-            log.info("resumed from %s at step %d; it was trained on other data, so its best validation "
-                     "score is not carried over", resume, ck["step"])
-        else:
-            log.info("resumed from %s at step %d (best val %.4f)", resume, ck["step"], ck["best_val"])
-        if n_ck == ecfg.n_items:
-            average_state = ck.get("average")
-    return fit(ds, enc, heads, opt, ocfg, tcfg, out_dir, PRETRAIN, start, average_state)
+    if ck is None:
+        return fit(ds, enc, heads, opt, ocfg, tcfg, out_dir, PRETRAIN)
+    same_items = EncoderConfig.from_dict(ck["config"]).n_items == ecfg.n_items
+    if ck.get("optimizer") and same_items:
+        opt.load_state_dict(ck["optimizer"])
+    if (ck.get("meta") or {}).get("data") != fingerprint(ds):
+        # validated on other data: its best score says nothing about this validation split
+        best_val = float("-inf")
+        log.info("resumed from %s at step %d; it was trained on other data, so its best validation "
+                 "score is not carried over", resume, ck["step"])
+    else:
+        best_val = ck["best_val"]
+        log.info("resumed from %s at step %d (best val %.4f)", resume, ck["step"], best_val)
+    return fit(ds, enc, heads, opt, ocfg, tcfg, out_dir, PRETRAIN, (ck["step"], best_val, ck["version"]),
+               ck.get("average") if same_items else None)
 
 
 def load_encoder_weights(enc: SeqEncoder, ck: dict, path: str) -> None:

@@ -142,10 +142,12 @@ class Recommender:
         """The blend weight in force (``set_purchase_weight``)."""
         return self._purchase[0] if self._purchase is not None else 0.0
 
-    def _blend(self, u: torch.Tensor) -> np.ndarray:
+    def _query(self, u: torch.Tensor) -> torch.Tensor:
+        """The user vector serving searches with: ``u``, or its purchase blend."""
+        if self._purchase is None:
+            return u
         w, head = self._purchase
-        head.to(u.device)
-        return ((1.0 - w) * u + w * head.purchase_state(u)).float().cpu().numpy()
+        return (1.0 - w) * u + w * head.to(u.device).purchase_state(u)   # the encoder may have moved
 
     def user_vectors(self, histories, batch_size: int = 256) -> np.ndarray:
         """float32 (B, D); zero rows for histories without a known item (see ``known``)."""
@@ -167,10 +169,7 @@ class Recommender:
                 it = torch.from_numpy(pad_left([conv[b][0] for b in part], self.encoder.cfg.max_len))
                 ty = torch.from_numpy(pad_left([conv[b][1] for b in part], self.encoder.cfg.max_len))
                 u = self._encode[1](it.to(self.device), ty.to(self.device))
-                if self._purchase is not None:
-                    out[part] = self._blend(u)
-                else:
-                    out[part] = u.float().cpu().numpy()
+                out[part] = self._query(u).float().cpu().numpy()
             return out, known
 
     def item_matrix(self) -> tuple[list[str], np.ndarray]:
