@@ -13,12 +13,16 @@ injected events:
 - *flood*: ``--flood-users`` ids, each sending ``--flood-events`` events at one instant of event
   time, every one on a target item, at 30 % of the stream.
 
-Defences "on" are the worker's: the rate limit per user (``streams.ingest.guard.verdict`` with the
-default ``STREAMREC_RATE_LIMIT_PER_S`` / ``STREAMREC_RATE_BURST``) and one count per user and item
-in popularity and co-visitation. "off": neither. Reported per run: **target exposure** (share of
-the records served to real users after the attack starts that hold a target item), real users'
-gated HR@10 (seen items excluded) against the clean replay's, and the share of real events held
-back. Fake users' events are never scored.
+Defences "on" are the worker's, with its settings (defaults, or ``STREAMREC_*`` variables): the
+rate limit per user (``streams.ingest.guard.verdict``), one count per user and item in popularity
+and co-visitation, and suspicion (``streams.ingest.guard.suspicious``: a user quarantined, their
+counts taken back, popularity counts settling ``STREAMREC_POPULARITY_SETTLE_S`` before they are
+served; bench/live_quality.py's ``quarantine``, as streams/ingest/agent.py). "off": none of them.
+The clean replay runs both ways too. Reported per run: **target exposure** (share of the records
+served to real users after the attack starts that hold a target item; also per quarter of the
+stream's time), real users' gated HR@10 (seen items excluded) against the clean replay's with the
+same defences and with none, and the share of real events held back. Fake users' events are
+never scored.
 
     .venv/bin/python bench/attack.py --data taobao,ml1m --limit 300000   # one JSON and one plot
 """
@@ -86,6 +90,8 @@ def run(events, injected: list, targets: set[str], defences: bool, seq_len: int)
     buckets: dict[str, list] = {}
     held = {"real": 0, "fake": 0}
     seen = {"records": 0, "exposed": 0}
+    quarters = [[0, 0] for _ in range(4)]  # [records, exposed] per quarter of the stream's time
+    start, span = events[0].ts, max(1e-9, events[-1].ts - events[0].ts)
     clock = [float("-inf")]
 
     def admit(e) -> bool:
@@ -105,15 +111,23 @@ def run(events, injected: list, targets: set[str], defences: bool, seq_len: int)
 
     def watch(user: str, gated: list[str]) -> None:
         if clock[0] >= attack_start and real(user):
+            exposed = any(item in targets for item in gated)
             seen["records"] += 1
-            seen["exposed"] += any(item in targets for item in gated)
+            seen["exposed"] += exposed
+            quarter = quarters[min(3, int(4 * (clock[0] - start) / span))]
+            quarter[0] += 1
+            quarter[1] += exposed
+
+    def suspect(e) -> None:
+        held["fake" if e.user_id.startswith((FAKE, FLOOD)) else "real"] += 1
 
     started = time.process_time()
     result = replay(stream, 10, 5000, 1000, False, seq_len, admit=admit, count_once=defences, scores=real,
-                    watch=watch)
+                    watch=watch, suspicion=defences and s.suspect_surprise > 0, held=suspect)
     n_real = sum(1 for e in stream if real(e.user_id))
     return {"hr": result["hr"]["gated"], "hr_sources": result["hr"], "scored": result["scored_events"],
             "exposure": seen["exposed"] / seen["records"] if seen["records"] else 0.0,
+            "exposure_by_quarter": [exposed / records if records else None for records, exposed in quarters],
             "records_after_attack": seen["records"], "real_events": n_real,
             "real_held": held["real"], "real_held_share": held["real"] / n_real, "fake_held": held["fake"],
             "injected": len(injected), "served_by_choice": result["served_by_choice"],
@@ -150,7 +164,7 @@ def attack_stream(path: str, fmt: str, args) -> dict:
     rng = random.Random(args.seed)
     targets, fillers = targets_and_fillers(events, args.targets, rng)
     seq_len = load_settings().seq_len
-    attacks = {"clean": []}
+    attacks = {"clean": []}  # defences off and on: what they cost real users
     for share in (float(x) for x in args.fake_shares.split(",")):
         for pace in ("human", "bursty"):
             attacks[f"promotion {share:.1%} {pace}"] = promotion(events, share, pace, targets, fillers,
@@ -158,16 +172,20 @@ def attack_stream(path: str, fmt: str, args) -> dict:
     attacks["flood"] = flood(events, args.flood_users, args.flood_events, targets)
     runs = {}
     for name, injected in attacks.items():
-        for defences in ((True,) if name == "clean" else (False, True)):
+        for defences in (False, True):
             key = f"{name} / defences {'on' if defences else 'off'}"
             runs[key] = r = run(events, injected, set(targets), defences, seq_len)
-            print(f"{Path(path).name}, {key}: exposure {r['exposure']:.4f}, HR@10 {r['hr']:.4f}, "
+            print(f"{Path(path).name}, {key}: exposure {r['exposure']:.4f} "
+                  f"({' '.join('-' if q is None else f'{q:.2f}' for q in r['exposure_by_quarter'])} by quarter), "
+                  f"HR@10 {r['hr']:.4f}, "
                   f"real held {r['real_held']}, fake held {r['fake_held']} of {r['injected']}", flush=True)
-    clean = runs["clean / defences on"]
+    clean_off = runs["clean / defences off"]["hr"]
     for key, r in runs.items():
-        r["hr_over_clean"] = r["hr"] / clean["hr"] if clean["hr"] else None
         name, defences = key.rsplit(" / defences ", 1)
-        if defences == "on" and name != "clean":
+        clean = runs[f"clean / defences {defences}"]["hr"]
+        r["hr_over_clean"] = r["hr"] / clean if clean else None  # the clean replay with the same defences
+        r["hr_over_clean_off"] = r["hr"] / clean_off if clean_off else None
+        if defences == "on":
             off = runs[f"{name} / defences off"]["exposure"]
             r["exposure_over_off"] = r["exposure"] / off if off else None
     return {"data": path, "format": fmt, "events": len(events), "targets": targets, "runs": runs}
@@ -191,7 +209,10 @@ def main() -> None:
     for name in args.data.split(","):
         path, fmt = DATA.get(name, (name, args.format))
         streams[name if name in DATA else Path(path).stem] = attack_stream(path, fmt, args)
-    result = {"settings": {"rate_limit_per_s": load_settings().rate_limit_per_s, "rate_burst": load_settings().rate_burst},
+    settings = load_settings()
+    result = {"settings": {name: getattr(settings, name) for name in (
+                  "rate_limit_per_s", "rate_burst", "suspect_surprise", "suspect_lift", "suspect_top_items",
+                  "suspect_memory", "popularity_settle_s")},
               "command": "python bench/attack.py " + " ".join(
                   f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if v not in (None, False, 0)
                   and k != "out"), "streams": streams}

@@ -37,8 +37,9 @@ from model.encoder import EncoderConfig
 from model.recommender import Recommender
 from model.replay import load_events
 from streams.ingest.covisit import CoVisitation
+from streams.ingest import guard
 from streams.ingest.guard import counts as counted
-from streams.ingest.popularity import Popularity
+from streams.ingest.popularity import Popularity, Settling, popular_set
 from streams.lifecycle.trainer import online_trainer
 from streams.lifecycle.training import UPDATE_BATCH, Training
 from streams.metrics import Metrics
@@ -59,10 +60,41 @@ def model_lists(rec, histories: list, k: int, allow_repeats: bool) -> list[list[
             for a in rec.recommend(histories, k, exclude_seen=not allow_repeats)]
 
 
+def quarantine(e, h: list[str], popular: frozenset, base_rate: guard.BaseRate, s, evidence: dict,
+               quarantined: set, stamps: dict, boards: tuple[Popularity, Popularity, Settling],
+               covisit: CoVisitation) -> bool:
+    """Ingest's suspicion (streams/ingest/agent.py) on one event of the replay: True holds it back
+    (the user is, or is now, quarantined: their counts taken back, those settling cancelled).
+    ``boards``: the served popularity, the one suspicion ranks (every count at once), the settling."""
+    user = e.user_id
+    if user in quarantined:
+        return True
+    mine = stamps.setdefault(user, [])
+    if counted(h, e.item_id):
+        on_popular = e.item_id in popular
+        if user not in evidence:
+            base_rate.observe(on_popular)
+        sx = guard.evidence(evidence.get(user), on_popular, s.suspect_memory)
+        if guard.suspicious(sx, base_rate.rate, s.suspect_lift, s.suspect_surprise):
+            quarantined.add(user)
+            served, raw, settling = boards
+            settling.cancel(user.encode())
+            for item, ts in {item: ts for item, ts in reversed(mine)}.items():  # one count per item: the first
+                raw.retract(item, ts)
+                if served is not raw and settling.landed(ts):
+                    served.retract(item, ts)
+            covisit.retract_history(mine)
+            return True
+        evidence[user] = sx
+    mine.append((e.item_id, e.ts))
+    del mine[:-s.seq_len]
+    return False
+
+
 def replay(events, k: int, window: int, rank_every: int, allow_repeats: bool, seq_len: int,
            new_item_s: float = 1800.0, model=None, batch: int = 1, score_from: int = 0,
            training: Training | None = None, publish_every: int = 15_000, admit=None, count_once: bool = True,
-           scores=None, watch=None) -> dict:
+           scores=None, watch=None, suspicion: bool = False, held=None) -> dict:
     """``model``: a Recommender served as the ``model`` source (frozen); records are then made per
     micro-batch of ``batch`` events, as the worker makes them. Events before ``score_from`` are
     learned from, not scored (records are made for the last ``GATE_WARMUP`` of them, so that the
@@ -75,7 +107,9 @@ def replay(events, k: int, window: int, rank_every: int, allow_repeats: bool, se
     For bench/attack.py: ``admit(event)`` False holds an event back (never applied or scored);
     ``count_once`` False counts a user's repeats in popularity and co-visitation (the worker does
     not); ``scores(user)`` False leaves a user's events unscored; ``watch(user, gated)`` sees every
-    record the gate serves."""
+    record the gate serves; ``suspicion`` quarantines suspicious users as ingest does
+    (``streams.ingest.guard``: their counts taken back, their events from then on held, each one
+    given to ``held(event)``)."""
     sources = SOURCES + (("model",) if model is not None or training is not None else ())
     versions: list[int] = []  # the event after which each announced version served
     pending: list = []  # training sequences not yet handed to the training
@@ -97,6 +131,16 @@ def replay(events, k: int, window: int, rank_every: int, allow_repeats: bool, se
     new_hits = {src: [0, 0] for src in sources}  # events on an item first seen within new_item_s
     ranked_all: list[str] = []
     ranked_pop: list[str] = []
+    evidence: dict[str, list] = {}  # suspicion, as ingest keeps it per user
+    quarantined: set[str] = set()
+    stamps: dict[str, list[tuple[str, float]]] = {}  # per user, the (item, ts) of the history
+    popular: frozenset = frozenset()
+    base_rate = guard.BaseRate()
+    # with suspicion, as the worker's PopularityBoard: counts settle before they are served, and
+    # suspicion ranks every count at once
+    settling = Settling(s.popularity_settle_s)
+    settles = suspicion and settling.settle_s > 0
+    raw = Popularity(s.popularity_half_life_s, 10 * s.popularity_capacity) if settles else popularity
 
     def make_records(users: list[str], warmup: bool) -> None:
         """The records in force for these users' next events; in the ``warmup`` before
@@ -139,9 +183,15 @@ def replay(events, k: int, window: int, rank_every: int, allow_repeats: bool, se
         if n % rank_every == 0:
             ranked_all = [i for i, _ in heapq.nlargest(k + seq_len, counts.items(), key=lambda kv: kv[1])]
             ranked_pop = [i for i, _ in popularity.top(k + seq_len)]
+            if suspicion:
+                popular = popular_set([raw], s.suspect_top_items)
         if admit is not None and not admit(e):
             continue
         h = history.setdefault(e.user_id, [])
+        if suspicion and quarantine(e, h, popular, base_rate, s, evidence, quarantined, stamps,
+                                    (popularity, raw, settling), covisit):
+            held(e)
+            continue
         seen_before = e.item_id in h
         records = in_force.pop(e.user_id, None)
         if records is not None and (allow_repeats or not seen_before) and n >= score_from and (
@@ -161,7 +211,16 @@ def replay(events, k: int, window: int, rank_every: int, allow_repeats: bool, se
         counts[e.item_id] = counts.get(e.item_id, 0) + 1
         first_seen.setdefault(e.item_id, e.ts)
         if counted(h, e.item_id) or not count_once:  # one count per user and item, as ingest counts
-            popularity.add(e.item_id, e.ts)
+            if settles:  # as PopularityBoard.count, settling once someone can be suspected
+                raw.add(e.item_id, e.ts)
+                if base_rate.rate is None:
+                    popularity.add(e.item_id, e.ts)
+                else:
+                    settling.add(0, e.item_id, e.ts, e.user_id.encode())
+                for _, item, ts in settling.due():
+                    popularity.add(item, ts)
+            else:
+                popularity.add(e.item_id, e.ts)
             covisit.add(h, e.item_id, e.ts)
         h.append(e.item_id)
         del h[:-seq_len]

@@ -278,23 +278,27 @@ def sources_cost(d):
 
 def attack(d):
     rows = []
+
+    def quarters(run):
+        return " ".join("–" if q is None else f"{q:.2f}" for q in run.get("exposure_by_quarter", []))
+
     for stream, res in d["streams"].items():
         runs, name = res["runs"], "Taobao sample" if res["format"] == "taobao" else "ML-1M"
-        clean = runs["clean / defences on"]
-        rows.append([name, f"clean ({num(res['events'])} events)", "", f"{clean['exposure']:.3f}", "", f"{clean['hr']:.4f}",
-                     "1.00", "0"])
         for key, on in runs.items():
             attack_name, side = key.rsplit(" / defences ", 1)
-            if side != "on" or attack_name == "clean":
+            if side != "on":
                 continue
             off = runs[f"{attack_name} / defences off"]
             ratio = on.get("exposure_over_off")
-            rows.append([name, f"{attack_name} ({num(on['injected'])} events)", f"{off['exposure']:.3f}",
-                         f"{on['exposure']:.3f}", "–" if ratio is None else f"**{ratio:.2f}**",
-                         f"{off['hr']:.4f} / {on['hr']:.4f}", f"{on['hr_over_clean']:.2f}",
+            clean = attack_name == "clean"
+            events = res["events"] if clean else on["injected"]
+            rows.append([name, f"{attack_name} ({num(events)} events)", "" if clean else f"{off['exposure']:.3f}",
+                         "" if clean else f"{on['exposure']:.3f}",
+                         "" if clean else "–" if ratio is None else f"**{ratio:.2f}**", "" if clean else quarters(on),
+                         f"{off['hr']:.4f} / {on['hr']:.4f}", f"{on['hr_over_clean']:.2f}", f"{on['hr_over_clean_off']:.2f}",
                          f"{on['real_held_share']:.2%} ({num(on['fake_held'])} fake)"])
-    return table(["stream", "attack", "target exposure, off", "on", "on / off", "real HR@10 off / on",
-                  "on / clean", "real events held (fake held)"], rows)
+    return table(["stream", "attack", "target exposure, off", "on", "on / off", "on, by quarter of the stream",
+                  "real HR@10 off / on", "on / clean on", "on / clean off", "real events held (fake held)"], rows)
 
 
 COST_STAGES = ("decode", "state", "changelog", "popularity", "covisit", "gate", "queue", "candidates", "produce",

@@ -77,6 +77,10 @@ class Metrics:
         self.released = Counter("streamrec_released_events_total",
                                 "Events sent back from the suspect topic by `streamrec release` and taken (a "
                                 "valid signature: no rate limit).", registry=r)
+        self.quarantined = Counter("streamrec_quarantined_users_total",
+                                   "Users quarantined as suspicious (a promotion's profile, streams/ingest/guard.py): "
+                                   "their counts taken back, their events held in the suspect topic until released.",
+                                   registry=r)
         self.uncounted = Counter("streamrec_uncounted_repeats_total",
                                  "Accepted events on an item already among the user's recent events: in the "
                                  "history, not counted again in popularity or co-visitation.", registry=r)
@@ -128,7 +132,7 @@ class Metrics:
                                         "Events the trainer's reader read again and did not train on.", registry=r)
         self.train_suspect = Counter("streamrec_train_suspect_total",
                                      "Events the trainer's reader did not train on because ingest holds them back "
-                                     "as suspect (the same rate limit).", registry=r)
+                                     "as suspect (the same rate limit, or a user ingest quarantined).", registry=r)
         self.gate_hit_rate = Gauge("streamrec_gate_hit_rate", "HR@k of each source per user segment, scored "
                                    "test-then-train on the stream (decayed).", ["segment", "source"], registry=r)
         self.gate_serving = Gauge("streamrec_gate_serving", "1 for the source the gate serves a segment with.",

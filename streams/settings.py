@@ -40,8 +40,8 @@ class Settings(BaseSettings):
     topic_dlq: str = Field("events.dlq", min_length=1, description="Dead-letter topic.")
     topic_suspect: str = Field(
         "events.suspect", min_length=1,
-        description="Valid events held back as suspect (a user over the rate limit), with the reason and the "
-        "original bytes, in the dead-letter record format.")
+        description="Valid events held back as suspect (a user over the rate limit, or quarantined as "
+        "suspicious), with the reason and the original bytes, in the dead-letter record format.")
     topic_recommendations: str = Field("recommendations", min_length=1, description="Output topic.")
     topic_model_updates: str = Field(
         "model-updates", min_length=1, description="Compacted topic announcing model versions."
@@ -199,6 +199,21 @@ class Settings(BaseSettings):
         "events go to the suspect topic instead of into state, popularity and training. 0: no limit.")
     rate_burst: float = Field(
         60.0, ge=1, description="Events a user may send at once before the rate limit applies.")
+    suspect_surprise: float = Field(
+        3.0, ge=0, description="A user whose recent events fall on the most popular items so often that chance "
+        "explains it less than once in 10 ** this is quarantined as a promotion's fake user (with "
+        "STREAMREC_SUSPECT_LIFT). 0: no suspicion.")
+    suspect_lift: float = Field(
+        10.0, ge=1, description="...and only if that share is at least this many times the stream's own share of "
+        "events on those items.")
+    suspect_top_items: int = Field(
+        100, ge=1, description="The most popular items whose share of a user's events is weighed for suspicion.")
+    popularity_settle_s: float = Field(
+        600.0, ge=0, description="Seconds of event time a count waits before it moves the served popularity, so "
+        "that a user quarantined as suspicious meanwhile moves nothing (with STREAMREC_SUSPECT_SURPRISE > 0). "
+        "0: counts land at once.")
+    suspect_memory: int = Field(
+        50, ge=2, description="Events over which a user's suspicion evidence is weighed (older ones decay).")
     release_key: SecretStr | None = Field(
         None, min_length=16, description="Secret with which `streamrec release` signs the suspect events it sends "
         "back; a worker with the same key takes them without the rate limit. Unset: nothing can be "

@@ -80,7 +80,8 @@ def create(settings: Settings, backend: Backend | None = None) -> Worker:
     faust_patches.check()
     s = settings
     core = WorkerApp(s)
-    popularity = PopularityBoard(core.item_popularity, s.popularity_half_life_s, s.popularity_capacity)
+    popularity = PopularityBoard(core.item_popularity, s.popularity_half_life_s, s.popularity_capacity,
+                                 settle_s=s.popularity_settle_s if s.suspect_surprise else 0.0)
     covisit = CoVisitation(s.covisit_half_life_s) if s.covisit else None
     serving = Serving(s, core.metrics, popularity.top, backend, covisit)
 
@@ -93,7 +94,8 @@ def create(settings: Settings, backend: Backend | None = None) -> Worker:
         await serving.accept(event.user_id, items, event.ts, arrived, msg_ts)
 
     restore = partial(restore_covisit, core, covisit) if covisit is not None else None
-    worker = Worker(core, popularity, covisit, Ingest(core, popularity, accepted, restore), serving,
+    retract = (lambda items: covisit.retract_history((item, ts) for item, _, ts in items)) if covisit is not None else None
+    worker = Worker(core, popularity, covisit, Ingest(core, popularity, accepted, restore, retract), serving,
                     Lifecycle(core, on_update=serving.load_async, staleness=serving.staleness,
                               quality=lambda: serving.gate.report() if serving.gate is not None else {}))
     worker.ingest.register()

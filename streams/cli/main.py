@@ -18,6 +18,7 @@ from typing import Any, Callable
 from model import commands as model_commands
 
 from ..errors import StreamRecError
+from ..ingest.guard import SUSPECT_REASONS
 from ..settings import Settings, SettingsError, env_name, load_settings
 
 log = logging.getLogger("streamrec")
@@ -158,9 +159,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=0, help="stop after this many records (0: never)")
     p.add_argument("--timeout", type=float, default=0.0, help="stop after this many idle seconds (0: never)")
     p.add_argument("--from-beginning", action="store_true")
-    p = add("release", cmd_release, "Send users' suspect events back to events, signed: taken without the rate limit.")
+    p = add("release", cmd_release, "Send users' suspect events back to events, signed: taken without the limits; "
+            "a quarantined user is trusted from then on.")
     p.add_argument("--user", action="append", required=True, help="a user id to release (repeat for more)")
-    p.add_argument("--reason", default="rate_limited", help="release the records held back for this reason")
+    p.add_argument("--reason", default=None, choices=SUSPECT_REASONS,
+                   help="release only the records held back for this reason (default: any)")
     p.add_argument("--timeout", type=float, default=5.0, help="stop reading the suspect topic after this many idle seconds")
     p = add("demo", cmd_demo, "Broker + worker + Taobao replay + live view, then a summary.")
     p.add_argument("--data", default=DEFAULT_TAOBAO, help="Taobao UserBehavior CSV(.gz) to replay")

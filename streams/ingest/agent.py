@@ -11,7 +11,9 @@ of its own event:
   limit: then it goes to ``events.suspect`` like a dead letter (:mod:`streams.ingest.guard`), unless
   ``streamrec release`` signed it;
 - count it in popularity (:class:`~streams.ingest.popularity.PopularityBoard`) unless its item is
-  among the user's recent ones (one count per user and item);
+  among the user's recent ones (one count per user and item), and weigh it as evidence of a
+  promotion: a user whose events are suspicious is quarantined, their counts taken back, and their
+  events from then on go to ``events.suspect`` (:mod:`streams.ingest.guard`);
 - hand it on (``on_accepted``: ``streams.wiring`` queues the user for a recommendation);
 
 then send the batch's changelog records, before Faust acknowledges its events.
@@ -31,9 +33,10 @@ from ..kafka.direct_writes import TableWriter, send_now
 from ..kafka.faust_patches.internals import set_current_event
 from .dead_letters import DeadLetter, DeadLetterMarks
 from .events import Event, InvalidEvent, parse_event
-from .guard import RATE_LIMITED, RELEASED, counts, verdict
+from .guard import (RATE_LIMITED, RELEASED, SUSPECT_REASONS, SUSPICIOUS, BaseRate, counts, evidence, suspicious,
+                    verdict)
 from .popularity import PopularityBoard
-from .user_state import State, apply_event, decode, encode
+from .user_state import State, apply_event, decode, empty_state, encode
 
 DEAD_LETTER_MARK = b"p%d"  # key of a partition's mark in the dead_letters table
 
@@ -43,21 +46,27 @@ OnAccepted = Callable[[Event, State, float, "float | None", bool], Awaitable[Non
 # on_partition(partition, event time of its first valid event here): once per partition of
 # `events` this worker handles, before that event is applied (co-visitation restores it)
 OnPartition = Callable[[int, float], None]
+# on_quarantine(the quarantined user's stored events [[item, type, ts], ...]): take back what
+# co-visitation counted of them
+OnQuarantine = Callable[[list], None]
 
 
 class Ingest:
     """The ingest side of one worker (event loop only)."""
 
     def __init__(self, core: WorkerApp, popularity: PopularityBoard, on_accepted: OnAccepted,
-                 on_partition: OnPartition | None = None) -> None:
+                 on_partition: OnPartition | None = None, on_quarantine: OnQuarantine | None = None) -> None:
         self.core, self.settings, self.metrics = core, core.settings, core.metrics
         self.popularity, self.on_accepted, self.on_partition = popularity, on_accepted, on_partition
+        self.on_quarantine = on_quarantine
+        self.base_rate = BaseRate()  # suspicion's (streams.ingest.guard); learnt again after a restart
         self.partitions_seen: set[int] = set()  # never forgotten: see on_partition
         self.dead_letter_marks = DeadLetterMarks()
         # user_sequences is written once per accepted event: through TableWriter, not table[key] = ...
         self.state_writer = TableWriter(core.app, core.user_sequences)
         self.dead_letter_writer = TableWriter(core.app, core.dead_letters)
-        self.metrics.suspect.labels(RATE_LIMITED)  # exported at 0 before the first one
+        for reason in SUSPECT_REASONS:
+            self.metrics.suspect.labels(reason)  # exported at 0 before the first one
 
     async def handle_events(self, events: list) -> None:
         """Process a batch of ``events`` messages in order, then send the table changes they made
@@ -122,18 +131,54 @@ class Ingest:
             return
         if judged == RELEASED:
             metrics.released.inc()  # signed by `streamrec release`: no limit, no tokens spent
+            if new_state.pop("q", None) is not None:  # released from quarantine: trusted from now on
+                new_state["ok"] = 1
+        elif state is not None and "q" in state:
+            stages.mark("state")
+            await self.hold_back(msg, SUSPICIOUS, "quarantined: see the user's first suspicious event")
+            return
         if bucket is not None:
             new_state["rl"] = bucket
+        counted = counts({item for item, _, _ in state["items"]} if state else (), ev.item_id)
+        if counted and s.suspect_surprise and not new_state.get("ok"):
+            on_popular = ev.item_id in self.popularity.popular(s.suspect_top_items)
+            if "sx" not in new_state:
+                self.base_rate.observe(on_popular)
+            sx = evidence(new_state.get("sx"), on_popular, s.suspect_memory)
+            if suspicious(sx, self.base_rate.rate, s.suspect_lift, s.suspect_surprise):
+                await self.quarantine(msg, key, state, sx, self.base_rate.rate)
+                return
+            new_state["sx"] = sx
         self.state_writer.put(msg.partition, key, encode(new_state))  # = user_sequences[key] = ...
         stages.mark("state")
-        counted = counts({item for item, _, _ in state["items"]} if state else (), ev.item_id)
         if counted:
-            self.popularity.count(msg.partition, ev.item_id, ev.ts)
+            # settling only once someone can be suspected: a new worker serves popularity at once
+            self.popularity.count(msg.partition, ev.item_id, ev.ts, key, settle=self.base_rate.rate is not None)
         else:
             metrics.uncounted.inc()
         metrics.events.labels("accepted").inc()
         stages.mark("popularity")
         await self.on_accepted(ev, new_state, now, msg.timestamp, counted)
+
+    async def quarantine(self, msg: Any, key: bytes, state: State | None, sx: list, base_rate: float) -> None:
+        """The user's events are suspicious: take their recent counts back from popularity and
+        co-visitation, mark their state quarantined and hold this event back."""
+        s = self.settings
+        state = state or empty_state()
+        seen: set[str] = set()
+        for item, _, ts in state["items"]:  # what ingest counted of them: one count per item
+            if item not in seen:
+                seen.add(item)
+                self.popularity.retract(msg.partition, item, ts)
+        self.popularity.cancel(key)  # and what is still settling never lands
+        if self.on_quarantine is not None:
+            self.on_quarantine(state["items"])
+        self.state_writer.put(msg.partition, key, encode({**state, "sx": sx, "q": time.time()}))
+        self.metrics.stages.mark("state")
+        self.metrics.quarantined.inc()
+        n, k = sx
+        await self.hold_back(msg, SUSPICIOUS, f"{k / n:.0%} of the user's recent events on the {s.suspect_top_items} "
+                             f"most popular items, {k / n / base_rate:.0f} x the stream's {base_rate:.1%}")
 
     async def dead_letter(self, msg: Any, err: InvalidEvent) -> None:
         """Send a malformed message to the DLQ with its reason, unless it was sent there before (a

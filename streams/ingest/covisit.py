@@ -65,9 +65,10 @@ class CoVisitation:
             self.t0, x = ts, 0.0
         return 2.0 ** max(x, -REBASE_AT)  # an event older than t0 counts less, never negatively
 
-    def add(self, previous: Sequence[str], item: str, ts: float) -> None:
-        """The user reached ``item`` after ``previous`` (their items, oldest first)."""
-        gain = self._gain(ts)
+    def add(self, previous: Sequence[str], item: str, ts: float, sign: float = 1.0) -> None:
+        """The user reached ``item`` after ``previous`` (their items, oldest first); ``sign`` -1
+        takes that back (:meth:`retract_history`)."""
+        gain = sign * self._gain(ts)
         for distance, prev in enumerate(reversed(previous[-self.window:]), 1):
             if prev == item:
                 continue
@@ -82,13 +83,20 @@ class CoVisitation:
         neighbours = self.next.get(source)
         if neighbours is None:
             neighbours = self.next[source] = {}
-        neighbours[target] = neighbours.get(target, 0.0) + weight
+        left = neighbours[target] = neighbours.get(target, 0.0) + weight
         self.totals[source] = self.totals.get(source, 0.0) + weight
+        if weight < 0 and left <= 1e-9 * abs(weight):  # taken back (or dropped before): gone
+            self.totals[source] -= left
+            del neighbours[target]
+            if not neighbours:
+                del self.next[source], self.totals[source]
+            return
         if len(neighbours) > 2 * self.max_neighbours:
             kept = self.next[source] = dict(heapq.nlargest(self.max_neighbours, neighbours.items(), key=_WEIGHT))
             self.totals[source] = sum(kept.values())
 
-    def add_history(self, events: Iterable[tuple[str, float]], before: float = float("inf")) -> int:
+    def add_history(self, events: Iterable[tuple[str, float]], before: float = float("inf"),
+                    sign: float = 1.0) -> int:
         """Count one user's stored events ``(item, ts)``, oldest first, as ingest counted them when
         they came: each after the items before it, unless its item is among them (one count per
         user and item). Events at or after ``before`` are left out (counted live already).
@@ -98,11 +106,16 @@ class CoVisitation:
         counted = 0
         for item, ts in events:
             if ts < before and item not in seen:
-                self.add(previous, item, ts)
+                self.add(previous, item, ts, sign)
                 counted += 1
             previous.append(item)
             seen.add(item)
         return counted
+
+    def retract_history(self, events: Iterable[tuple[str, float]]) -> int:
+        """Take back what :meth:`add_history` would count of these events (a quarantined user's,
+        streams.ingest.guard): their weights go, those of other users stay."""
+        return self.add_history(events, sign=-1.0)
 
     def recommend(self, history: Sequence[str], k: int) -> list[tuple[str, float]]:
         """Top-k (item, score) reached from the history's recent items, seen items excluded."""
@@ -128,8 +141,11 @@ async def restore_partition(board: CoVisitation, states: Iterable[bytes], before
     users = events = since_yield = 0
     for raw in states:
         try:
-            items = orjson.loads(raw)["items"]
+            state = orjson.loads(raw)
+            items = state["items"]
         except (orjson.JSONDecodeError, KeyError, TypeError):
+            continue
+        if "q" in state:  # quarantined: its counts were taken back (streams.ingest.guard)
             continue
         users += 1
         events += board.add_history(((item, ts) for item, _, ts in items), before)

@@ -5,7 +5,8 @@ A state is a JSON-able dict (the table's value)::
     {"items": [[item_id, type, ts], ...],   # the last ``seq_len`` events, oldest first
      "eids":  [event_key, ...],             # keys of the last ``dedupe_window`` applied event ids
      "n":     total events applied,
-     "v":     2}                            # eids are keys (absent: eids are raw ids)
+     "v":     2,                            # eids are keys (absent: eids are raw ids)
+     ...}                                   # the limits' keys: "rl", "sx", "q", "ok" (streams.ingest.guard)
 
 Event ids and items live in one record so that applying an event is one table write: after a
 crash the changelog holds either both the item and its id or neither, and a replayed message
@@ -73,7 +74,8 @@ def apply_event(state: State | None, event: Event, *, seq_len: int, dedupe_windo
         return None
     items = state["items"] + [[event.item_id, event.type, event.ts]]
     eids = remembered + [key]
-    return {"items": items[-seq_len:], "eids": eids[-dedupe_window:], "n": state["n"] + 1, "v": KEYED}
+    # the other keys (streams.ingest.guard's) stay as they were
+    return {**state, "items": items[-seq_len:], "eids": eids[-dedupe_window:], "n": state["n"] + 1, "v": KEYED}
 
 
 def history(state: State | None) -> list[tuple[str, str]]:

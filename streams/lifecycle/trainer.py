@@ -3,7 +3,9 @@ versioned checkpoints announced on ``model-updates``.
 
 The trainer reads ``events`` with its own consumer (every partition, no consumer group), so it
 learns from the whole stream whatever partitions its worker owns, and ingestion never waits for
-it. Between the reader and the update loop sits a bounded queue: when training falls behind,
+it. It reads ``events.suspect`` too, for the users ingest quarantines (streams/ingest/guard.py:
+ingest's verdict on them needs the worker's popularity), and trains on none of their events until
+one of them is released. Between the reader and the update loop sits a bounded queue: when training falls behind,
 sequences are dropped and counted (``streamrec_train_dropped_total``), never silently.
 
 What to train on and when to announce is :class:`~streams.lifecycle.training.Training`'s: once a
@@ -21,6 +23,8 @@ import time
 from array import array
 from collections import OrderedDict
 
+import orjson
+
 from model.checkpoint import load_checkpoint
 from model.encoder import EncoderConfig
 from model.incremental import OnlineTrainer
@@ -28,7 +32,7 @@ from model.objectives import ObjectiveConfig
 from model.recommender import Recommender
 
 from ..ingest.events import InvalidEvent, parse_event
-from ..ingest.guard import RATE_LIMITED, verdict
+from ..ingest.guard import RATE_LIMITED, RELEASED, SUSPICIOUS, verdict
 from ..kafka.clients import watch_consumer
 from ..metrics import Metrics
 from ..settings import Settings, objective_weights
@@ -94,6 +98,9 @@ class StreamTrainer:
         # applies it once
         self.event_hashes: dict[str, array] = {}
         self.buckets: dict[str, list] = {}  # per user, ingest's rate limit (streams/ingest/guard.py)
+        # users ingest quarantined (their `suspicious` records in the suspect topic, which it reads
+        # too: ingest's verdict needs the worker's popularity, which the trainer does not have)
+        self.quarantined: OrderedDict[str, None] = OrderedDict()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self.version = 0
@@ -127,7 +134,9 @@ class StreamTrainer:
             return
         # the same verdict as ingest's on the same events: suspect ones are not trained on
         judged, bucket = verdict(s, self.buckets.get(ev.user_id), ev.ts, key, raw, headers)
-        if judged == RATE_LIMITED:
+        if judged == RELEASED:
+            self.quarantined.pop(ev.user_id, None)
+        if judged == RATE_LIMITED or ev.user_id in self.quarantined:
             self.metrics.train_suspect.inc()
             return
         if bucket is not None:
@@ -145,18 +154,36 @@ class StreamTrainer:
         if len(history) >= 2:
             self.offer(list(history))
 
+    def observe_suspect(self, raw: bytes, key: bytes | None) -> None:
+        """One ``events.suspect`` record: a user ingest quarantined is not trained on any more (and
+        what is remembered of them is forgotten) until a released event of theirs comes."""
+        user = (key or b"").decode("utf-8", "replace")
+        try:
+            suspicious = orjson.loads(raw).get("reason") == SUSPICIOUS
+        except (orjson.JSONDecodeError, AttributeError):
+            return
+        if suspicious and user not in self.quarantined:
+            self.quarantined[user] = None
+            self.histories.pop(user, None)
+            if len(self.quarantined) > MAX_USERS:
+                self.quarantined.popitem(last=False)
+
     def _read(self) -> None:
         consumer = None
         while not self._stop.is_set():
             try:
                 if consumer is None:
-                    consumer = watch_consumer(self.settings, [self.settings.topic_events], from_beginning=False)
+                    consumer = watch_consumer(self.settings, [self.settings.topic_events, self.settings.topic_suspect],
+                                              from_beginning=False)
                 started = time.thread_time()  # this thread's CPU: the poll's waiting does not count
                 polled = consumer.poll(timeout_ms=500, max_records=READ_MAX_RECORDS)
                 for records in polled.values():
                     for record in records:
-                        self.observe(record.value, record.timestamp / 1000 if record.timestamp else None,
-                                     record.key, record.headers)
+                        if record.topic == self.settings.topic_suspect:
+                            self.observe_suspect(record.value, record.key)
+                        else:
+                            self.observe(record.value, record.timestamp / 1000 if record.timestamp else None,
+                                         record.key, record.headers)
                 self.metrics.stage_seconds.labels("train_read").observe(time.thread_time() - started)
                 self.metrics.train_queue.set(self.queue.qsize())
                 if sum(map(len, polled.values())) < READ_MAX_RECORDS:  # caught up: let events gather

@@ -1,0 +1,207 @@
+"""Suspicion of a promotion's fake users (streams/ingest/guard.py): the rule, what is taken back
+from popularity and co-visitation, the quarantine in ingest, release, and the trainer."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+
+import orjson
+import pytest
+
+import streams.ingest.popularity
+from streams.ingest.covisit import CoVisitation, restore_partition
+from streams.ingest.guard import RELEASE_HEADER, SUSPICIOUS, BaseRate, evidence, signature, surprise, suspicious
+from streams.ingest.popularity import Popularity
+from streams.lifecycle.trainer import StreamTrainer
+from streams.metrics import Metrics
+from streams.settings import load_settings
+
+from test_guard import guarded_app
+from test_ingest_agent import _metric, event
+
+
+def evidence_of(hits: list[bool], memory: int = 50) -> list:
+    ev = None
+    for hit in hits:
+        ev = evidence(ev, hit, memory)
+    return ev
+
+
+def test_a_user_mostly_on_popular_items_is_suspicious_only_against_a_low_base_rate():
+    bandwagon = evidence_of([True, True, False, True, True, True, True])  # 6 of 7 on popular items
+    assert suspicious(bandwagon, 0.02, lift=10, min_surprise=6)
+    assert not suspicious(bandwagon, 0.2, lift=10, min_surprise=6)  # where everyone clicks them: the lift
+    assert not suspicious(bandwagon, None, lift=10, min_surprise=6)  # no base rate yet
+    few = evidence_of([True, True])  # too few events for chance not to explain them
+    assert surprise(few, 0.02) < 6 and not suspicious(few, 0.02, lift=10, min_surprise=6)
+    ordinary = evidence_of([False] * 40 + [True] * 3)
+    assert not suspicious(ordinary, 0.02, lift=10, min_surprise=6)
+    # the bound grows with the evidence and is 0 at or below the base rate
+    assert surprise(evidence_of([True] * 8), 0.02) > surprise(evidence_of([True] * 4), 0.02) > 0
+    assert surprise(evidence_of([True, False, False, False]), 0.25) == 0.0
+
+
+def test_evidence_forgets_old_events():
+    old_habit = evidence_of([True] * 20 + [False] * 200, memory=50)
+    assert old_habit[1] / old_habit[0] < 0.01
+
+
+def test_the_base_rate_is_the_share_of_first_events_on_popular_items_once_warm():
+    rate = BaseRate(memory=1000, warm=10)
+    for n in range(9):
+        rate.observe(n == 0)
+    assert rate.rate is None
+    rate.observe(False)
+    assert rate.rate == pytest.approx(0.1, abs=0.005)
+
+
+def test_a_retracted_count_leaves_the_others_as_they_were():
+    both, alone = Popularity(3600, 100), Popularity(3600, 100)
+    for board in (both, alone):
+        board.add("x", 1000.0)
+        board.add("y", 1500.0)
+    both.add("x", 2000.0)  # the quarantined user's
+    both.retract("x", 2000.0)
+    assert both.log_scores["x"] == pytest.approx(alone.log_scores["x"])
+    both.retract("y", 1500.0)  # its only count: gone
+    both.retract("gone", 10.0)  # never counted (or dropped): nothing
+    assert "y" not in both.log_scores and set(both.log_scores) == {"x"}
+
+
+def test_co_visitation_taken_back_leaves_only_the_other_users_weights():
+    real = [("a", 10.0), ("b", 20.0), ("c", 30.0)]
+    fake = [("a", 40.0), ("target", 50.0), ("b", 60.0)]
+    both, alone = CoVisitation(3600), CoVisitation(3600)
+    both.add_history(real)
+    both.add_history(fake)
+    alone.add_history(real)
+    assert "target" in both.next["a"]
+    both.retract_history(fake)
+    assert "target" not in both.next and "target" not in both.next["a"]
+    for source, neighbours in alone.next.items():
+        assert both.next[source] == pytest.approx(neighbours)
+        assert both.totals[source] == pytest.approx(alone.totals[source])
+
+
+async def test_a_restored_partition_leaves_out_quarantined_users():
+    board = CoVisitation(3600)
+    fake = {"items": [["a", "click", 1.0], ["t", "click", 2.0]], "q": 3.0}
+    real = {"items": [["a", "click", 1.0], ["b", "click", 2.0]]}
+    assert await restore_partition(board, [orjson.dumps(fake), orjson.dumps(real)], before=100.0) == (1, 2)
+    assert "t" not in board.next
+
+
+POPULAR = [f"p{n}" for n in range(5)]
+
+
+async def quarantine_scene(make_settings, monkeypatch, **settings):
+    """800 real users (one event each, 20 of them on one of five popular items), then a fake user
+    sending the five popular items and a target, interleaved; returns the app, its sends, the fake's events."""
+    app, now = guarded_app(make_settings, monkeypatch, suspect_top_items=5, release_key="k" * 16, **settings)
+    monkeypatch.setattr(streams.ingest.popularity, "RANK_REFRESH_S", 0.0)
+    app.ingest.base_rate = BaseRate(memory=1000, warm=50)
+    ts = time.time() - 1000
+    fake = [event(user="fake", item=item, ts=ts + 100 + n, event_id=f"f{n}")
+            for n, item in enumerate(["p0", "target", "p1", "p2", "p3", "p4", "target2"])]
+    async with app.app.agents["ingest"].test_context() as ingest:
+        for n in range(800):
+            item = POPULAR[n // 2 % 5] if n < 20 else f"rare{n}"  # p0..p4: 4 real events each
+            await ingest.put(event(user=f"real{n}", item=item, ts=ts + n * 0.1), key=f"real{n}".encode())
+        for raw in fake:
+            await ingest.put(raw, key=b"fake")
+    return app, now, fake
+
+
+async def test_a_fake_user_is_quarantined_and_their_counts_taken_back(make_settings, monkeypatch):
+    app, now, fake = await quarantine_scene(make_settings, monkeypatch, popularity_settle_s=0)
+    try:
+        state = app.user_state("fake")
+        assert "q" in state  # quarantined after 4 or 5 of 5 or 6 events on popular items (p ~ 0.02)
+        kept = len(state["items"])
+        assert 3 <= kept <= len(fake) - 2
+        assert [item for item, _, _ in state["items"]] == [json.loads(raw)["item_id"] for raw in fake[:kept]]
+        suspects = [json.loads(v) for _, v in now[app.settings.topic_suspect].calls]
+        assert [s["reason"] for s in suspects] == [SUSPICIOUS] * (len(fake) - kept)
+        assert [base64.b64decode(s["raw"]) for s in suspects] == fake[kept:]  # this and every later event
+        assert _metric(app, "streamrec_quarantined_users_total") == 1
+        assert _metric(app, 'streamrec_suspect_events_total{reason="suspicious"}') == len(fake) - kept
+        # what the fake added is gone: the target from popularity and co-visitation, and the
+        # popular items count what the real users gave them
+        tracker = app.popularity.trackers[0]
+        assert "target" not in tracker.log_scores
+        p0 = tracker.score(tracker.log_scores["p0"], tracker.latest_ts)
+        assert 3.8 < p0 < 4.01  # its 4 real events, decayed a little; the fake's made it ~5
+        assert not any("target" in neighbours for neighbours in app.covisit.next.values())
+        assert "target" not in app.covisit.next
+        # real users of the same items are not suspected
+        assert all("q" not in app.user_state(f"real{n}") for n in range(800))
+    finally:
+        app.close()
+
+
+async def test_a_quarantined_user_s_settling_counts_never_land_and_the_others_do(make_settings, monkeypatch):
+    app, now, fake = await quarantine_scene(make_settings, monkeypatch, popularity_settle_s=600)
+    try:
+        assert "q" in app.user_state("fake")
+        board = app.popularity
+        served = board.trackers[0].log_scores
+        # counted at once until the base rate was known (the first 50 users), settling since
+        assert "rare20" in served and "rare700" not in served
+        assert "target" not in board.raw[0].log_scores  # taken back from what suspicion ranks, too
+        later = time.time() - 1000 + 800  # 600 s of event time after every event so far
+        async with app.app.agents["ingest"].test_context() as ingest:
+            await ingest.put(event(user="late", item="rare-late", ts=later), key=b"late")
+        served = board.trackers[0].log_scores
+        assert "rare700" in served and "rare-late" not in served  # the latest still settles
+        assert "target" not in served
+        p0 = board.trackers[0].score(served["p0"], board.trackers[0].latest_ts)
+        assert 3.5 < p0 < 4.01  # the real users' 4, decayed over ~800 s; never the fake's
+    finally:
+        app.close()
+
+
+async def test_without_suspicion_the_fake_user_counts(make_settings, monkeypatch):
+    app, now, _ = await quarantine_scene(make_settings, monkeypatch, suspect_surprise=0)
+    try:
+        assert "q" not in app.user_state("fake") and now[app.settings.topic_suspect].calls == []
+        assert "target" in app.popularity.trackers[0].log_scores
+    finally:
+        app.close()
+
+
+async def test_a_released_user_is_trusted_from_then_on(make_settings, monkeypatch):
+    app, now, fake = await quarantine_scene(make_settings, monkeypatch)
+    try:
+        kept = len(app.user_state("fake")["items"])
+        held = fake[kept]
+        later = event(user="fake", item="p9", ts=time.time() - 500, event_id="f9")
+        async with app.app.agents["ingest"].test_context() as ingest:
+            await ingest.put(held, key=b"fake", headers=[(RELEASE_HEADER, signature(b"k" * 16, b"fake", held))])
+            await ingest.put(later, key=b"fake")
+        state = app.user_state("fake")
+        assert "q" not in state and state["ok"] == 1
+        assert [item for item, _, _ in state["items"]][-2:] == [json.loads(held)["item_id"], "p9"]
+        assert len(now[app.settings.topic_suspect].calls) == len(fake) - kept  # nothing more held
+    finally:
+        app.close()
+
+
+def test_the_trainer_leaves_out_a_user_ingest_quarantined_until_released(tmp_path):
+    s = load_settings({"data_dir": tmp_path, "store": "memory", "release_key": "k" * 16}, environ={})
+    metrics = Metrics()
+    trainer = StreamTrainer(s, metrics, publish=lambda update: None)
+    ts = time.time() - 100
+    for n in range(3):
+        trainer.observe(event(user="fake", item=f"i{n}", ts=ts + n, event_id=f"e{n}"), None, b"fake")
+    assert len(trainer.histories["fake"]) == 3
+    trainer.observe_suspect(orjson.dumps({"reason": SUSPICIOUS, "raw": ""}), b"fake")
+    trainer.observe_suspect(orjson.dumps({"reason": "rate_limited", "raw": ""}), b"other")
+    assert "fake" not in trainer.histories and "other" not in trainer.quarantined
+    trainer.observe(event(user="fake", item="i3", ts=ts + 3, event_id="e3"), None, b"fake")
+    assert "fake" not in trainer.histories and metrics.train_suspect._value.get() == 1
+    raw = event(user="fake", item="i4", ts=ts + 4, event_id="e4")
+    trainer.observe(raw, None, b"fake", [(RELEASE_HEADER, signature(b"k" * 16, b"fake", raw))])
+    trainer.observe(event(user="fake", item="i5", ts=ts + 5, event_id="e5"), None, b"fake")
+    assert [item for item, _ in trainer.histories["fake"]] == ["i4", "i5"]
