@@ -186,6 +186,18 @@ def purchase_task(d):
     return table(["model", "seed", "purchase HR@10", "purchase NDCG@10", "click HR@10", "click NDCG@10",
                   "propensity AUC", "log-loss"], rows)
 
+def robustness(d):
+    rows = []
+    clean = {tuple(r["objectives"]): r for r in d["runs"] if r["data"] == "clean"}
+    for r in d["runs"]:
+        objs = " + ".join(f"{k} {v:g}" for k, v in r["objectives"].items())
+        base = clean.get(tuple(r["objectives"]))
+        ratio = r["test"]["NDCG@10"] / base["test"]["NDCG@10"] if base and base["test"]["NDCG@10"] else None
+        rows.append([r["data"], objs, f"{r['epochs']} ({r['best_epoch']})", f"**{r['exposure']:.3f}**",
+                     f"{r['test']['NDCG@10']:.4f} / {r['test']['HR@10']:.4f}", num(ratio, 2)])
+    return table(["training data", "objectives", "epochs (best)", "target exposure, real users' top 10",
+                  "real users' test NDCG@10 / HR@10", "NDCG@10 / clean"], rows)
+
 def prequential(*docs):
     rows = []
     for path, d in docs:
@@ -329,7 +341,7 @@ def cost(d):
 RENDER = {"attack": attack, "cost": cost, "live_quality_taobao": live_quality, "live_quality_taobao#cold": live_quality_cold,
           "sources_cost": sources_cost, "defences_cost": sources_cost, "live_quality_ml1m_model": live_quality_model, "live_quality_taobao_model": live_quality_model, "crash_recovery": crash_recovery, "fuzz_dlq": fuzz_dlq, "throughput_drain": throughput_runs,
           "throughput_fresh": throughput_steps, "throughput_search": throughput_steps, "live_swap": live_swap,
-          "index_latency": index_latency,
+          "index_latency": index_latency, "robustness": robustness,
           "group_drain": group_drain, "user_state_cost": user_state_cost,
           "model_quality_gpu": model_quality,
           "transfer": transfer, "purchase_task": purchase_task, "prequential_taobao": prequential}

@@ -13,7 +13,8 @@ process tree), then ``--paced-s`` seconds of new events paced at
 ``--paced-rate``: the event → recommendation p50/p99 from the worker's histogram over that phase.
 
 With ``--compare defences`` the rounds compare the limits per user instead
-(``streams/ingest/guard.py``): ``on`` (the defaults), ``off`` (``--rate-limit-per-s 0``) and
+(``streams/ingest/guard.py``): ``on`` (the defaults), ``off`` (``--rate-limit-per-s 0
+--suspect-surprise 0``: no rate limit, no suspicion, no settling of popularity) and
 ``flood`` (the defaults, with one more user id sending ``--flood-factor`` times the paced rate,
 in event time now, during the paced phase: its events past the burst are held back in
 ``events.suspect``); the p99 of ``flood`` against ``on`` is what a flood does to everyone else's
@@ -47,7 +48,8 @@ HIST = "streamrec_event_to_recommendation_seconds"
 COMPARE = {  # name -> config -> (worker flags, flood during the paced phase)
     "sources": {"on": (["--serving-gate", "true", "--covisit", "true"], False),
                 "off": (["--serving-gate", "false", "--covisit", "false"], False)},
-    "defences": {"on": ([], False), "off": (["--rate-limit-per-s", "0"], False), "flood": ([], True)},
+    "defences": {"on": ([], False), "off": (["--rate-limit-per-s", "0", "--suspect-surprise", "0"], False),
+                 "flood": ([], True)},
 }
 SUSPECT = 'streamrec_suspect_events_total{reason="rate_limited"}'
 

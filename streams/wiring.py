@@ -93,7 +93,7 @@ def create(settings: Settings, backend: Backend | None = None) -> Worker:
             core.metrics.stages.mark("covisit")
         await serving.accept(event.user_id, items, event.ts, arrived, msg_ts)
 
-    restore = partial(restore_covisit, core, covisit) if covisit is not None else None
+    restore = partial(restore_covisit, core, covisit, popularity) if covisit is not None else None
     retract = (lambda items: covisit.retract_history((item, ts) for item, _, ts in items)) if covisit is not None else None
     worker = Worker(core, popularity, covisit, Ingest(core, popularity, accepted, restore, retract), serving,
                     Lifecycle(core, on_update=serving.load_async, staleness=serving.staleness,
@@ -106,9 +106,10 @@ def create(settings: Settings, backend: Backend | None = None) -> Worker:
     return worker
 
 
-def restore_covisit(core: WorkerApp, covisit: CoVisitation, partition: int, before: float) -> None:
-    """Count the stored histories of ``partition`` into co-visitation, in the background of the
-    event loop (streams/ingest/covisit.py)."""
+def restore_covisit(core: WorkerApp, covisit: CoVisitation, popularity: PopularityBoard, partition: int,
+                    before: float) -> None:
+    """Count the stored histories of ``partition`` into co-visitation and settle popularity's
+    counts again, in the background of the event loop (streams/ingest/covisit.py)."""
     states = partition_values(core.user_sequences, partition)
     if states is None:
         return
@@ -116,7 +117,8 @@ def restore_covisit(core: WorkerApp, covisit: CoVisitation, partition: int, befo
     async def restore() -> None:
         started = time.monotonic()
         try:
-            users, events = await restore_partition(covisit, states, before)
+            users, events = await restore_partition(covisit, states, before,
+                                                    partial(popularity.resettle, partition, before=before))
         except Exception:  # the board is only a candidate source: ingestion goes on
             log.exception("co-visitation of partition %d not restored", partition)
             return

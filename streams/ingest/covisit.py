@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import heapq
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from operator import itemgetter
 
 import orjson
@@ -133,11 +133,14 @@ class CoVisitation:
         return [(item, round(score, 6)) for item, score in heapq.nlargest(k, scores.items(), key=_WEIGHT)]
 
 
-async def restore_partition(board: CoVisitation, states: Iterable[bytes], before: float) -> tuple[int, int]:
+async def restore_partition(board: CoVisitation, states: Iterable[bytes], before: float,
+                            each: Callable[[list], None] | None = None) -> tuple[int, int]:
     """Count every stored user state of one partition (``user_sequences`` values: JSON with
     ``items`` = ``[[item, type, ts], ...]``) into ``board``, leaving out events at or after
-    ``before`` (the event time of the partition's first live event). Yields to the event loop every
-    ``RESTORE_YIELD_EVENTS`` events. Returns (users, events) counted."""
+    ``before`` (the event time of the partition's first live event), and hand each state's items to
+    ``each`` (popularity's settling, streams.ingest.popularity). Quarantined users' states are
+    left out. Yields to the event loop every ``RESTORE_YIELD_EVENTS`` events. Returns (users,
+    events) counted."""
     users = events = since_yield = 0
     for raw in states:
         try:
@@ -149,6 +152,8 @@ async def restore_partition(board: CoVisitation, states: Iterable[bytes], before
             continue
         users += 1
         events += board.add_history(((item, ts) for item, _, ts in items), before)
+        if each is not None:
+            each(items)
         since_yield += len(items)
         if since_yield >= RESTORE_YIELD_EVENTS:
             since_yield = 0

@@ -93,7 +93,8 @@ class Settling:
     fake users at a human pace are caught by their second or third event, minutes after their
     first. The clock is the stream's: the latest event time counted, so a backlog settles as fast
     as it is read, and an idle stream lands its counts with its next event. Not persisted: a
-    restart loses the counts still settling (at most ``settle_s`` of popularity)."""
+    restarted worker (or the next owner of a partition) settles them again from the stored user
+    states (:meth:`PopularityBoard.resettle`)."""
 
     def __init__(self, settle_s: float) -> None:
         self.settle_s = settle_s
@@ -111,6 +112,24 @@ class Settling:
         self.since = min(self.since, ts)
         self._seq += 1
         heapq.heappush(self._heap, (ts + self.settle_s, self._seq, partition, item_id, ts, user))
+
+    def resettle(self, partition: int, items: list, before: float) -> None:
+        """A restored user's stored events ``[[item, type, ts], ...]``: those counted less than
+        ``settle_s`` before ``before`` (the partition's first live event here) were settling when
+        the worker that counted them stopped; they settle again here (one count per item)."""
+        if self.settling is None:
+            return
+        seen: set[str] = set()
+        for item, _, ts in items:
+            if item in seen:
+                continue
+            seen.add(item)
+            if before - self.settling.settle_s < ts < before:
+                raw = self.raw.get(partition)
+                if raw is None:
+                    raw = self.raw[partition] = Popularity(self.half_life_s, self.capacity)
+                raw.add(item, ts)
+                self.settling.add(partition, item, ts, b"")
 
     def cancel(self, user: bytes) -> None:
         """The user was quarantined: none of their settling counts lands."""
@@ -144,8 +163,9 @@ class PopularityBoard:
     With ``settle_s`` a count lands there only after it has settled (:class:`Settling`); the
     suspicion of streams.ingest.guard ranks every count at once, in ``raw`` (not persisted).
 
-    Event loop only. A crash loses at most ``FLUSH_S`` seconds of landed popularity and what was
-    settling, never user state."""
+    Event loop only. A crash loses at most ``FLUSH_S`` seconds of landed popularity, never user
+    state; what was settling settles again where co-visitation restores the partition
+    (:meth:`resettle`; with the RocksDB store only)."""
 
     def __init__(self, table, half_life_s: float, capacity: int, settle_s: float = 0.0) -> None:
         self.table, self.half_life_s, self.capacity = table, half_life_s, capacity
@@ -199,6 +219,24 @@ class PopularityBoard:
             if not self.settling.landed(ts):
                 return  # settling: cancel() keeps it from landing
         self.tracker(partition).retract(item_id, ts)
+
+    def resettle(self, partition: int, items: list, before: float) -> None:
+        """A restored user's stored events ``[[item, type, ts], ...]``: those counted less than
+        ``settle_s`` before ``before`` (the partition's first live event here) were settling when
+        the worker that counted them stopped; they settle again here (one count per item)."""
+        if self.settling is None:
+            return
+        seen: set[str] = set()
+        for item, _, ts in items:
+            if item in seen:
+                continue
+            seen.add(item)
+            if before - self.settling.settle_s < ts < before:
+                raw = self.raw.get(partition)
+                if raw is None:
+                    raw = self.raw[partition] = Popularity(self.half_life_s, self.capacity)
+                raw.add(item, ts)
+                self.settling.add(partition, item, ts, b"")
 
     def cancel(self, user: bytes) -> None:
         """``user`` was quarantined: their settling counts never land."""

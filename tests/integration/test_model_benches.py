@@ -1,4 +1,4 @@
-"""bench/transfer.py and bench/purchase_task.py at a tiny size (CI keeps them working): every
+"""bench/transfer.py, bench/purchase_task.py and bench/robustness.py at a tiny size (CI keeps them working): every
 configuration is trained, chosen on validation and read once on test, and the fine-tuned
 checkpoints say they are."""
 
@@ -64,3 +64,24 @@ def test_purchase_task_bench_fine_tunes_the_purchase_heads(tmp_path):
     ck = load_checkpoint(str(tmp_path / "work" / "s1" / "frozen" / "best.ckpt"))
     assert ck["stage"] == "finetune" and ck["task"] == "purchase" and ck["head_names"] == ["purchase"]
     assert "purchase HR@10, trained / next-item" in report["summary"]
+
+
+def test_robustness_bench_measures_what_a_poisoned_training_set_does(tmp_path):
+    data = tmp_path / "walks.txt"   # walks over items 1..150, and five rare items (the targets' pool)
+    rng = random.Random(0)
+    lines = [f"{u} {151 + u % 5}\n" for u in range(30)]  # first in these users' sequences
+    lines += [f"{u} {(s + k) % 150 + 1}\n" for u in range(300) for s in [rng.randrange(150)] for k in range(12)]
+    data.write_text("".join(sorted(lines, key=lambda line: int(line.split()[0]))))
+    out = tmp_path / "robustness.json"
+    subprocess.run([sys.executable, str(ROOT / "bench" / "robustness.py"), "--data", str(data), "--dim", "16",
+                    "--layers", "1", "--max-len", "12", "--epochs", "15", "--minutes", "0.3", "--fake-shares", "0.3",
+                    "--fake-events", "8", "--objectives", "next:1;next:1,adversarial:1", "--threads", "1",
+                    "--workdir", str(tmp_path / "work"), "--json", str(out)],
+                   cwd=ROOT, check=True, timeout=280, capture_output=True)
+    report = json.loads(out.read_text())
+    runs = {(r["data"], "+".join(r["objectives"])): r for r in report["runs"]}
+    assert set(runs) == {(d, o) for d in ("clean", "30% fake users") for o in ("next", "next+adversarial")}
+    assert all(r["test"]["NDCG@10"] > 0 for r in runs.values())
+    assert runs["30% fake users", "next"]["fake_users"] == 90 and runs["clean", "next"]["fake_users"] == 0
+    # 90 fake users who put the targets among popular walk items teach the model to recommend them
+    assert runs["30% fake users", "next"]["exposure"] > runs["clean", "next"]["exposure"] + 0.05

@@ -13,7 +13,7 @@ import pytest
 import streams.ingest.popularity
 from streams.ingest.covisit import CoVisitation, restore_partition
 from streams.ingest.guard import RELEASE_HEADER, SUSPICIOUS, BaseRate, evidence, signature, surprise, suspicious
-from streams.ingest.popularity import Popularity
+from streams.ingest.popularity import Popularity, PopularityBoard
 from streams.lifecycle.trainer import StreamTrainer
 from streams.metrics import Metrics
 from streams.settings import load_settings
@@ -205,3 +205,15 @@ def test_the_trainer_leaves_out_a_user_ingest_quarantined_until_released(tmp_pat
     trainer.observe(raw, None, b"fake", [(RELEASE_HEADER, signature(b"k" * 16, b"fake", raw))])
     trainer.observe(event(user="fake", item="i5", ts=ts + 5, event_id="e5"), None, b"fake")
     assert [item for item, _ in trainer.histories["fake"]] == ["i4", "i5"]
+
+
+def test_what_was_settling_settles_again_on_a_restored_partition():
+    board = PopularityBoard({}, 3600, 100, settle_s=600)
+    stored = [["old", "click", 100.0], ["a", "click", 900.0], ["b", "click", 950.0], ["a", "click", 960.0]]
+    board.resettle(0, stored, before=1000.0)
+    assert len(board.settling) == 2 and set(board.raw[0].log_scores) == {"a", "b"}  # "old" landed before
+    board.count(0, "live", 1520.0, b"u")  # the stream's clock passes 900 + 600, not 950 + 600
+    assert set(board.trackers[0].log_scores) == {"a"}
+    board.count(0, "live2", 1600.0, b"v")
+    assert set(board.trackers[0].log_scores) == {"a", "b"}
+    assert board.trackers[0].score(board.trackers[0].log_scores["a"], 900.0) == pytest.approx(1.0)  # once
