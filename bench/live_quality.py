@@ -60,35 +60,56 @@ def model_lists(rec, histories: list, k: int, allow_repeats: bool) -> list[list[
             for a in rec.recommend(histories, k, exclude_seen=not allow_repeats)]
 
 
-def quarantine(e, h: list[str], popular: frozenset, base_rate: guard.BaseRate, s, evidence: dict,
-               quarantined: set, stamps: dict, boards: tuple[Popularity, Popularity, Settling],
-               covisit: CoVisitation) -> bool:
-    """Ingest's suspicion (streams/ingest/agent.py) on one event of the replay: True holds it back
-    (the user is, or is now, quarantined: their counts taken back, those settling cancelled).
-    ``boards``: the served popularity, the one suspicion ranks (every count at once), the settling."""
-    user = e.user_id
-    if user in quarantined:
-        return True
-    mine = stamps.setdefault(user, [])
-    if counted(h, e.item_id):
-        on_popular = e.item_id in popular
-        if user not in evidence:
-            base_rate.observe(on_popular)
-        sx = guard.evidence(evidence.get(user), on_popular, s.suspect_memory)
-        if guard.suspicious(sx, base_rate.rate, s.suspect_lift, s.suspect_surprise):
-            quarantined.add(user)
-            served, raw, settling = boards
-            settling.cancel(user.encode())
-            for item, ts in {item: ts for item, ts in reversed(mine)}.items():  # one count per item: the first
-                raw.retract(item, ts)
-                if served is not raw and settling.landed(ts):
-                    served.retract(item, ts)
-            covisit.retract_history(mine)
+class Suspicion:
+    """Ingest's suspicion (streams/ingest/agent.py) in the replay: the users quarantined, their
+    counts taken back from the served popularity (``served``, landed counts), the one suspicion
+    ranks (``raw``: every count at once), the settling and co-visitation."""
+
+    def __init__(self, s, served: Popularity, raw: Popularity, settling: Settling, covisit: CoVisitation) -> None:
+        self.s, self.served, self.raw, self.settling, self.covisit = s, served, raw, settling, covisit
+        self.base_rate = guard.BaseRate()
+        self.evidence: dict[str, list] = {}
+        self.quarantined: set[str] = set()
+        self.stamps: dict[str, list[tuple[str, float]]] = {}  # per user, the (item, ts) of the history
+        self.unjudged: set[str] | None = set()  # counted before the base rate was known
+
+    def held(self, e, h: list[str], popular: frozenset) -> bool:
+        """True holds the event back: its user is, or is now, quarantined."""
+        s, user = self.s, e.user_id
+        if user in self.quarantined:
             return True
-        evidence[user] = sx
-    mine.append((e.item_id, e.ts))
-    del mine[:-s.seq_len]
-    return False
+        mine = self.stamps.setdefault(user, [])
+        if counted(h, e.item_id):
+            on_popular = e.item_id in popular
+            if user not in self.evidence and len(popular) >= s.suspect_top_items:  # as ingest
+                self.base_rate.observe(on_popular)
+            if self.unjudged is not None:  # as Ingest.judge_unjudged
+                if self.base_rate.rate is None:
+                    self.unjudged.add(user)
+                else:
+                    for other in self.unjudged - {user}:
+                        sx = guard.history_evidence(self.stamps[other], popular, s.suspect_memory)
+                        if sx and guard.suspicious(sx, self.base_rate.rate, s.suspect_lift, s.suspect_surprise):
+                            self.take_back(other)
+                    self.unjudged = None
+            sx = guard.evidence(self.evidence.get(user), on_popular, s.suspect_memory)
+            if guard.suspicious(sx, self.base_rate.rate, s.suspect_lift, s.suspect_surprise):
+                self.take_back(user)
+                return True
+            self.evidence[user] = sx
+        mine.append((e.item_id, e.ts))
+        del mine[:-s.seq_len]
+        return False
+
+    def take_back(self, user: str) -> None:
+        self.quarantined.add(user)
+        self.settling.cancel(user.encode())
+        stamped = self.stamps.get(user, [])
+        for item, ts in {item: ts for item, ts in reversed(stamped)}.items():  # one count per item: the first
+            self.raw.retract(item, ts)
+            if self.served is not self.raw and self.settling.landed(ts):
+                self.served.retract(item, ts)
+        self.covisit.retract_history(stamped)
 
 
 def replay(events, k: int, window: int, rank_every: int, allow_repeats: bool, seq_len: int,
@@ -108,8 +129,8 @@ def replay(events, k: int, window: int, rank_every: int, allow_repeats: bool, se
     ``count_once`` False counts a user's repeats in popularity and co-visitation (the worker does
     not); ``scores(user)`` False leaves a user's events unscored; ``watch(user, gated)`` sees every
     record the gate serves; ``suspicion`` quarantines suspicious users as ingest does
-    (``streams.ingest.guard``: their counts taken back, their events from then on held, each one
-    given to ``held(event)``)."""
+    (:class:`Suspicion`, ``streams.ingest.guard``: their counts taken back, their events from then
+    on held, each one given to ``held(event)``)."""
     sources = SOURCES + (("model",) if model is not None or training is not None else ())
     versions: list[int] = []  # the event after which each announced version served
     pending: list = []  # training sequences not yet handed to the training
@@ -131,16 +152,13 @@ def replay(events, k: int, window: int, rank_every: int, allow_repeats: bool, se
     new_hits = {src: [0, 0] for src in sources}  # events on an item first seen within new_item_s
     ranked_all: list[str] = []
     ranked_pop: list[str] = []
-    evidence: dict[str, list] = {}  # suspicion, as ingest keeps it per user
-    quarantined: set[str] = set()
-    stamps: dict[str, list[tuple[str, float]]] = {}  # per user, the (item, ts) of the history
     popular: frozenset = frozenset()
-    base_rate = guard.BaseRate()
     # with suspicion, as the worker's PopularityBoard: counts settle before they are served, and
     # suspicion ranks every count at once
     settling = Settling(s.popularity_settle_s)
     settles = suspicion and settling.settle_s > 0
     raw = Popularity(s.popularity_half_life_s, 10 * s.popularity_capacity) if settles else popularity
+    suspect = Suspicion(s, popularity, raw, settling, covisit)
 
     def make_records(users: list[str], warmup: bool) -> None:
         """The records in force for these users' next events; in the ``warmup`` before
@@ -188,8 +206,7 @@ def replay(events, k: int, window: int, rank_every: int, allow_repeats: bool, se
         if admit is not None and not admit(e):
             continue
         h = history.setdefault(e.user_id, [])
-        if suspicion and quarantine(e, h, popular, base_rate, s, evidence, quarantined, stamps,
-                                    (popularity, raw, settling), covisit):
+        if suspicion and suspect.held(e, h, popular):
             held(e)
             continue
         seen_before = e.item_id in h
@@ -213,7 +230,7 @@ def replay(events, k: int, window: int, rank_every: int, allow_repeats: bool, se
         if counted(h, e.item_id) or not count_once:  # one count per user and item, as ingest counts
             if settles:  # as PopularityBoard.count, settling once someone can be suspected
                 raw.add(e.item_id, e.ts)
-                if base_rate.rate is None:
+                if suspect.base_rate.rate is None:
                     popularity.add(e.item_id, e.ts)
                 else:
                     settling.add(0, e.item_id, e.ts, e.user_id.encode())

@@ -47,8 +47,8 @@ def crash_recovery(d):
         ["SIGKILLs of the worker", d["kills"]],
         ["events lost / applied twice", f"**{d['events_lost']} / {d['events_applied_twice']}**"],
         ["users whose event count is wrong", f"{d['users_with_wrong_n']} of {d['users']}"],
-        ["DLQ: one record per malformed message, per reason", "yes" if exact else "**no**"],
-        ["DLQ raw bytes equal to what was sent", "yes" if d["dlq_raw_matches"] else "**no**"],
+        ["DLQ: one record per malformed message, per reason; raw bytes equal to what was sent",
+         f"{'yes' if exact else '**no**'}; {'yes' if d['dlq_raw_matches'] else '**no**'}"],
         ["DLQ records in all (dead letters written twice)",
          f"{d['dlq_records']:,} ({d['dlq_duplicate_records']})"],
         ["kill → `/health/` lists partitions, s", times([x["ready_s"] for x in r])],
@@ -188,10 +188,11 @@ def purchase_task(d):
 
 def robustness(d):
     rows = []
-    clean = {tuple(r["objectives"]): r for r in d["runs"] if r["data"] == "clean"}
+    clean = {(tuple(r["objectives"]), r.get("adv_eps")): r for r in d["runs"] if r["data"] == "clean"}
     for r in d["runs"]:
-        objs = " + ".join(f"{k} {v:g}" for k, v in r["objectives"].items())
-        base = clean.get(tuple(r["objectives"]))
+        objs = " + ".join(f"{k} {v:g}" + (f" (eps {r.get('adv_eps', 0.5):g})" if k == "adversarial" else "")
+                          for k, v in r["objectives"].items())
+        base = clean.get((tuple(r["objectives"]), r.get("adv_eps")))
         ratio = r["test"]["NDCG@10"] / base["test"]["NDCG@10"] if base and base["test"]["NDCG@10"] else None
         rows.append([r["data"], objs, f"{r['epochs']} ({r['best_epoch']})", f"**{r['exposure']:.3f}**",
                      f"{r['test']['NDCG@10']:.4f} / {r['test']['HR@10']:.4f}", num(ratio, 2)])

@@ -33,12 +33,13 @@ from ..kafka.direct_writes import TableWriter, send_now
 from ..kafka.faust_patches.internals import set_current_event
 from .dead_letters import DeadLetter, DeadLetterMarks
 from .events import Event, InvalidEvent, parse_event
-from .guard import (RATE_LIMITED, RELEASED, SUSPECT_REASONS, SUSPICIOUS, BaseRate, counts, evidence, suspicious,
-                    verdict)
+from .guard import (RATE_LIMITED, RELEASED, SUSPECT_REASONS, SUSPICIOUS, BaseRate, counts, evidence,
+                    history_evidence, suspicious, verdict)
 from .popularity import PopularityBoard
 from .user_state import State, apply_event, decode, empty_state, encode
 
 DEAD_LETTER_MARK = b"p%d"  # key of a partition's mark in the dead_letters table
+UNJUDGED_MAX = 20_000  # users counted before suspicion's base rate was known, judged when it is
 
 # on_accepted(event, new state, arrival time at the worker, Kafka record timestamp, whether the
 # event counts in popularity and co-visitation: see streams.ingest.guard.counts)
@@ -60,6 +61,8 @@ class Ingest:
         self.popularity, self.on_accepted, self.on_partition = popularity, on_accepted, on_partition
         self.on_quarantine = on_quarantine
         self.base_rate = BaseRate()  # suspicion's (streams.ingest.guard); learnt again after a restart
+        # users counted before the base rate was known: judged on their stored events once it is
+        self.unjudged: dict[bytes, int] | None = {}  # key -> partition; None once judged
         self.partitions_seen: set[int] = set()  # never forgotten: see on_partition
         self.dead_letter_marks = DeadLetterMarks()
         # user_sequences is written once per accepted event: through TableWriter, not table[key] = ...
@@ -141,9 +144,16 @@ class Ingest:
             new_state["rl"] = bucket
         counted = counts({item for item, _, _ in state["items"]} if state else (), ev.item_id)
         if counted and s.suspect_surprise and not new_state.get("ok"):
-            on_popular = ev.item_id in self.popularity.popular(s.suspect_top_items)
-            if "sx" not in new_state:
+            popular = self.popularity.popular(s.suspect_top_items)
+            on_popular = ev.item_id in popular
+            if "sx" not in new_state and len(popular) >= s.suspect_top_items:  # a full ranking to go by
                 self.base_rate.observe(on_popular)
+            if self.unjudged is not None:
+                if self.base_rate.rate is None:
+                    if len(self.unjudged) < UNJUDGED_MAX:
+                        self.unjudged[key] = msg.partition
+                else:
+                    self.judge_unjudged(but=key)  # this user is judged below, with this event
             sx = evidence(new_state.get("sx"), on_popular, s.suspect_memory)
             if suspicious(sx, self.base_rate.rate, s.suspect_lift, s.suspect_surprise):
                 await self.quarantine(msg, key, state, sx, self.base_rate.rate)
@@ -161,24 +171,41 @@ class Ingest:
         await self.on_accepted(ev, new_state, now, msg.timestamp, counted)
 
     async def quarantine(self, msg: Any, key: bytes, state: State | None, sx: list, base_rate: float) -> None:
-        """The user's events are suspicious: take their recent counts back from popularity and
-        co-visitation, mark their state quarantined and hold this event back."""
+        """The user's events are suspicious: quarantine them and hold this event back."""
         s = self.settings
-        state = state or empty_state()
+        self.quarantine_state(msg.partition, key, state or empty_state(), sx)
+        self.metrics.stages.mark("state")
+        n, k = sx
+        await self.hold_back(msg, SUSPICIOUS, f"{k / n:.0%} of the user's recent events on the {s.suspect_top_items} "
+                             f"most popular items, {k / n / base_rate:.0f} x the stream's {base_rate:.1%}")
+
+    def quarantine_state(self, partition: int, key: bytes, state: State, sx: list) -> None:
+        """Take the user's recent counts back from popularity and co-visitation and mark their state
+        quarantined (with this change of the current event)."""
         seen: set[str] = set()
         for item, _, ts in state["items"]:  # what ingest counted of them: one count per item
             if item not in seen:
                 seen.add(item)
-                self.popularity.retract(msg.partition, item, ts)
+                self.popularity.retract(partition, item, ts)
         self.popularity.cancel(key)  # and what is still settling never lands
         if self.on_quarantine is not None:
             self.on_quarantine(state["items"])
-        self.state_writer.put(msg.partition, key, encode({**state, "sx": sx, "q": time.time()}))
-        self.metrics.stages.mark("state")
+        self.state_writer.put(partition, key, encode({**state, "sx": sx, "q": time.time()}))
         self.metrics.quarantined.inc()
-        n, k = sx
-        await self.hold_back(msg, SUSPICIOUS, f"{k / n:.0%} of the user's recent events on the {s.suspect_top_items} "
-                             f"most popular items, {k / n / base_rate:.0f} x the stream's {base_rate:.1%}")
+
+    def judge_unjudged(self, but: bytes) -> None:
+        """The base rate is known: judge the users counted before (``but`` one), on their stored events."""
+        s, unjudged, self.unjudged = self.settings, self.unjudged or {}, None
+        popular = self.popularity.popular(s.suspect_top_items)
+        for key, partition in unjudged.items():
+            if key == but:
+                continue
+            state = decode(self.core.user_sequences.get(key))
+            if state is None or "q" in state or state.get("ok"):
+                continue
+            sx = history_evidence(state["items"], popular, s.suspect_memory)
+            if sx is not None and suspicious(sx, self.base_rate.rate, s.suspect_lift, s.suspect_surprise):
+                self.quarantine_state(partition, key, state, sx)
 
     async def dead_letter(self, msg: Any, err: InvalidEvent) -> None:
         """Send a malformed message to the DLQ with its reason, unless it was sent there before (a

@@ -34,7 +34,10 @@
   the counts of their recent events are taken back from popularity and co-visitation, and this
   and every later event of theirs goes to ``events.suspect`` (reason ``suspicious``) until
   ``streamrec release`` releases them; a released user is trusted from then on (key ``"ok"``).
-  What it does not catch: fake users who avoid popular items (filler drawn at random) until their
+  Popularity counts settle for ``popularity_settle_s`` of event time before they are served
+  (:class:`streams.ingest.popularity.Settling`), so a fake user caught at their second or third
+  event has moved nothing anyone was shown. The trainer cannot judge (the verdict needs the
+  worker's popularity): it reads the quarantines from ``events.suspect``. What it does not catch: fake users who avoid popular items (filler drawn at random) until their
   targets are popular enough to be served.
 """
 
@@ -113,6 +116,18 @@ def evidence(before: list | None, on_popular: bool, memory: int) -> list:
     return [n * keep + 1.0, k * keep + (1.0 if on_popular else 0.0)]
 
 
+def history_evidence(items: list, popular: frozenset, memory: int) -> list | None:
+    """The evidence of a user's stored events (``[[item, type, ts], ...]``, one count per item as
+    they were counted) against the popular items now: for the users counted before the base rate
+    was known, judged when it is (:class:`BaseRate`)."""
+    ev, seen = None, set()
+    for item, *_ in items:
+        if item not in seen:
+            seen.add(item)
+            ev = evidence(ev, item in popular, memory)
+    return ev
+
+
 def surprise(ev: list, base_rate: float) -> float:
     """-log10 of the Chernoff bound on the chance that ``n`` events each on a popular item with
     probability ``base_rate`` land there ``k`` times or more: ``n KL(k/n || p) / ln 10``."""
@@ -138,7 +153,9 @@ class BaseRate:
     ~``memory`` first events; None until ``warm`` of them were seen. First events, because each
     user has one: the share of all events would be the fake users' own (at 3 % of the users of
     the Taobao sample, sending 10 events each, they are 15 % of the events, and the popular
-    items' counts are theirs)."""
+    items' counts are theirs). Only first events met with a full ranking (``suspect_top_items``
+    items) are observed. The users counted before it is known are judged once it is, on their
+    stored events (:func:`history_evidence`)."""
 
     def __init__(self, memory: int = 5000, warm: int = 500) -> None:
         self.keep, self.warm = 1.0 - 1.0 / memory, warm
