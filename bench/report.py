@@ -187,17 +187,21 @@ def purchase_task(d):
                   "propensity AUC", "log-loss"], rows)
 
 def robustness(d):
-    rows = []
-    clean = {(tuple(r["objectives"]), r.get("adv_eps")): r for r in d["runs"] if r["data"] == "clean"}
+    by: dict = {}
     for r in d["runs"]:
         objs = " + ".join(f"{k} {v:g}" + (f" (eps {r.get('adv_eps', 0.5):g})" if k == "adversarial" else "")
                           for k, v in r["objectives"].items())
-        base = clean.get((tuple(r["objectives"]), r.get("adv_eps")))
-        ratio = r["test"]["NDCG@10"] / base["test"]["NDCG@10"] if base and base["test"]["NDCG@10"] else None
-        rows.append([r["data"], objs, f"{r['epochs']} ({r['best_epoch']})", f"**{r['exposure']:.3f}**",
-                     f"{r['test']['NDCG@10']:.4f} / {r['test']['HR@10']:.4f}", num(ratio, 2)])
-    return table(["training data", "objectives", "epochs (best)", "target exposure, real users' top 10",
-                  "real users' test NDCG@10 / HR@10", "NDCG@10 / clean"], rows)
+        by.setdefault(objs, {})[r["data"]] = r
+    poisoned = sorted({r["data"] for r in d["runs"] if r["data"] != "clean"})
+    rows = []
+    for objs, runs in by.items():
+        row = [objs]
+        for data in ["clean"] + poisoned:
+            r = runs.get(data)
+            row.append("–" if r is None else f"**{r['exposure']:.3f}** · {r['test']['NDCG@10']:.4f} · {r['epochs']}")
+        rows.append(row)
+    return table(["objectives"] + [f"{data}: target exposure · real test NDCG@10 · epochs" for data in ["clean"] + poisoned],
+                 rows)
 
 def prequential(*docs):
     rows = []
