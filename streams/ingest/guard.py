@@ -34,9 +34,10 @@
   the counts of their recent events are taken back from popularity and co-visitation, and this
   and every later event of theirs goes to ``events.suspect`` (reason ``suspicious``) until
   ``streamrec release`` releases them; a released user is trusted from then on (key ``"ok"``).
-  Popularity counts settle for ``popularity_settle_s`` of event time before they are served
-  (:class:`streams.ingest.popularity.Settling`), so a fake user caught at their second or third
-  event has moved nothing anyone was shown. The trainer cannot judge (the verdict needs the
+  With ``popularity_settle_s`` (default 0: off) popularity counts settle for that much event time
+  before they are served (:class:`streams.ingest.popularity.Settling`), so a fake user caught at
+  their second or third event has moved nothing anyone was shown; the price is popularity that
+  much older. The trainer cannot judge (the verdict needs the
   worker's popularity): it reads the quarantines from ``events.suspect``. What it does not catch: fake users who avoid popular items (filler drawn at random) until their
   targets are popular enough to be served.
 """
