@@ -113,24 +113,6 @@ class Settling:
         self._seq += 1
         heapq.heappush(self._heap, (ts + self.settle_s, self._seq, partition, item_id, ts, user))
 
-    def resettle(self, partition: int, items: list, before: float) -> None:
-        """A restored user's stored events ``[[item, type, ts], ...]``: those counted less than
-        ``settle_s`` before ``before`` (the partition's first live event here) were settling when
-        the worker that counted them stopped; they settle again here (one count per item)."""
-        if self.settling is None:
-            return
-        seen: set[str] = set()
-        for item, _, ts in items:
-            if item in seen:
-                continue
-            seen.add(item)
-            if before - self.settling.settle_s < ts < before:
-                raw = self.raw.get(partition)
-                if raw is None:
-                    raw = self.raw[partition] = Popularity(self.half_life_s, self.capacity)
-                raw.add(item, ts)
-                self.settling.add(partition, item, ts, b"")
-
     def cancel(self, user: bytes) -> None:
         """The user was quarantined: none of their settling counts lands."""
         self._cancelled[user] = self.clock
@@ -190,10 +172,7 @@ class PopularityBoard:
         if self.settling is None:
             self._land(partition, item_id, ts)
             return
-        raw = self.raw.get(partition)
-        if raw is None:
-            raw = self.raw[partition] = Popularity(self.half_life_s, self.capacity)
-        raw.add(item_id, ts)
+        self._raw(partition).add(item_id, ts)
         if not settle:
             self._land(partition, item_id, ts)
             return
@@ -201,6 +180,12 @@ class PopularityBoard:
         for due in self.settling.due():
             if due[0] in self.raw:  # not revoked meanwhile
                 self._land(*due)
+
+    def _raw(self, partition: int) -> Popularity:
+        raw = self.raw.get(partition)
+        if raw is None:
+            raw = self.raw[partition] = Popularity(self.half_life_s, self.capacity)
+        return raw
 
     def _land(self, partition: int, item_id: str, ts: float) -> None:
         """Add one count to what is served; write the partition's scores at most every ``FLUSH_S``."""
@@ -232,10 +217,7 @@ class PopularityBoard:
                 continue
             seen.add(item)
             if before - self.settling.settle_s < ts < before:
-                raw = self.raw.get(partition)
-                if raw is None:
-                    raw = self.raw[partition] = Popularity(self.half_life_s, self.capacity)
-                raw.add(item, ts)
+                self._raw(partition).add(item, ts)
                 self.settling.add(partition, item, ts, b"")
 
     def cancel(self, user: bytes) -> None:
