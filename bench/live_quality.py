@@ -105,7 +105,7 @@ class Suspicion:
         self.quarantined.add(user)
         self.settling.cancel(user.encode())
         stamped = self.stamps.get(user, [])
-        for item, ts in {item: ts for item, ts in reversed(stamped)}.items():  # one count per item: the first
+        for item, ts in guard.first_counts(stamped):  # what was counted of them
             self.raw.retract(item, ts)
             if self.served is not self.raw and self.settling.landed(ts):
                 self.served.retract(item, ts)

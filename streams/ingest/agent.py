@@ -34,12 +34,14 @@ from ..kafka.faust_patches.internals import set_current_event
 from .dead_letters import DeadLetter, DeadLetterMarks
 from .events import Event, InvalidEvent, parse_event
 from .guard import (RATE_LIMITED, RELEASED, SUSPECT_REASONS, SUSPICIOUS, BaseRate, counts, evidence,
-                    history_evidence, suspicious, verdict)
+                    first_counts, history_evidence, suspicious, verdict)
 from .popularity import PopularityBoard
 from .user_state import State, apply_event, decode, empty_state, encode
 
 DEAD_LETTER_MARK = b"p%d"  # key of a partition's mark in the dead_letters table
-UNJUDGED_MAX = 20_000  # users counted before suspicion's base rate was known, judged when it is
+# users counted before suspicion's base rate was known, judged when it is: one pass of state reads
+# on the event loop (~30 us each), so kept short
+UNJUDGED_MAX = 5_000
 
 # on_accepted(event, new state, arrival time at the worker, Kafka record timestamp, whether the
 # event counts in popularity and co-visitation: see streams.ingest.guard.counts)
@@ -182,11 +184,8 @@ class Ingest:
     def quarantine_state(self, partition: int, key: bytes, state: State, sx: list) -> None:
         """Take the user's recent counts back from popularity and co-visitation and mark their state
         quarantined (with this change of the current event)."""
-        seen: set[str] = set()
-        for item, _, ts in state["items"]:  # what ingest counted of them: one count per item
-            if item not in seen:
-                seen.add(item)
-                self.popularity.retract(partition, item, ts)
+        for item, ts in first_counts((item, ts) for item, _, ts in state["items"]):  # what was counted
+            self.popularity.retract(partition, item, ts)
         self.popularity.cancel(key)  # and what is still settling never lands
         if self.on_quarantine is not None:
             self.on_quarantine(state["items"])

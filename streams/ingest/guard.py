@@ -47,7 +47,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 
 RATE_LIMITED = "rate_limited"
 SUSPICIOUS = "suspicious"
@@ -117,15 +117,23 @@ def evidence(before: list | None, on_popular: bool, memory: int) -> list:
     return [n * keep + 1.0, k * keep + (1.0 if on_popular else 0.0)]
 
 
+def first_counts(events: Iterable[tuple[str, float]]) -> Iterator[tuple[str, float]]:
+    """What :func:`counts` let a user's events ``(item, ts)``, oldest first, add to popularity:
+    the first event on each item (what a quarantine takes back)."""
+    seen: set[str] = set()
+    for item, ts in events:
+        if item not in seen:
+            seen.add(item)
+            yield item, ts
+
+
 def history_evidence(items: list, popular: frozenset, memory: int) -> list | None:
     """The evidence of a user's stored events (``[[item, type, ts], ...]``, one count per item as
     they were counted) against the popular items now: for the users counted before the base rate
     was known, judged when it is (:class:`BaseRate`)."""
-    ev, seen = None, set()
-    for item, *_ in items:
-        if item not in seen:
-            seen.add(item)
-            ev = evidence(ev, item in popular, memory)
+    ev = None
+    for item, _ in first_counts((item, ts) for item, _, ts in items):
+        ev = evidence(ev, item in popular, memory)
     return ev
 
 

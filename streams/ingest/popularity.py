@@ -14,6 +14,8 @@ import time
 from operator import itemgetter
 from typing import Iterable
 
+from .guard import first_counts
+
 _LN2 = math.log(2.0)
 _SCORE = itemgetter(1)
 
@@ -211,11 +213,7 @@ class PopularityBoard:
         the worker that counted them stopped; they settle again here (one count per item)."""
         if self.settling is None:
             return
-        seen: set[str] = set()
-        for item, _, ts in items:
-            if item in seen:
-                continue
-            seen.add(item)
+        for item, ts in first_counts((item, ts) for item, _, ts in items):
             if before - self.settling.settle_s < ts < before:
                 self._raw(partition).add(item, ts)
                 self.settling.add(partition, item, ts, b"")
