@@ -1,6 +1,7 @@
-"""FAISS item index: build (exact / IVF / HNSW, CPU or GPU), filtered batched top-k, incremental
-add and retire, persistence. (The double-buffered swap of a new index with its model version is
-serving's: ``streams.serving.live_model``.) Imports only faiss and numpy."""
+"""Item index: FAISS (exact / IVF / HNSW, CPU or GPU) or exact torch search on CUDA (torch_flat),
+filtered batched top-k, incremental add and retire, persistence. (The double-buffered swap of a new
+index with its model version is serving's: ``streams.serving.live_model``.) Imports faiss and
+numpy; torch only for the torch backend."""
 
 from .errors import IndexFileError, ItemIndexError
 from .exact import exact_topk, recall_at_k

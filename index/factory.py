@@ -118,6 +118,11 @@ def to_gpu(cpu_index, device: int = 0):
 
 
 def to_cpu(index):
+    """A CPU FAISS index with the same vectors (to save it, or to reuse its IVF centroids)."""
+    if hasattr(index, "reconstruct_n") and not isinstance(index, faiss.Index):  # torch_flat.TorchFlatIP
+        flat = faiss.IndexFlatIP(index.d)
+        flat.add(index.reconstruct_n(0, index.ntotal))
+        return flat
     if hasattr(faiss, "index_gpu_to_cpu") and "Gpu" in type(index).__name__:
         return faiss.index_gpu_to_cpu(index)
     return index
@@ -140,6 +145,50 @@ def search_params(kind: str, effort: int | None, sel=None):
     if sel is not None:
         p.sel = sel
     return p
+
+
+@dataclass(frozen=True)
+class Selection:
+    """What a CPU search may return: labels alive in ``bitmap`` (None: every label), minus ``excl``."""
+    bitmap: np.ndarray | None
+    excl: np.ndarray | None
+
+
+def selector(selection: Selection | None):
+    """The FAISS IDSelector for ``selection`` (None when it lets everything through), and the
+    objects it points into, which must stay alive for the call."""
+    if selection is None:
+        return None, ()
+    bitmap = faiss.IDSelectorBitmap(selection.bitmap) if selection.bitmap is not None else None
+    excl = selection.excl
+    if excl is None or not len(excl):
+        return bitmap, (bitmap,)
+    batch = faiss.IDSelectorBatch(excl)
+    not_batch = faiss.IDSelectorNot(batch)
+    if bitmap is None:
+        return not_batch, (batch, not_batch)
+    both = faiss.IDSelectorAnd(bitmap, not_batch)
+    return both, (bitmap, batch, not_batch, both)
+
+
+def raw_search(index, kind: str, q: np.ndarray, kk: int, effort: int, selection: Selection | None):
+    """One FAISS call -> (scores as inner products, labels), filtered by ``selection`` (FAISS GPU
+    indexes take no selector: pass None)."""
+    sel, keep = selector(selection)
+    if kind == "hnsw":
+        effort = max(effort, kk)
+    d, lab = index.search(q, kk, params=search_params(kind, effort, sel))
+    del keep
+    return d, lab
+
+
+def exhaustive_hnsw(index, q1: np.ndarray, want: int, selection: Selection):
+    """An exact search of an HNSW index's flat storage (when efSearch would exceed ``max_effort``)."""
+    storage = faiss.downcast_index(index.storage)
+    sel, keep = selector(selection)
+    d, lab = storage.search(q1, want, params=faiss.SearchParameters(sel=sel) if sel is not None else None)
+    del keep
+    return d, lab
 
 
 def max_effort(kind: str, index) -> int:
@@ -317,6 +366,26 @@ def omp_threads(n: int):
         yield
     finally:
         faiss.omp_set_num_threads(prev)
+
+
+BACKENDS = ("auto", "faiss", "torch")
+
+
+def resolve_backend(backend: str | None, use_gpu: bool | None = None) -> str:
+    """"faiss" or "torch". Automatic (None / "auto"): torch when a CUDA device is there and FAISS
+    sees no GPU (its GPU wheels need CUDA libraries a machine may lack) unless ``use_gpu`` is
+    False; FAISS otherwise, on its GPU when it has one."""
+    if backend not in (None, *BACKENDS):
+        raise ItemIndexError(f"index backend must be one of {BACKENDS}, got {backend!r}")
+    if backend in ("faiss", "torch"):
+        return backend
+    if use_gpu is False or (hasattr(faiss, "get_num_gpus") and faiss.get_num_gpus() > 0):
+        return "faiss"
+    try:
+        import torch
+    except ImportError:
+        return "faiss"
+    return "torch" if torch.cuda.is_available() else "faiss"
 
 
 def resolve_gpu(use_gpu: bool | None) -> bool:

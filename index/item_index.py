@@ -14,7 +14,8 @@ and drops each row's excluded items afterwards — for an exact index that alway
 query puts its exclusions in the selector instead. Any row still short of k (an approximate index
 can return fewer candidates) is searched again alone with the full selector and a doubled
 nprobe/efSearch, up to an exhaustive search. On the GPU there are no selectors: over-fetch also
-covers dead labels, doubling up to FAISS's GPU limit of k=2048.
+covers dead labels, doubling up to FAISS's GPU limit of k=2048. The torch backend (a CUDA GPU
+without FAISS GPU: ``torch_flat``) is exact and filters on the device, so one pass gives k.
 
 Threading. Searches share a readers/writer lock; ``add``/``retire`` take it exclusively, so a
 search never sees a half-applied add. GPU searches take it exclusively as well (GPU indexes are
@@ -27,7 +28,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Collection, Sequence
 
-import faiss
 import numpy as np
 
 from . import factory
@@ -61,14 +61,16 @@ class ItemIndex:
     def __init__(self, *, faiss_index, kind: str, dim: int, version: int, params: IndexParams,
                  effort: int = 0, on_gpu: bool = False, gpu_res=None,
                  ids: Sequence[str] = (), alive: np.ndarray | None = None, tuned_recall: float = 1.0,
-                 label_of: dict[str, int] | None = None):
-        self._index = faiss_index
+                 label_of: dict[str, int] | None = None, backend: str = "faiss"):
+        self._index = faiss_index  # a FAISS index, or torch_flat.TorchFlatIP (backend "torch")
+        self.backend = backend
         self.kind = kind
         self._dim = int(dim)
         self._version = int(version)
         self.params = params
         self.effort = int(effort)            # nprobe (ivf) / efSearch (hnsw)
         self.on_gpu = bool(on_gpu)
+        self._faiss_gpu = self.on_gpu and backend == "faiss"  # no selectors, k <= 2048, not thread-safe
         self._gpu_res = gpu_res
         self.tuned_recall = float(tuned_recall)
         self._lock = RWLock()
@@ -81,6 +83,8 @@ class ItemIndex:
         self._bitmap = np.zeros((cap + 7) // 8, dtype=np.uint8)
         alive = np.ones(n, dtype=bool) if alive is None else np.asarray(alive, dtype=bool)[:n]
         self._bitmap[: (n + 7) // 8] = np.packbits(alive, bitorder="little")
+        if backend == "torch" and not alive.all():
+            faiss_index.set_alive(np.flatnonzero(~alive), False)
         if label_of is None:  # every alive label, or (from build) every label, unique ids
             label_of = {self._ids[i]: i for i in np.flatnonzero(alive)}
         self._label_of: dict[str, int] = label_of
@@ -92,7 +96,8 @@ class ItemIndex:
     def build(cls, ids: Sequence[str], vectors: np.ndarray, *, version: int = 0,
               exact_threshold: int = DEFAULT_EXACT_THRESHOLD, use_gpu: bool | None = None,
               params: IndexParams | None = None, dim: int | None = None, device: int = 0,
-              sample_queries: np.ndarray | None = None, base: "ItemIndex | None" = None) -> "ItemIndex":
+              sample_queries: np.ndarray | None = None, base: "ItemIndex | None" = None,
+              backend: str | None = None) -> "ItemIndex":
         """Build an index over (ids, vectors (N, D) float32), inner-product scoring.
 
         Exact ``IndexFlatIP`` below ``exact_threshold`` items, else ``params.kind`` (default IVF,
@@ -104,7 +109,9 @@ class ItemIndex:
         ``base``: the index this one will replace; the id map of the ids both start with is
         copied from it (the same index, built with less work holding the GIL), and an IVF index
         reuses its coarse centroids instead of training k-means again, unless they would need
-        more than twice its nprobe.
+        more than twice its nprobe. ``backend``: "faiss", "torch" (exact search in a torch tensor, on
+        CUDA when there is one, else the CPU) or None: torch when CUDA is there and FAISS GPU is not
+        (``factory.resolve_backend``).
         """
         params = params or IndexParams()
         if dim is not None and np.asarray(vectors).size == 0:
@@ -117,12 +124,17 @@ class ItemIndex:
             ids = [ids[i] for i in keep]
             vectors = np.ascontiguousarray(vectors[keep])
             label_of = dict(zip(ids, range(len(ids))))
+        if factory.resolve_backend(backend, use_gpu) == "torch":
+            from .torch_flat import TorchFlatIP, default_device
+            store = TorchFlatIP(vectors.shape[1], default_device(device), vectors)
+            return cls(faiss_index=store, kind="flat", dim=vectors.shape[1], version=version, params=params,
+                       on_gpu=store.device.type == "cuda", ids=ids, label_of=label_of, backend="torch")
         use_gpu = factory.resolve_gpu(use_gpu)
         kind = factory.choose_kind(len(vectors), params, exact_threshold)
         if sample_queries is not None:
             sample_queries = as_matrix(sample_queries, vectors.shape[1], "sample_queries")
         previous = None
-        if base is not None and base.kind == kind:
+        if base is not None and base.kind == kind and base.backend == "faiss":
             with base._lock.read():
                 previous = (factory.to_cpu(base._index) if base.on_gpu else base._index, base.effort)
         kind, built = factory.build_chosen(kind, vectors, params, auto=params.kind == "auto", use_gpu=use_gpu,
@@ -175,7 +187,7 @@ class ItemIndex:
     def stats(self) -> dict:
         return {"version": self._version, "kind": self.kind, "dim": self._dim, "items": len(self),
                 "labels": self._n_labels, "dead": self._n_labels - len(self), "effort": self.effort,
-                "nlist": int(getattr(self._index, "nlist", 0)), "on_gpu": self.on_gpu,
+                "nlist": int(getattr(self._index, "nlist", 0)), "on_gpu": self.on_gpu, "backend": self.backend,
                 "tuned_recall": round(self.tuned_recall, 4)}
 
     def __repr__(self) -> str:
@@ -236,6 +248,8 @@ class ItemIndex:
         self._bitmap = bitmap
 
     def _set_bits(self, labels: np.ndarray, value: bool) -> None:
+        if self.backend == "torch":
+            self._index.set_alive(labels, value)
         byte, bit = labels >> 3, (labels & 7).astype(np.uint8)
         masks = np.left_shift(np.uint8(1), bit).astype(np.uint8)
         if value:
@@ -257,7 +271,7 @@ class ItemIndex:
         k = int(k)
         if k <= 0 or B == 0:
             return [[] for _ in range(B)]
-        lock = self._lock.write() if self.on_gpu else self._lock.read()
+        lock = self._lock.write() if self._faiss_gpu else self._lock.read()
         with lock, factory.omp_threads(1 if B < factory.SMALL_BATCH and not self.on_gpu else 0):
             n_alive = len(self._label_of)
             if n_alive == 0:
@@ -280,10 +294,13 @@ class ItemIndex:
 
     def _search_locked(self, q: np.ndarray, k: int, excl: list[np.ndarray], n_alive: int) -> list[list[Hit]]:
         B = len(q)
+        if self.backend == "torch":  # exact, filtered on the device: k whenever k are left
+            scores, labels = self._index.search(q, min(k, n_alive), excl)
+            return self._collect_rows(scores, labels, [np.zeros(0, np.int64)] * B, k)
         n_dead = self._n_labels - n_alive
         want = [min(k, n_alive - len(e)) for e in excl]
         extra = max(len(e) for e in excl)
-        if self.on_gpu:
+        if self._faiss_gpu:
             kk = min(k + extra + min(n_dead, 2 * k), self._n_labels, GPU_MAX_K)
             sel_rows = None
         elif B == 1 and extra:
@@ -323,7 +340,7 @@ class ItemIndex:
         """Labels that are real results and alive (the GPU and a holder of dead labels can return
         retired ones)."""
         ok = labels >= 0
-        if self.on_gpu or self._n_labels != len(self._label_of):
+        if self._faiss_gpu or self._n_labels != len(self._label_of):
             alive = np.zeros(labels.shape, dtype=bool)
             lab = labels[ok]
             alive[ok] = (self._bitmap[lab >> 3] >> (lab & 7).astype(np.uint8)) & 1 == 1
@@ -342,12 +359,12 @@ class ItemIndex:
         exhaustive; (GPU) doubling the over-fetch and nprobe up to the GPU limits."""
         effort = max(self.effort, 1)
         top_effort = factory.max_effort(self.kind, self._index)
-        if self.on_gpu:
+        if self._faiss_gpu:
             top_effort = min(top_effort, GPU_MAX_K)
             cap = min(self._n_labels, GPU_MAX_K)
         hits: list[Hit] = []
         while True:
-            if self.on_gpu:
+            if self._faiss_gpu:
                 kk = min(max(kk * 2, k), cap)
                 scores, labels = self._raw_search(q1, kk, effort, None)
             else:
@@ -357,7 +374,7 @@ class ItemIndex:
                 scores, labels = self._raw_search(q1, kk, max(effort, kk) if self.kind == "hnsw" else effort, excl)
             hits = self._collect(scores[0], labels[0], excl, k)
             done_effort = self.kind == "flat" or effort >= top_effort
-            if len(hits) >= want or (done_effort and (not self.on_gpu or kk >= cap)):
+            if len(hits) >= want or (done_effort and (not self._faiss_gpu or kk >= cap)):
                 break
             effort = min(effort * 2, top_effort) if self.kind != "flat" else effort
         if len(hits) < want:
@@ -366,34 +383,15 @@ class ItemIndex:
         return hits
 
     def _exhaustive_hnsw(self, q1, want, excl, k) -> list[Hit]:
-        storage = faiss.downcast_index(self._index.storage)
-        sel, _keep = self._selector(excl)
-        params = faiss.SearchParameters(sel=sel) if sel is not None else None
-        d, lab = storage.search(q1, want, params=params)
+        d, lab = factory.exhaustive_hnsw(self._index, q1, want, self._selection(excl))
         return self._collect(d[0], lab[0], excl, k)
 
-    def _selector(self, excl: np.ndarray | None):
-        """IDSelector for alive labels minus ``excl``; also returns the objects to keep alive."""
-        if self._n_labels == len(self._label_of) and (excl is None or not len(excl)):
-            return None, ()
-        bitmap = faiss.IDSelectorBitmap(self._bitmap)
-        if excl is None or not len(excl):
-            return bitmap, (bitmap,)
-        batch = faiss.IDSelectorBatch(excl)
-        not_batch = faiss.IDSelectorNot(batch)
-        both = faiss.IDSelectorAnd(bitmap, not_batch)
-        return both, (bitmap, batch, not_batch, both)
+    def _selection(self, excl: np.ndarray | None) -> "factory.Selection":
+        all_alive = self._n_labels == len(self._label_of)
+        return factory.Selection(None if all_alive else self._bitmap, excl)
 
     def _raw_search(self, q, kk: int, effort: int, excl: np.ndarray | None):
         """One FAISS call -> (scores as inner products, labels). CPU: dead labels (and ``excl``)
         filtered by a selector. GPU: no selector."""
-        keep = ()
-        sel = None
-        if not self.on_gpu:
-            sel, keep = self._selector(excl)
-        if self.kind == "hnsw":
-            effort = max(effort, kk)
-        params = factory.search_params(self.kind, effort, sel)
-        d, lab = self._index.search(q, kk, params=params)
-        del keep
-        return d, lab
+        selection = None if self._faiss_gpu else self._selection(excl)
+        return factory.raw_search(self._index, self.kind, q, kk, effort, selection)

@@ -70,7 +70,7 @@ def save(index: ItemIndex, path) -> Path:
     return path
 
 
-def load(path, *, use_gpu: bool | None = None, device: int = 0) -> ItemIndex:
+def load(path, *, use_gpu: bool | None = None, device: int = 0, backend: str | None = None) -> ItemIndex:
     path = Path(path)
     try:
         data = path.read_bytes()
@@ -103,11 +103,17 @@ def load(path, *, use_gpu: bool | None = None, device: int = 0) -> ItemIndex:
         params = IndexParams(**meta["params"])
     except Exception as e:  # a valid checksum over bad content: written by something else
         raise IndexFileError(path, f"unreadable content: {e}") from e
-    on_gpu = factory.resolve_gpu(use_gpu) and meta["kind"] != "hnsw"
-    index, res = (factory.to_gpu(cpu_index, device) if on_gpu else (cpu_index, None))
+    backend = factory.resolve_backend(backend, use_gpu) if meta["kind"] == "flat" else "faiss"
+    if backend == "torch":
+        from .torch_flat import TorchFlatIP, default_device
+        index, res = TorchFlatIP(meta["dim"], default_device(device), cpu_index.reconstruct_n(0, len(ids))), None
+        on_gpu = index.device.type == "cuda"
+    else:
+        on_gpu = factory.resolve_gpu(use_gpu) and meta["kind"] != "hnsw"
+        index, res = (factory.to_gpu(cpu_index, device) if on_gpu else (cpu_index, None))
     out = ItemIndex(faiss_index=index, kind=meta["kind"], dim=meta["dim"], version=meta["version"],
                     params=params, effort=meta["effort"],
                     on_gpu=on_gpu, gpu_res=res, ids=ids, alive=alive,
-                    tuned_recall=meta.get("tuned_recall", 1.0))
+                    tuned_recall=meta.get("tuned_recall", 1.0), backend=backend)
     log.info("loaded index version %d (%d items) from %s", out.version, len(out), path)
     return out

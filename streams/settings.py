@@ -144,6 +144,10 @@ class Settings(BaseSettings):
         "through IVF with nprobe tuned to recall@10 >= 0.95, which costs about a tenth per query at 75k items "
         "(exact search was most of the worker's CPU per event there: BENCHMARKS.md, cost).",
     )
+    train_device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Where the continuous trainer "
+        "trains (auto: CUDA when torch sees a device). Serving's encoders stay on the CPU either way.")
+    index_backend: Literal["auto", "faiss", "torch"] = Field("auto", description="Item index search: faiss (CPU, "
+        "or GPU with faiss-gpu), torch (exact, on CUDA when there is one), auto: torch on CUDA without FAISS GPU.")
     purchase_weight: float = Field(
         0.0, ge=0.0, le=1.0, description="Rank by (1 - w) x the next-item score + w x the next-purchase score "
         "of the purchase heads (a checkpoint fine-tuned with streamrec finetune --task purchase; a model "

@@ -65,7 +65,8 @@ def initial_recommender(settings: Settings, latest: ModelUpdate | None):
 def online_trainer(settings: Settings, rec: Recommender) -> OnlineTrainer:
     """The online trainer of ``rec`` with the worker's training settings."""
     return OnlineTrainer(rec, lr=settings.train_lr, replay_capacity=settings.replay_capacity,
-                         objectives=ObjectiveConfig(weights=objective_weights(settings.train_objectives)))
+                         objectives=ObjectiveConfig(weights=objective_weights(settings.train_objectives)),
+                         device=None if settings.train_device == "auto" else settings.train_device)
 
 
 def initial_trainer(settings: Settings, latest: ModelUpdate | None) -> tuple[Recommender, OnlineTrainer]:

@@ -115,7 +115,8 @@ class LiveModel:
         self._index_builds += 1
         ids, vectors = rec.item_matrix()
         index = ItemIndex.build(ids, vectors, version=self._index_builds, base=previous.index if previous else None,
-                                exact_threshold=self.settings.index_exact_below)
+                                exact_threshold=self.settings.index_exact_below,
+                                backend=self.settings.index_backend)
         if previous is not None:
             for item in [i for i in self._stream_items if i in rec.vocab]:  # trained: its own row now
                 del self._stream_items[item]
