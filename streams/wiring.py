@@ -94,7 +94,8 @@ def create(settings: Settings, backend: Backend | None = None) -> Worker:
         await serving.accept(event.user_id, items, event.ts, arrived, msg_ts)
 
     restore = partial(restore_covisit, core, covisit, popularity) if covisit is not None else None
-    retract = (lambda items: covisit.retract_history((item, ts) for item, _, ts in items)) if covisit is not None else None
+    retract = ((lambda items, sign: covisit.add_history(((item, ts) for item, _, ts in items), sign=sign))
+               if covisit is not None else None)
     worker = Worker(core, popularity, covisit, Ingest(core, popularity, accepted, restore, retract), serving,
                     Lifecycle(core, on_update=serving.load_async, staleness=serving.staleness,
                               quality=lambda: serving.gate.report() if serving.gate is not None else {}))

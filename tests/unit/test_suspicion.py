@@ -171,10 +171,11 @@ async def test_without_suspicion_the_fake_user_counts(make_settings, monkeypatch
         app.close()
 
 
-async def test_a_released_user_is_trusted_from_then_on(make_settings, monkeypatch):
-    app, now, fake = await quarantine_scene(make_settings, monkeypatch)
+async def test_a_released_user_is_trusted_from_then_on_and_counts_again(make_settings, monkeypatch):
+    app, now, fake = await quarantine_scene(make_settings, monkeypatch, popularity_settle_s=0)
     try:
         kept = len(app.user_state("fake")["items"])
+        assert "target" not in app.popularity.trackers[0].log_scores and "target" not in app.covisit.next
         held = fake[kept]
         later = event(user="fake", item="p9", ts=time.time() - 500, event_id="f9")
         async with app.app.agents["ingest"].test_context() as ingest:
@@ -184,6 +185,17 @@ async def test_a_released_user_is_trusted_from_then_on(make_settings, monkeypatc
         assert "q" not in state and state["ok"] == 1
         assert [item for item, _, _ in state["items"]][-2:] == [json.loads(held)["item_id"], "p9"]
         assert len(now[app.settings.topic_suspect].calls) == len(fake) - kept  # nothing more held
+        # what the quarantine took back counts again: the target (the fake's second event) in
+        # popularity and as p0's co-visited neighbour; p0 with the fake's event again: 5 counts
+        # against one real user's item of the same minutes (4 without the fake's)
+        tracker = app.popularity.trackers[0]
+        assert "target" in tracker.log_scores
+
+        def score(item: str) -> float:
+            return tracker.score(tracker.log_scores[item], tracker.latest_ts)
+
+        assert 4.9 < score("p0") / score("rare30") < 5.2
+        assert "target" in app.covisit.next["p0"]
     finally:
         app.close()
 
