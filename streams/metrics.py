@@ -84,6 +84,8 @@ class Metrics:
         self.uncounted = Counter("streamrec_uncounted_repeats_total",
                                  "Accepted events on an item already among the user's recent events: in the "
                                  "history, not counted again in popularity or co-visitation.", registry=r)
+        self.capped = Counter("streamrec_capped_events_total", "Accepted events over the user's hourly count "
+                              "cap (STREAMREC_COUNT_CAP_PER_HOUR): in the history, not counted.", registry=r)
         self.latency = Histogram("streamrec_event_to_recommendation_seconds",
                                  "Time from an event's arrival at the worker to its recommendation's send.",
                                  buckets=LATENCY_BUCKETS, registry=r)

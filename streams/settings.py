@@ -201,8 +201,9 @@ class Settings(BaseSettings):
     rate_limit_per_s: float = Field(
         2.0, ge=0, description="Events per second (event time) a user may send on average; beyond the burst, "
         "events go to the suspect topic instead of into state, popularity and training. 0: no limit.")
-    rate_burst: float = Field(
-        60.0, ge=1, description="Events a user may send at once before the rate limit applies.")
+    rate_burst: float = Field(60.0, ge=1, description="Events a user may send at once before the rate limit applies.")
+    count_cap_per_hour: int = Field(0, ge=0, description="Events of one user that count in popularity and co-visitation "
+        "per hour of event time (the rest still enter state and training); set above the heaviest real users. 0: off.")
     suspect_surprise: float = Field(
         3.0, ge=0, description="A user whose recent events fall on the most popular items so often that chance "
         "explains it less than once in 10 ** this is quarantined as a promotion's fake user (with "

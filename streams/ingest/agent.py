@@ -34,7 +34,7 @@ from ..kafka.faust_patches.internals import set_current_event
 from .dead_letters import DeadLetter, DeadLetterMarks
 from .events import Event, InvalidEvent, parse_event
 from .guard import (RATE_LIMITED, RELEASED, SUSPECT_REASONS, SUSPICIOUS, BaseRate, counts, evidence,
-                    first_counts, history_evidence, suspicious, verdict)
+                    first_counts, history_evidence, suspicious, verdict, within_cap)
 from .popularity import PopularityBoard
 from .user_state import State, apply_event, decode, empty_state, encode
 
@@ -145,7 +145,12 @@ class Ingest:
             return
         if bucket is not None:
             new_state["rl"] = bucket
-        counted = counts({item for item, _, _ in state["items"]} if state else (), ev.item_id)
+        repeat = not counts({item for item, _, _ in state["items"]} if state else (), ev.item_id)
+        counted = not repeat
+        if counted and s.count_cap_per_hour:
+            counted, new_state["cw"] = within_cap(new_state.get("cw"), ev.ts, s.count_cap_per_hour)
+            if not counted:
+                metrics.capped.inc()
         if counted and s.suspect_surprise and not new_state.get("ok"):
             popular = self.popularity.popular(s.suspect_top_items)
             on_popular = ev.item_id in popular
@@ -167,7 +172,7 @@ class Ingest:
         if counted:
             # settling only once someone can be suspected: a new worker serves popularity at once
             self.popularity.count(msg.partition, ev.item_id, ev.ts, key, settle=self.base_rate.rate is not None)
-        else:
+        elif repeat:
             metrics.uncounted.inc()
         metrics.events.labels("accepted").inc()
         stages.mark("popularity")

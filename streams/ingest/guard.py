@@ -109,6 +109,21 @@ def counts(previous_items, item_id: str) -> bool:
     return item_id not in previous_items
 
 
+CAP_WINDOW_S = 3600.0  # the window of STREAMREC_COUNT_CAP_PER_HOUR, in event time
+
+
+def within_cap(window: list | None, ts: float, cap: int) -> tuple[bool, list]:
+    """Whether one more counting event of a user at ``ts`` fits ``cap``, and their window after it:
+    ``[start, counted]``, at most ``cap`` counted events in the hour of event time from ``start``
+    (the first event counted in it), so that no one user, a bot that cycles through more items
+    than a user's recent events hold, say, moves the items it sends far."""
+    if window is None or ts - window[0] >= CAP_WINDOW_S:
+        return True, [ts, 1]
+    if window[1] >= cap:
+        return False, window
+    return True, [window[0], window[1] + 1]
+
+
 def evidence(before: list | None, on_popular: bool, memory: int) -> list:
     """A user's suspicion evidence ``[n, k]`` after one more counted event (``on_popular``: on
     one of the currently most popular items); earlier events weigh ``1 - 1 / memory`` less each."""

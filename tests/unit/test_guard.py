@@ -8,7 +8,7 @@ import base64
 import json
 import time
 
-from streams.ingest.guard import RATE_LIMITED, RELEASE_HEADER, counts, released, signature, take
+from streams.ingest.guard import RATE_LIMITED, RELEASE_HEADER, counts, released, signature, take, within_cap
 from streams.lifecycle.trainer import StreamTrainer
 from streams.metrics import Metrics
 from streams.settings import load_settings
@@ -82,6 +82,37 @@ async def test_a_user_over_the_limit_is_held_back_in_the_suspect_topic(make_sett
         # the target counted once for the bot (one count per user and item), once for nobody else
         assert _metric(app, "streamrec_uncounted_repeats_total") == 2
         assert app.user_state("human")["n"] == 1
+    finally:
+        app.close()
+
+
+def test_the_hourly_cap_counts_a_window_s_first_events_and_opens_a_new_one_after_an_hour():
+    window, fits = None, []
+    for ts in (0.0, 10.0, 20.0, 30.0, 3599.0, 3600.0, 3601.0):
+        ok, window = within_cap(window, ts, 3)
+        fits.append(ok)
+    assert fits == [True, True, True, False, False, True, True]
+    assert window == [3600.0, 2]
+
+
+async def test_a_user_over_the_hourly_cap_stops_counting_but_keeps_their_history(make_settings, monkeypatch):
+    """A bot cycling through more items than its recent events hold, under the rate limit: each
+    event is on an item new to its history, so only the cap keeps it from counting each one."""
+    app, now = guarded_app(make_settings, monkeypatch, count_cap_per_hour=5, seq_len=3, covisit=True)
+    ts = time.time() - 5000
+    raws = [event(user="bot", item=f"c{n % 4}", ts=ts + n, event_id=f"b{n}") for n in range(12)]
+    raws.append(event(user="bot", item="next-hour", ts=ts + 3700, event_id="late"))
+    try:
+        async with app.app.agents["ingest"].test_context() as ingest:
+            for raw in raws:
+                await ingest.put(raw, key=b"bot")
+        assert app.user_state("bot")["n"] == 13  # every event in the history
+        assert _metric(app, "streamrec_capped_events_total") == 7  # events 6-12 of the first hour
+        assert _metric(app, "streamrec_uncounted_repeats_total") == 0  # each item left the 3 recent ones
+        tracker = app.popularity.trackers[0]
+        counted = {item: round(tracker.score(tracker.log_scores[item], ts + 5), 1) for item in ("c0", "c1", "c2", "c3")}
+        assert counted == {"c0": 2.0, "c1": 1.0, "c2": 1.0, "c3": 1.0}  # events 1-5: c0 c1 c2 c3 c0
+        assert "next-hour" in tracker.log_scores  # a new hour, a new window
     finally:
         app.close()
 
