@@ -18,7 +18,7 @@ covers dead labels, doubling up to FAISS's GPU limit of k=2048. The torch backen
 without FAISS GPU: ``torch_flat``) is exact and filters on the device, so one pass gives k.
 
 Threading. Searches share a readers/writer lock; ``add``/``retire`` take it exclusively, so a
-search never sees a half-applied add. GPU searches take it exclusively as well (GPU indexes are
+search never sees a half-applied add. FAISS GPU searches take it exclusively as well (its indexes are
 not thread-safe). The ``version`` of an index never changes after build; serving swaps in a new
 index (with its model) for a new version (``streams.serving.live_model``).
 """
