@@ -31,6 +31,7 @@ import statistics
 import sys
 import tempfile
 import time
+import traceback
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -265,22 +266,37 @@ def main() -> int:
         report["wall_s"] = round(time.monotonic() - started, 1)
         out.write_text(json.dumps(report, indent=2))
 
-    if "index" in parts:
-        report["index"] = [index_check(n, args.dim, size) for n in size["index_sizes"]]
-        save()
-    if "trainer" in parts:
-        devices = ["cuda", "cpu"] if cuda else ["cpu"]
+    def index_part() -> None:
+        report["index"] = []
+        for n in size["index_sizes"]:
+            report["index"].append(index_check(n, args.dim, size))
+            save()
+
+    def trainer_part() -> None:
         report["trainer"] = []
         for name, n, length in size["trainer_models"]:
-            for device in devices:
+            for device in ["cuda", "cpu"] if cuda else ["cpu"]:
                 report["trainer"].append(trainer_check(name, n, length, device, size["trainer_s"]))
                 save()
-    if "live" in parts:
+
+    def live_part() -> None:
         with tempfile.TemporaryDirectory(prefix="gpu-check-") as tmp:
             report["live"] = live_check(size, Path(tmp), save)
+
+    failed = []
+    for name, part in (("index", index_part), ("trainer", trainer_part), ("live", live_part)):
+        if name not in parts:
+            continue
+        try:  # one run on a borrowed machine: a part that breaks is reported, the others still run
+            part()
+        except Exception as exc:
+            failed.append(name)
+            report.setdefault("errors", {})[name] = traceback.format_exc()[-4000:]
+            log(f"{name} failed: {type(exc).__name__}: {exc}")
+            save()
     save()
-    log(f"wrote {args.out} after {report['wall_s']} s")
-    return 0
+    log(f"wrote {args.out} after {report['wall_s']} s" + (f"; failed: {', '.join(failed)}" if failed else ""))
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
