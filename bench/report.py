@@ -343,7 +343,20 @@ def cost(d):
     return out + "\n" + table(header, stage_rows)
 
 
-RENDER = {"attack": attack, "cost": cost, "live_quality_taobao": live_quality, "live_quality_taobao#cold": live_quality_cold,
+def gpu_check(d):
+    """bench/gpu_check.py: the index on the GPU, the trainer on CUDA against the CPU, the live rounds."""
+    out = table(["items × dim", "device", "batch-1 p50 / p99", "batch-256 q/s", "FAISS CPU q/s", "add 1,000 (max)", "rebuild + swap", "recall@10"],
+                [[f"{r['items']:,} × {r['dim']}", r["device"], f"{r['batch1_ms']['p50']:.2f} / {r['batch1_ms']['p99']:.2f} ms", num(r["batch256_qps"]),
+                  num(r["faiss_cpu_flat_batch256_qps"]), f"{r['add_1000_ms']:.2f} ({r['add_1000_ms_max']:.2f}) ms", f"{r['rebuild_swap_s']:.3f} s", r["recall_at_10"]] for r in d.get("index", [])])
+    cpu = {r["model"]: r["updates_per_s"] for r in d.get("trainer", []) if r["device"] == "cpu"}
+    out += "\n" + table(["model", "device", "updates/s", "× the CPU"], [[f"{r['model']} ({r['items']:,} items, {r['max_len']} events)", r["device"], f"{r['updates_per_s']:.3f}",
+                        f"{r['updates_per_s'] / cpu[r['model']]:.1f}×" if cpu.get(r["model"]) else "–"] for r in d.get("trainer", [])])
+    return out + "\n" + table(["workers", "trainer", "drain events/s", "event → rec p50 / p99", "versions published", "served"],
+                              [[r["workers"], "on" if r["train"] else "off", num(r["drain_events_per_s"]), f"{ms(r['event_to_rec_p50_s'])} / {ms(r['event_to_rec_p99_s'])}",
+                                r["versions_published"], ", ".join(map(str, r["versions_served"]))] for r in d.get("live", [])])
+
+
+RENDER = {"attack": attack, "gpu_check": gpu_check, "cost": cost, "live_quality_taobao": live_quality, "live_quality_taobao#cold": live_quality_cold,
           "sources_cost": sources_cost, "defences_cost": sources_cost, "live_quality_ml1m_model": live_quality_model, "live_quality_taobao_model": live_quality_model, "crash_recovery": crash_recovery, "fuzz_dlq": fuzz_dlq, "throughput_drain": throughput_runs,
           "throughput_fresh": throughput_steps, "throughput_search": throughput_steps, "live_swap": live_swap,
           "index_latency": index_latency, "robustness": robustness,

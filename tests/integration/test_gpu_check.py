@@ -35,3 +35,11 @@ def test_the_gpu_check_runs_tiny_on_the_cpu(tmp_path):
         assert len(row["versions_served"]) == row["workers"] and min(row["versions_served"]) >= 1
     assert live[0]["versions_published"] == 0  # no trainer, no new version
     assert live[1]["versions_published"] >= 1 and max(live[1]["versions_served"]) > 1  # trained, announced, served
+
+    # bench/report.py renders it (the GPU run's BENCHMARKS section will be generated from its JSON)
+    tables = subprocess.run([sys.executable, "-c", "import json, sys, report; "
+                             "print(report.gpu_check(json.load(open(sys.argv[1]))))", str(out)],
+                            cwd=ROOT / "bench", check=True, capture_output=True, text=True, timeout=60).stdout
+    assert "| 10,000 × 64 | cpu |" in tables and "| ml1m (500 items, 30 events) | cpu |" in tables
+    assert [line.split(" | ")[:2] for line in tables.splitlines() if line.startswith(("| 1 |", "| 2 |"))] == \
+        [["| 1", "off"], ["| 1", "on"], ["| 2", "on"]]
