@@ -69,7 +69,7 @@ class ItemIndex:
         self._version = int(version)
         self.params = params
         self.effort = int(effort)            # nprobe (ivf) / efSearch (hnsw)
-        self.on_gpu = bool(on_gpu)
+        self.on_gpu = faiss_index.device.type == "cuda" if backend == "torch" else bool(on_gpu)
         self._faiss_gpu = self.on_gpu and backend == "faiss"  # no selectors, k <= 2048, not thread-safe
         self._gpu_res = gpu_res
         self.tuned_recall = float(tuned_recall)
@@ -128,7 +128,7 @@ class ItemIndex:
             from .torch_flat import TorchFlatIP, default_device
             store = TorchFlatIP(vectors.shape[1], default_device(device), vectors)
             return cls(faiss_index=store, kind="flat", dim=vectors.shape[1], version=version, params=params,
-                       on_gpu=store.device.type == "cuda", ids=ids, label_of=label_of, backend="torch")
+                       ids=ids, label_of=label_of, backend="torch")
         use_gpu = factory.resolve_gpu(use_gpu)
         kind = factory.choose_kind(len(vectors), params, exact_threshold)
         if sample_queries is not None:

@@ -107,7 +107,7 @@ def load(path, *, use_gpu: bool | None = None, device: int = 0, backend: str | N
     if backend == "torch":
         from .torch_flat import TorchFlatIP, default_device
         index, res = TorchFlatIP(meta["dim"], default_device(device), cpu_index.reconstruct_n(0, len(ids))), None
-        on_gpu = index.device.type == "cuda"
+        on_gpu = False  # FAISS's placement; ItemIndex reads a torch store's device from the store
     else:
         on_gpu = factory.resolve_gpu(use_gpu) and meta["kind"] != "hnsw"
         index, res = (factory.to_gpu(cpu_index, device) if on_gpu else (cpu_index, None))

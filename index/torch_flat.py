@@ -25,10 +25,6 @@ import torch
 BLOCK_SCORES = 1 << 26
 
 
-def cuda_available() -> bool:
-    return torch.cuda.is_available()
-
-
 def default_device(device: int = 0) -> str:
     return f"cuda:{device}" if torch.cuda.is_available() else "cpu"
 

@@ -94,9 +94,9 @@ def create(settings: Settings, backend: Backend | None = None) -> Worker:
         await serving.accept(event.user_id, items, event.ts, arrived, msg_ts)
 
     restore = partial(restore_covisit, core, covisit, popularity) if covisit is not None else None
-    retract = ((lambda items, sign: covisit.add_history(((item, ts) for item, _, ts in items), sign=sign))
-               if covisit is not None else None)
-    worker = Worker(core, popularity, covisit, Ingest(core, popularity, accepted, restore, retract), serving,
+    count_history = ((lambda items, sign: covisit.add_history(((item, ts) for item, _, ts in items), sign=sign))
+                     if covisit is not None else None)
+    worker = Worker(core, popularity, covisit, Ingest(core, popularity, accepted, restore, count_history), serving,
                     Lifecycle(core, on_update=serving.load_async, staleness=serving.staleness,
                               quality=lambda: serving.gate.report() if serving.gate is not None else {}))
     worker.ingest.register()

@@ -145,8 +145,8 @@ class Ingest:
             return
         if bucket is not None:
             new_state["rl"] = bucket
-        repeat = not counts({item for item, _, _ in state["items"]} if state else (), ev.item_id)
-        counted = not repeat
+        counted = counts({item for item, _, _ in state["items"]} if state else (), ev.item_id)
+        repeat = not counted
         if counted and s.count_cap_per_hour:
             counted, new_state["cw"] = within_cap(new_state.get("cw"), ev.ts, s.count_cap_per_hour)
             if not counted:
