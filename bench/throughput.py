@@ -21,7 +21,8 @@
    event→recommendation p50/p99 from the
    worker's histogram streamrec_event_to_recommendation_seconds (deltas over the soak), lag and
    RSS (/proc/PID/status; the worker and its serving children summed) and the CPU cores used by
-   the worker's processes and by the broker, every second (the embedded broker can be the limit).
+   the worker's processes and by the broker, every second (the embedded broker can be the limit);
+   the RSS growth after ``--warmup-s`` is the soak target's figure.
 
 Writes bench/results/throughput.json and .png.
 
@@ -162,10 +163,19 @@ def check_state(worker, sent: list[tuple[bytes, bytes]]) -> dict:
         got = body.get("n") if status == 200 and isinstance(body, dict) else None
         if got != n:
             wrong[user] = (n, got)
+    metrics = worker.metrics()
     return {"users": len(expected), "users_with_wrong_count": len(wrong),
+            # valid events the suspicion guard held back (in events.suspect, not in the state)
+            "held_back_suspect": int(metrics.get('streamrec_events_total{outcome="suspect"}', 0)),
             "events_missing": sum(n - (got or 0) for n, got in wrong.values() if (got or 0) < n),
             "events_extra": sum((got or 0) - n for n, got in wrong.values() if (got or 0) > n),
             "examples": dict(list(wrong.items())[:5])}
+
+
+def rss_growth(series: list, warmup_s: float) -> float | None:
+    """RSS MiB at the end of ``series`` minus RSS at ``warmup_s`` into it (None if shorter)."""
+    after = [row for row in series if row[0] >= warmup_s]
+    return round((after[-1][3] - after[0][3]) / 1024, 1) if len(after) > 1 else None
 
 
 def accepted(metrics: dict) -> float:
@@ -186,6 +196,8 @@ def main() -> int:
     ap.add_argument("--soak-s", type=float, default=180)
     ap.add_argument("--soak-rate", type=float, default=0.0,
                     help="events/s of the soak (default: half the measured drain rate)")
+    ap.add_argument("--warmup-s", type=float, default=120,
+                    help="seconds of a paced phase before its RSS growth is counted (rss_mib_growth_after_warmup)")
     ap.add_argument("--worker-args", default="",
                     help="more `streamrec worker` flags, e.g. \"--malloc-mmap-threshold-kb 0\"")
     ap.add_argument("--fresh-broker", action="store_true",
@@ -326,6 +338,9 @@ def main() -> int:
                     "rss_mib_first": round(series[0][3] / 1024, 1) if series else None,
                     "rss_mib_max": round(max(s[3] for s in series) / 1024, 1) if series else None,
                     "rss_mib_last": round(series[-1][3] / 1024, 1) if series else None,
+                    # after the warm-up (caches, the RocksDB bound, the serving buffers fill): the soak target
+                    "rss_mib_growth_after_warmup": rss_growth(series, args.warmup_s),
+                    "rocksdb_memory_mib_last": round(after.get("streamrec_rocksdb_memory_bytes", 0) / 2**20, 1),
                 }
                 for name, col in (("worker", 4), ("broker", 5)):  # CPU cores in use, sampled each second
                     cores = [s[col] for s in series[1:]]

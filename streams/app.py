@@ -17,6 +17,7 @@ import faust
 from .kafka.clients import faust_credentials
 from .kafka.faust_patches.recovery import TableManager
 from .kafka.faust_patches.transport import transport_class
+from .kafka.table_store import MEMORY_OPTION
 from .metrics import Metrics
 from .settings import Settings
 
@@ -27,7 +28,7 @@ def faust_app(settings: Settings) -> faust.App:
         settings.app_id,
         broker=servers,
         broker_credentials=faust_credentials(settings),
-        store="rocksdb://" if settings.store == "rocksdb" else "memory://",
+        store="streamrec://" if settings.store == "rocksdb" else "memory://",  # streams.kafka.table_store
         datadir=str(settings.table_dir),
         autodiscover=False,
         topic_partitions=settings.partitions,
@@ -59,13 +60,12 @@ def faust_app(settings: Settings) -> faust.App:
 
 
 def rocksdb_options(settings: Settings) -> dict[str, int]:
-    """Memory bounds of each table partition's RocksDB (a fresh dict: Faust pops keys from it).
-    A worker holds tables x partitions of them: about that many x (2 memtables + cache) at most."""
+    """Each table partition's RocksDB options (a fresh dict: Faust pops keys from it): its
+    memtables, and the worker-wide memory bound they share (streams.kafka.table_store)."""
     return {
         "write_buffer_size": settings.rocksdb_write_buffer_mb << 20,
         "max_write_buffer_number": 2,
-        "block_cache_size": settings.rocksdb_block_cache_mb << 20,
-        "block_cache_compressed_size": settings.rocksdb_block_cache_mb << 20,  # python-rocksdb only
+        MEMORY_OPTION: settings.rocksdb_memory_mb,
     }
 
 

@@ -110,6 +110,8 @@ class Metrics:
                                            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024), registry=r)
         self.table_entries = Gauge("streamrec_table_entries", "Entries in the worker's tables (RocksDB's estimate).",
                                    ["table"], registry=r)
+        self.rocksdb_memory = Gauge("streamrec_rocksdb_memory_bytes", "RocksDB memory of the worker's tables: "
+                                    "the shared block cache with the memtables charged to it.", registry=r)
         self.http_latency = Histogram("streamrec_http_request_seconds", "HTTP request latency.", ["path"],
                                       buckets=LATENCY_BUCKETS, registry=r)
         self.consumer_lag = Gauge("streamrec_consumer_lag", "Messages not yet processed (highwater - "

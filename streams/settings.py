@@ -105,12 +105,11 @@ class Settings(BaseSettings):
     )
     store: Literal["rocksdb", "memory"] = Field("rocksdb", description="Faust table store.")
     data_dir: Path = Field(Path("./var"), description="Table state (RocksDB) and model store.")
-    rocksdb_write_buffer_mb: int = Field(
-        8, ge=1, le=1024, description="RocksDB memtable size per table partition (2 of them at most; "
-        "Faust's default: 3 x 64 MB).",
-    )
-    rocksdb_block_cache_mb: int = Field(
-        32, ge=1, le=65_536, description="RocksDB read cache per table partition (Faust's default: 2 GB).",
+    rocksdb_write_buffer_mb: int = Field(8, ge=1, le=1024, description="RocksDB memtable size per table "
+                                         "partition (2 of them at most; all flushed at half of rocksdb_memory_mb).")
+    rocksdb_memory_mb: int = Field(
+        64, ge=8, le=65_536, description="RocksDB memory of the whole worker: one block cache shared by "
+        "every table partition, the memtables charged to it (streams/kafka/table_store.py).",
     )
     gil_switch_interval_ms: float = Field(
         0.5, gt=0, le=100, description="Python's thread switch interval in the worker (Python's default: "

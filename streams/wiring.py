@@ -28,6 +28,7 @@ from .ingest.user_state import State, history, lookup
 from .kafka import faust_patches
 from .kafka.faust_patches.internals import partition_values
 from .kafka.monitoring import consumer_lag, table_entries
+from .kafka.table_store import memory_in_use as rocksdb_memory_in_use
 from .lifecycle.leader import Lifecycle
 from .serving import views
 from .serving.recommend import Backend
@@ -139,6 +140,7 @@ def _register_gauges(core: WorkerApp) -> None:
     async def table_sizes():
         for name, table in (("user_sequences", core.user_sequences), ("item_popularity", core.item_popularity)):
             metrics.table_entries.labels(name).set(table_entries(table))
+        metrics.rocksdb_memory.set(rocksdb_memory_in_use())
 
     @app.timer(LAG_EVERY_S)
     async def lag():
