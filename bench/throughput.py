@@ -172,10 +172,10 @@ def check_state(worker, sent: list[tuple[bytes, bytes]]) -> dict:
             "examples": dict(list(wrong.items())[:5])}
 
 
-def rss_growth(series: list, warmup_s: float) -> float | None:
-    """RSS MiB at the end of ``series`` minus RSS at ``warmup_s`` into it (None if shorter)."""
+def rss_growth(series: list, warmup_s: float, column: int = 3) -> float | None:
+    """RSS MiB (KiB in ``column``) at the end of ``series`` minus at ``warmup_s`` into it (None if shorter)."""
     after = [row for row in series if row[0] >= warmup_s]
-    return round((after[-1][3] - after[0][3]) / 1024, 1) if len(after) > 1 else None
+    return round((after[-1][column] - after[0][column]) / 1024, 1) if len(after) > 1 else None
 
 
 def accepted(metrics: dict) -> float:
@@ -299,7 +299,8 @@ def main() -> int:
                 t0 = time.monotonic()
                 th.start()
                 series = []
-                # (s, processed, lag, RSS KiB, CPU cores of the worker tree / the broker since the last sample)
+                # (s, processed, lag, RSS KiB, CPU cores of the worker tree / the broker since the last
+                # sample, RSS KiB of the worker's main process alone, its RocksDB bytes)
                 cpu_last = (time.monotonic(), worker.cpu_seconds() or 0.0, cpu_seconds(broker.process.pid))
                 mid = None  # metrics at half time: latency of each half of the phase
                 while th.is_alive() or time.monotonic() - t0 < seconds:
@@ -310,7 +311,8 @@ def main() -> int:
                     dt = max(1e-6, cpu_now[0] - cpu_last[0])
                     series.append((time.monotonic() - t0, accepted(m) - accepted(before),
                                    m.get("streamrec_consumer_lag", 0.0), worker.rss_kib() or 0,
-                                   round((cpu_now[1] - cpu_last[1]) / dt, 3), round((cpu_now[2] - cpu_last[2]) / dt, 3)))
+                                   round((cpu_now[1] - cpu_last[1]) / dt, 3), round((cpu_now[2] - cpu_last[2]) / dt, 3),
+                                   worker.rss_kib(children=False) or 0, m.get("streamrec_rocksdb_memory_bytes", 0.0)))
                     cpu_last = cpu_now
                     time.sleep(1.0)
                     if time.monotonic() - t0 > seconds * 3:
@@ -340,6 +342,7 @@ def main() -> int:
                     "rss_mib_last": round(series[-1][3] / 1024, 1) if series else None,
                     # after the warm-up (caches, the RocksDB bound, the serving buffers fill): the soak target
                     "rss_mib_growth_after_warmup": rss_growth(series, args.warmup_s),
+                    "rss_mib_growth_after_warmup_main_process": rss_growth(series, args.warmup_s, column=6),
                     "rocksdb_memory_mib_last": round(after.get("streamrec_rocksdb_memory_bytes", 0) / 2**20, 1),
                 }
                 for name, col in (("worker", 4), ("broker", 5)):  # CPU cores in use, sampled each second
@@ -419,7 +422,12 @@ def plot(report: dict, samples: list[dict], path: Path) -> None:
     ax.legend()
     ax = axes[2]
     if soak:
-        ax.plot([s[0] for s in soak], [s[3] / 1024 for s in soak])
+        ax.plot([s[0] for s in soak], [s[3] / 1024 for s in soak], label="worker and its serving children")
+        if len(soak[0]) > 6:
+            ax.plot([s[0] for s in soak], [s[6] / 1024 for s in soak], label="worker main process")
+            ax.plot([s[0] for s in soak], [s[7] / 2**20 for s in soak], label="its RocksDB (shared cache)")
+        ax.axvline(report["args"]["warmup_s"], color="grey", ls=":", lw=0.8)
+        ax.legend()
     sk = report["soak_half_rate"]
     ax.set_title(f"worker RSS during the soak (p50 {1000 * (sk['p50_s'] or 0):.1f} ms, p99 "
                  f"{1000 * (sk['p99_s'] or 0):.1f} ms)")

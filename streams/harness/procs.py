@@ -199,13 +199,13 @@ class Worker:
         except ProcessLookupError:
             pass
 
-    def rss_kib(self) -> int | None:
-        """VmRSS of the worker process plus its child processes (the serving children), summed:
-        pages they share (torch's and FAISS's code) are counted in each of them."""
+    def rss_kib(self, children: bool = True) -> int | None:
+        """VmRSS of the worker process plus (``children``) its child processes (the serving
+        children), summed: pages they share (torch's and FAISS's code) are counted in each of them."""
         if self.proc is None:
             return None
         total = None
-        for pid in process_tree(self.proc.pid):
+        for pid in process_tree(self.proc.pid) if children else [self.proc.pid]:
             try:
                 m = re.search(r"VmRSS:\s+(\d+) kB", Path(f"/proc/{pid}/status").read_text())
             except OSError:
