@@ -5,7 +5,8 @@ or None; see ``model/heads.py``), ``head_names`` (derived from ``heads`` on save
 ``online``), ``task`` (what it was selected for: ``next`` or ``purchase``),
 ``optimizer`` (state dict or None), ``config`` (EncoderConfig as a dict), ``objectives``
 (objective config as a dict), ``vocab`` (ItemVocab state), ``step``, ``best_val``, ``version``,
-``popularity`` (item row counts, for the cold-user fallback) and ``meta`` (free plain python;
+``popularity`` (item row counts, for the cold-user fallback), ``scenarios`` (the scenario names
+of rows 1.. of the encoder's scenario table; absent: none) and ``meta`` (free plain python;
 ``meta["data"]`` is the fingerprint of the data it was trained on). Only tensors and plain python
 types are stored.
 
@@ -22,6 +23,7 @@ import zipfile
 import torch
 
 from model.encoder import EncoderConfig
+from model.vocab import ScenarioVocab
 
 FORMAT_VERSION = 2
 
@@ -80,6 +82,11 @@ def load_checkpoint(path: str, expected: EncoderConfig | dict | None = None,
             desc = ", ".join(f"{k}: checkpoint {a} vs expected {b}" for k, (a, b) in diff.items())
             raise CheckpointError(f"checkpoint {path} has a different architecture ({desc})")
     return ckpt
+
+
+def scenario_vocab(ckpt: dict) -> ScenarioVocab:
+    """The scenario names of a loaded checkpoint, on its encoder's scenario table."""
+    return ScenarioVocab(EncoderConfig.from_dict(ckpt["config"]).n_scenarios, ckpt.get("scenarios") or ())
 
 
 def _head_names(heads: dict | None) -> list[str]:

@@ -12,7 +12,7 @@ import logging
 import os
 import sys
 
-from model.checkpoint import CheckpointError, load_checkpoint
+from model.checkpoint import CheckpointError, load_checkpoint, scenario_vocab
 from model.data import FORMATS, DataError, load_dataset
 from model.encoder import EncoderConfig, SeqEncoder
 from model.evaluate import evaluate_model
@@ -46,6 +46,9 @@ def register(subparsers) -> None:
     p.add_argument("--max-len", type=int, default=200)
     p.add_argument("--dropout", type=float, default=0.2)
     p.add_argument("--ffn-mult", type=int, default=4)
+    p.add_argument("--scenarios", type=int, default=EncoderConfig.n_scenarios,
+                   help="rows of the scenario table, the default scenario's included (jsonl data with a "
+                        "'scenario' field; 0 = no table)")
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--lr-schedule", default="constant", choices=LR_SCHEDULES,
@@ -163,12 +166,13 @@ def _pretrain(args) -> int:
         raise UsageError(f"checkpoint not found: {args.resume}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     if args.resume:  # new items get new rows after the checkpoint's rows
-        ds = load_dataset(args.data, args.format, ItemVocab.from_state(load_checkpoint(args.resume)["vocab"]),
-                          grow=True)
+        ck = load_checkpoint(args.resume)
+        ds = load_dataset(args.data, args.format, ItemVocab.from_state(ck["vocab"]), grow=True,
+                          scenario_vocab=scenario_vocab(ck))
     else:
         ds = load_dataset(args.data, args.format)
     ecfg = EncoderConfig(dim=args.dim, n_layers=args.layers, n_heads=args.heads, max_len=args.max_len,
-                         dropout=args.dropout, ffn_mult=args.ffn_mult)
+                         dropout=args.dropout, ffn_mult=args.ffn_mult, n_scenarios=args.scenarios)
     try:
         ocfg = ObjectiveConfig(weights=weights, n_negatives=args.negatives, adv_eps=args.adv_eps,
                                mask_prob=args.mask_prob, noise_prob=args.noise_prob, replace_prob=args.replace_prob)
@@ -203,8 +207,9 @@ def _finetune(args) -> int:
     except ValueError as e:
         raise UsageError(str(e)) from None
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    vocab = ItemVocab.from_state(load_checkpoint(args.checkpoint)["vocab"])
-    ds = load_dataset(args.data, args.format, vocab, grow=True)
+    ck = load_checkpoint(args.checkpoint)
+    ds = load_dataset(args.data, args.format, ItemVocab.from_state(ck["vocab"]), grow=True,
+                      scenario_vocab=scenario_vocab(ck))
     summary = finetune(ds, args.checkpoint, fcfg, tcfg, args.out)
     summary.pop("history")
     print(json.dumps(summary))
@@ -225,7 +230,8 @@ def _evaluate(args) -> int:
         raise UsageError(f"checkpoint not found: {args.checkpoint}")
     ck = load_checkpoint(args.checkpoint)
     enc = SeqEncoder.from_state(EncoderConfig.from_dict(ck["config"]), ck["model"])
-    ds = load_dataset(args.data, args.format, vocab=ItemVocab.from_state(ck["vocab"]))
+    ds = load_dataset(args.data, args.format, vocab=ItemVocab.from_state(ck["vocab"]),
+                      scenario_vocab=scenario_vocab(ck))
     res = evaluate_model(enc, ds, args.split)
     res.update(checkpoint=args.checkpoint, stage=ck["stage"], task=ck["task"])
     if "purchase" in ck["head_names"]:

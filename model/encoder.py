@@ -6,7 +6,11 @@ Conventions used everywhere in ``model/``:
 - item row 0 is padding; sequences are LEFT-padded so the last column is the most recent event;
 - behaviour types: 0 = pad, 1 = click, 2 = purchase (``TYPE_IDS``);
 - the user vector is the hidden state at the last position; a score is the inner product of a
-  user vector and an item vector (``item_vectors()`` is the shared input/output item table).
+  user vector and an item vector (``item_vectors()`` is the shared input/output item table);
+- scenarios (``model.vocab.ScenarioVocab`` rows, 0 = default): ``scenarios[b, t]`` is the
+  scenario of the event that position t predicts, the next one; at the last position it is the
+  scenario a recommendation is asked for. Its embedding is added to position t's input, so the
+  blocks can learn a different next-item rule per scenario; the default row is zero.
 
 Serving and the index use only ``encode_sequences`` and ``item_vectors``; training code uses
 ``forward`` (hidden states at every position) and ``embed`` (so the adversarial objective can
@@ -39,9 +43,10 @@ class EncoderConfig:
     attn_dropout: float = 0.0 # on attention weights (off by default: costly on CPU)
     n_types: int = 3          # 0 = pad, 1 = click, 2 = purchase
     ffn_mult: int = 4         # feed-forward hidden size = ffn_mult * dim
+    n_scenarios: int = 8      # rows of the scenario table, the default's included (<= 1: no table)
 
     # fields that define the shapes of the weights (n_items is growable, dropout is training-only)
-    ARCH_FIELDS = ("dim", "n_layers", "n_heads", "max_len", "n_types", "ffn_mult")
+    ARCH_FIELDS = ("dim", "n_layers", "n_heads", "max_len", "n_types", "ffn_mult", "n_scenarios")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -52,7 +57,7 @@ class EncoderConfig:
         unknown = set(d) - names
         if unknown:
             raise ValueError(f"unknown EncoderConfig fields: {sorted(unknown)}")
-        return cls(**d)
+        return cls(**{"n_scenarios": 0, **d})   # a config saved before scenarios had no table
 
     def arch(self) -> dict:
         return {k: getattr(self, k) for k in self.ARCH_FIELDS}
@@ -120,6 +125,12 @@ class SeqEncoder(nn.Module):
         for module in self.modules():
             if module is not self.item_emb or item_table is None:
                 self._init(module)
+        # drawn aside, so that an encoder trains on the same random numbers with or without a table
+        self.scen_emb = None
+        if cfg.n_scenarios > 1:
+            with torch.random.fork_rng(devices=[]):
+                self.scen_emb = nn.Embedding(cfg.n_scenarios, cfg.dim, padding_idx=0)
+                self._init(self.scen_emb)
 
     @classmethod
     def from_state(cls, cfg: "EncoderConfig", state: dict[str, torch.Tensor]) -> "SeqEncoder":
@@ -146,11 +157,12 @@ class SeqEncoder(nn.Module):
                     m.weight[m.padding_idx].zero_()
 
     # ---- training-side API -------------------------------------------------------------------
-    def embed(self, items: torch.Tensor, types: torch.Tensor,
-              masked: torch.Tensor | None = None, item_vecs: torch.Tensor | None = None) -> torch.Tensor:
+    def embed(self, items: torch.Tensor, types: torch.Tensor, masked: torch.Tensor | None = None,
+              item_vecs: torch.Tensor | None = None, scenarios: torch.Tensor | None = None) -> torch.Tensor:
         """Input embeddings (B, T, D) of left-padded items/types (B, T); padding rows are zero.
         ``masked`` (B, T) bool: positions whose item is replaced by the [MASK] embedding.
-        ``item_vecs``: ``item_emb(items)`` when the caller has looked them up already."""
+        ``item_vecs``: ``item_emb(items)`` when the caller has looked them up already.
+        ``scenarios`` (B, T): the scenario each position predicts for (none: the default)."""
         T = items.shape[1]
         if T > self.cfg.max_len:
             raise ValueError(f"sequence length {T} exceeds max_len {self.cfg.max_len}")
@@ -160,14 +172,16 @@ class SeqEncoder(nn.Module):
         if masked is not None:
             e = torch.where(masked.unsqueeze(-1), self.mask_emb.to(e.dtype), e)
         x = e * math.sqrt(self.cfg.dim) + self.pos_emb(pos)[None] + self.type_emb(types)
+        if scenarios is not None and self.scen_emb is not None:
+            x = x + self.scen_emb(scenarios)
         return x * (items != PAD).unsqueeze(-1)
 
     def forward(self, items: torch.Tensor, types: torch.Tensor, x: torch.Tensor | None = None,
-                causal: bool = True) -> torch.Tensor:
-        """Hidden states (B, T, D) at every position; ``x`` overrides the input embeddings;
-        ``causal=False`` attends both ways (used only by the Cloze objective)."""
+                causal: bool = True, scenarios: torch.Tensor | None = None) -> torch.Tensor:
+        """Hidden states (B, T, D) at every position; ``x`` overrides the input embeddings (and
+        ``scenarios``); ``causal=False`` attends both ways (the bidirectional objectives)."""
         if x is None:
-            x = self.embed(items, types)
+            x = self.embed(items, types, scenarios=scenarios)
         mask = self.attention_mask(items, causal)
         h = self.emb_drop(x)
         for block in self.blocks:
@@ -186,22 +200,25 @@ class SeqEncoder(nn.Module):
 
     # ---- serving-side API --------------------------------------------------------------------
     def encode_sequences(self, item_rows: torch.Tensor, types: torch.Tensor,
-                         item_vecs: torch.Tensor | None = None) -> torch.Tensor:
+                         item_vecs: torch.Tensor | None = None,
+                         scenarios: torch.Tensor | None = None) -> torch.Tensor:
         """User vectors (B, D): hidden state at the last (most recent) position; equal to
-        ``forward(item_rows, types)[:, -1]`` (no dropout: call it in eval mode), but the last
-        block computes that position only, about a third less work for two blocks."""
-        T = item_rows.shape[1]
-        if T > self.cfg.max_len:  # keep the most recent max_len events
-            item_rows, types = item_rows[:, -self.cfg.max_len:], types[:, -self.cfg.max_len:]
-            item_vecs = None if item_vecs is None else item_vecs[:, -self.cfg.max_len:]
+        ``forward(item_rows, types, scenarios=scenarios)[:, -1]`` (no dropout: call it in eval
+        mode), but the last block computes that position only, about a third less work for two
+        blocks."""
+        T, keep = item_rows.shape[1], self.cfg.max_len
+        if T > keep:  # keep the most recent max_len events
+            item_rows, types = item_rows[:, -keep:], types[:, -keep:]
+            item_vecs = None if item_vecs is None else item_vecs[:, -keep:]
+            scenarios = None if scenarios is None else scenarios[:, -keep:]
         mask = self.attention_mask(item_rows)[:, None]                          # (B, 1, T, T)
-        h = self.emb_drop(self.embed(item_rows, types, item_vecs=item_vecs))
+        h = self.emb_drop(self.embed(item_rows, types, item_vecs=item_vecs, scenarios=scenarios))
         for block in self.blocks[:-1]:
             h = block(h, mask)
         return self.ln_f(self.blocks[-1].forward_last(h, mask[:, :, -1:]))[:, -1]
 
     @torch.no_grad()
-    def serving_encoder(self) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    def serving_encoder(self) -> Callable[..., torch.Tensor]:
         """``encode_sequences`` for inference, as one TorchScript call after the item lookup.
 
         Why: every torch op called from Python releases the GIL and must take it back, and a
@@ -213,7 +230,8 @@ class SeqEncoder(nn.Module):
         runs in eval mode (no dropout), and leaves the item-table lookup outside, so ``grow``
         keeps it valid (the trace holds on to the item table it was made with: memory, not
         results). It is bound to the device the encoder is on now: trace again after moving it.
-        Sequences longer than ``max_len`` keep their most recent events."""
+        Sequences longer than ``max_len`` keep their most recent events; ``encode(items, types,
+        scenarios=None)`` (no scenarios: the default everywhere)."""
         was_training = self.training
         self.eval()
         try:
@@ -231,10 +249,13 @@ class SeqEncoder(nn.Module):
             self.train(was_training)
         max_len = self.cfg.max_len
 
-        def encode(item_rows: torch.Tensor, types: torch.Tensor) -> torch.Tensor:
+        def encode(item_rows: torch.Tensor, types: torch.Tensor,
+                   scenarios: torch.Tensor | None = None) -> torch.Tensor:
+            if scenarios is None:
+                scenarios = torch.zeros_like(item_rows)
             if item_rows.shape[1] > max_len:
-                item_rows, types = item_rows[:, -max_len:], types[:, -max_len:]
-            return body(self.item_emb(item_rows), item_rows, types)
+                item_rows, types, scenarios = (t[:, -max_len:] for t in (item_rows, types, scenarios))
+            return body(self.item_emb(item_rows), item_rows, types, scenarios)
 
         encode.traced = body  # the TorchScript module (tests look at its execution plan)
         return encode
@@ -269,13 +290,14 @@ class _LastHidden(nn.Module):
         super().__init__()
         self.encoder = encoder
 
-    def forward(self, item_vecs: torch.Tensor, items: torch.Tensor, types: torch.Tensor) -> torch.Tensor:
-        return self.encoder.encode_sequences(items, types, item_vecs=item_vecs)
+    def forward(self, item_vecs: torch.Tensor, items: torch.Tensor, types: torch.Tensor,
+                scenarios: torch.Tensor) -> torch.Tensor:
+        return self.encoder.encode_sequences(items, types, item_vecs=item_vecs, scenarios=scenarios)
 
 
-def _trace_example(encoder: SeqEncoder) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _trace_example(encoder: SeqEncoder) -> tuple[torch.Tensor, ...]:
     """Two sequences, one left-padded; T=2 so no size is a constant 1 in the trace."""
     device = encoder.item_emb.weight.device
     items = torch.tensor([[0, 1], [1, 1]], device=device).clamp(max=encoder.cfg.n_items - 1)
     types = (items != PAD).long()
-    return encoder.item_emb(items).detach(), items, types
+    return encoder.item_emb(items).detach(), items, types, torch.zeros_like(items)

@@ -69,7 +69,7 @@ def purchase_figures(enc: SeqEncoder, heads, ds: SeqDataset, which: str) -> dict
         head = copy.deepcopy(heads["purchase"]).cpu().eval()   # the queries are CPU tensors
     with torch.no_grad():
         if head is not None:
-            u = user_vectors(enc, split.inputs, split.input_types)
+            u = user_vectors(enc, split.inputs, split.input_types, scenarios=split.input_scenarios)
             e = enc.item_vectors().detach().float().cpu()[torch.from_numpy(split.targets)]
             p = torch.sigmoid(head.propensity_logit(u, e)).numpy()
             out.update(auc=auc(p, bought), log_loss=log_loss(p, bought))

@@ -41,15 +41,16 @@ ONLINE_HEADS = ("purchase",)   # heads the online trainer can train (no item tab
 
 
 class ReplayBuffer:
-    """Bounded uniform sample of past sequences (reservoir sampling over everything seen)."""
+    """Bounded uniform sample of past sequences (reservoir sampling over everything seen); a
+    sequence is its ``Recommender.to_rows`` triple (item rows, type ids, scenario rows)."""
 
     def __init__(self, capacity: int, seed: int = 0):
         self.capacity = int(capacity)
-        self.items: list[tuple[np.ndarray, np.ndarray]] = []
+        self.items: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
         self.seen = 0
         self.rng = random.Random(seed)
 
-    def add(self, seq: tuple[np.ndarray, np.ndarray]) -> None:
+    def add(self, seq: tuple[np.ndarray, np.ndarray, np.ndarray]) -> None:
         self.seen += 1
         if len(self.items) < self.capacity:
             self.items.append(seq)
@@ -58,27 +59,31 @@ class ReplayBuffer:
             if j < self.capacity:
                 self.items[j] = seq
 
-    def sample(self, n: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    def sample(self, n: int) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         return self.rng.sample(self.items, min(n, len(self.items)))
 
     def __len__(self) -> int:
         return len(self.items)
 
     def state(self) -> dict:
-        """The buffer as three flat tensors (a checkpoint loads with ``weights_only``)."""
-        lengths = [len(rows) for rows, _ in self.items]
+        """The buffer as flat tensors (a checkpoint loads with ``weights_only``)."""
+        lengths = [len(rows) for rows, _, _ in self.items]
 
         def flat(parts, dtype):  # int32 rows and int8 types: ~5 bytes an item in the checkpoint
             return torch.from_numpy(np.concatenate(parts).astype(dtype)) if parts else torch.zeros(0, dtype=torch.int64)
 
-        return {"rows": flat([r for r, _ in self.items], np.int32), "types": flat([t for _, t in self.items], np.int8),
+        return {"rows": flat([r for r, _, _ in self.items], np.int32),
+                "types": flat([t for _, t, _ in self.items], np.int8),
+                "scenarios": flat([c for _, _, c in self.items], np.int8),
                 "lengths": torch.tensor(lengths, dtype=torch.int64), "seen": self.seen}
 
     def load(self, state: dict) -> None:
         rows, types = state["rows"].numpy().astype(np.int64), state["types"].numpy().astype(np.int64)
+        scens = state["scenarios"].numpy().astype(np.int64) if "scenarios" in state else np.zeros_like(rows)
         ends = np.cumsum(state["lengths"].numpy())
         starts = ends - state["lengths"].numpy()
-        self.items = [(rows[a:b].copy(), types[a:b].copy()) for a, b in zip(starts, ends)][-self.capacity:]
+        self.items = [(rows[a:b].copy(), types[a:b].copy(), scens[a:b].copy())
+                      for a, b in zip(starts, ends)][-self.capacity:]
         self.seen = max(int(state["seen"]), len(self.items))
 
 
@@ -136,10 +141,15 @@ class OnlineTrainer:
         state.update({k: v.detach().cpu().clone() for k, v in self.heads.state_dict().items()})
         self.rec.heads_state = state
 
-    def _grow(self, seqs: list[list[tuple[str, str]]]) -> None:
+    def _grow(self, seqs: list[list[tuple]]) -> None:
+        """New items into the vocabulary (and the item table), new scenario names into the
+        scenario table's free rows."""
         new = {}
         for s in seqs:
-            ids = [str(i) for i, _ in s]
+            for e in s:
+                if len(e) > 2:
+                    self.rec.scenarios.add(e[2])
+            ids = [str(e[0]) for e in s]
             for i in ids:
                 if i not in self.rec.vocab and i not in new:
                     new[i] = [c for c in ids if c != i]
@@ -151,9 +161,10 @@ class OnlineTrainer:
                 self.opt = self._new_optimizer(self.opt)
             log.info("vocabulary grew by %d items to %d", len(new), len(self.rec.vocab) - 1)
 
-    def update(self, batch_of_sequences: list[list[tuple[str, str]]],
+    def update(self, batch_of_sequences: list[list[tuple]],
                new_events: list[int] | None = None) -> float:
-        """Grow the vocabulary, run ``steps_per_update`` steps on fresh + replayed sequences,
+        """Sequences of ``(item_id, type[, scenario])`` events: grow the vocabulary, run
+        ``steps_per_update`` steps on fresh + replayed sequences,
         return the mean total loss (0.0 and no new version when nothing is trainable).
 
         ``new_events[i]``: how many of sequence i's last events are new since the last update
@@ -162,21 +173,23 @@ class OnlineTrainer:
             self._grow(batch_of_sequences)
             rows = [self.rec.to_rows(s) for s in batch_of_sequences]
             n_new = new_events if new_events is not None else [1] * len(rows)
-            for (items, _), n in zip(rows, n_new):
+            for (items, _, _), n in zip(rows, n_new):
                 if n > 0 and len(items):
                     self.rec.count(items[-n:])
             fresh = [f for f in rows if len(f[0]) >= 2]
             if not fresh:
                 return 0.0
             max_len = self.rec.encoder.cfg.max_len
+            scenarios = len(self.rec.scenarios) > 1
             enc = self.rec.encoder
             enc.train()
             losses = []
             for _ in range(self.steps_per_update):
                 part = self.rng.sample(fresh, min(len(fresh), self.batch_size))
                 part += self.replay.sample(int(math.ceil(self.replay_ratio * len(part))))
-                batch = make_batch([i[-(max_len + 1):] for i, _ in part],
-                                   [t[-(max_len + 1):] for _, t in part], max_len).to(self.device)
+                batch = make_batch([i[-(max_len + 1):] for i, _, _ in part],
+                                   [t[-(max_len + 1):] for _, t, _ in part], max_len,
+                                   [c[-(max_len + 1):] for _, _, c in part] if scenarios else None).to(self.device)
                 loss = compute_losses(enc, self.heads, batch, self.ocfg, self.rng)["total"]
                 self.opt.zero_grad(set_to_none=True)
                 loss.backward()

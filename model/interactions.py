@@ -1,8 +1,10 @@
 """The one user-item interaction type, and the behaviour-type table.
 
 :class:`Interaction` is what the model side knows of an event; the stream side's accepted event
-(``streams.ingest.events.Event``) extends it with the event id and the scenario. The behaviour
-types are :data:`EVENT_TYPES`; :data:`TAOBAO_TYPES` maps the Taobao log's behaviours onto them.
+(``streams.ingest.events.Event``) extends it with the event id. The behaviour types are
+:data:`EVENT_TYPES`; :data:`TAOBAO_TYPES` maps the Taobao log's behaviours onto them. An
+interaction happens in a scenario (the surface it came from: a home feed, search, a campaign);
+data that names none is in :data:`DEFAULT_SCENARIO`.
 """
 from __future__ import annotations
 
@@ -11,6 +13,8 @@ from dataclasses import dataclass
 
 EVENT_TYPES = ("click", "purchase")
 TAOBAO_TYPES = {"pv": "click", "cart": "click", "fav": "click", "buy": "purchase"}
+DEFAULT_SCENARIO = "default"
+MAX_ID_LEN = 128  # the longest user, item, event id or scenario name the event contract accepts
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,3 +27,4 @@ class Interaction:
     type: str = "click"
     ts: float = 0.0
     category: str | None = None
+    scenario: str = DEFAULT_SCENARIO

@@ -65,14 +65,17 @@ class ObjectiveConfig:
 
 @dataclass
 class Batch:
-    """Left-padded (B, T) input items/types and next-item targets/target types (0 = none)."""
+    """Left-padded (B, T) input items/types and next-item targets/target types (0 = none); with
+    scenarios, the targets' scenario rows (what each position predicts for, ``SeqEncoder``)."""
     items: torch.Tensor
     types: torch.Tensor
     targets: torch.Tensor
     target_types: torch.Tensor
+    scenarios: torch.Tensor | None = None
 
     def to(self, device) -> "Batch":
-        return Batch(*(t.to(device) for t in (self.items, self.types, self.targets, self.target_types)))
+        return Batch(*(t.to(device) for t in (self.items, self.types, self.targets, self.target_types)),
+                     None if self.scenarios is None else self.scenarios.to(device))
 
 
 # ---- losses ------------------------------------------------------------------------------------
@@ -125,7 +128,7 @@ def item_ce(enc: SeqEncoder, h: torch.Tensor, targets: torch.Tensor, n_negatives
 
 
 def next_item_loss(enc, batch: Batch, cfg: ObjectiveConfig, x=None) -> torch.Tensor:
-    h = enc(batch.items, batch.types, x=x)                                       # (B, T, D)
+    h = enc(batch.items, batch.types, x=x, scenarios=batch.scenarios)            # (B, T, D)
     sel = batch.targets != PAD
     return item_ce(enc, h[sel], batch.targets[sel], cfg.n_negatives)
 
@@ -194,7 +197,7 @@ def contrastive_loss(enc, batch: Batch, cfg: ObjectiveConfig, rng: random.Random
 
 
 def purchase_loss(enc, heads: PurchaseHeads, batch: Batch, cfg: ObjectiveConfig) -> torch.Tensor:
-    h = enc(batch.items, batch.types)
+    h = enc(batch.items, batch.types, scenarios=batch.scenarios)
     sel = batch.targets != PAD
     hs, tgt, buy = h[sel], batch.targets[sel], (batch.target_types[sel] == PURCHASE)
     # (b) propensity of the (state, next item) pair being a purchase
@@ -252,7 +255,7 @@ def replaced_loss(enc, heads: ReplacedItemHeads, batch: Batch, cfg: ObjectiveCon
 
 
 def adversarial_loss(enc, batch: Batch, cfg: ObjectiveConfig) -> torch.Tensor:
-    x = enc.embed(batch.items, batch.types)
+    x = enc.embed(batch.items, batch.types, scenarios=batch.scenarios)
     x_det = x.detach().requires_grad_(True)
     clean = next_item_loss(enc, batch, cfg, x=x_det)
     (g,) = torch.autograd.grad(clean, x_det)

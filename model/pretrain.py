@@ -74,7 +74,7 @@ def default_device(device: str | None = None) -> torch.device:
 
 
 def iter_batches(items: list[np.ndarray], types: list[np.ndarray], max_len: int, batch_size: int,
-                 rng: np.random.Generator, all_windows: bool = False):
+                 rng: np.random.Generator, all_windows: bool = False, scenarios: list[np.ndarray] | None = None):
     """Batches of training windows of at most ``max_len + 1`` events -> (input, target).
 
     By default each sequence gives its most recent window. ``all_windows`` also cuts the older
@@ -82,7 +82,7 @@ def iter_batches(items: list[np.ndarray], types: list[np.ndarray], max_len: int,
     per epoch): on ML-1M the most recent windows hold only 66 % of the training targets.
     Windows of similar length are batched together (sorted by length with random tie-breaks,
     batch order shuffled), so short sequences are not padded to ``max_len``: on ML-1M this
-    roughly halves the cost of an epoch.
+    roughly halves the cost of an epoch. ``scenarios``: each event's scenario row, aligned with ``items``.
     """
     wins = list(training_windows([len(s) for s in items], max_len, all_windows))
     lengths = np.array([end - start for _, start, end in wins], dtype=np.float64)
@@ -90,7 +90,8 @@ def iter_batches(items: list[np.ndarray], types: list[np.ndarray], max_len: int,
     chunks = [order[s:s + batch_size] for s in range(0, len(order), batch_size)]
     for c in rng.permutation(len(chunks)):
         part = [wins[j] for j in chunks[c]]
-        yield make_batch([items[i][a:b] for i, a, b in part], [types[i][a:b] for i, a, b in part], max_len)
+        yield make_batch([items[i][a:b] for i, a, b in part], [types[i][a:b] for i, a, b in part], max_len,
+                         None if scenarios is None else [scenarios[i][a:b] for i, a, b in part])
 
 
 def training_windows(lengths: list[int], max_len: int, all_windows: bool = False):
@@ -106,23 +107,27 @@ def training_windows(lengths: list[int], max_len: int, all_windows: bool = False
             end -= max_len
 
 
-def make_batch(win_items: list[np.ndarray], win_types: list[np.ndarray], max_len: int) -> Batch:
-    """Inputs are each window minus its last event, targets the window shifted by one."""
+def make_batch(win_items: list[np.ndarray], win_types: list[np.ndarray], max_len: int,
+               win_scenarios: list[np.ndarray] | None = None) -> Batch:
+    """Inputs are each window minus its last event, targets the window shifted by one (and each
+    position's scenario is its target's)."""
     x = pad_left([w[:-1] for w in win_items], max_len)
+    scen = None if win_scenarios is None else torch.from_numpy(pad_left([w[1:] for w in win_scenarios], max_len))
     return Batch(torch.from_numpy(x),
                  torch.from_numpy(pad_left([w[:-1] for w in win_types], max_len)),
                  torch.from_numpy(pad_left([w[1:] for w in win_items], max_len)),
-                 torch.from_numpy(pad_left([w[1:] for w in win_types], max_len)))
+                 torch.from_numpy(pad_left([w[1:] for w in win_types], max_len)), scen)
 
 
-def make_ckpt(enc, heads, opt, ocfg, vocab, step, best_val, version, pop, meta, stage="pretrain",
+def make_ckpt(enc, heads, opt, ocfg, ds: SeqDataset, step, best_val, version, pop, meta, stage="pretrain",
               task="next") -> dict:
     return {
         "model": enc.state_dict(), "heads": heads.state_dict() if heads is not None else None,
         "stage": stage, "task": task,
         "optimizer": opt.state_dict() if opt is not None else None,
         "config": enc.cfg.to_dict(), "objectives": asdict(ocfg) if ocfg is not None else None,
-        "vocab": vocab.to_state(), "step": int(step), "best_val": float(best_val),
+        "vocab": ds.vocab.to_state(), "step": int(step), "best_val": float(best_val),
+        "scenarios": ds.scenario_vocab.names() if ds.scenario_vocab is not None else [],
         "version": int(version), "popularity": torch.as_tensor(pop, dtype=torch.float32),
         "meta": meta,
     }
@@ -212,6 +217,11 @@ def fit(ds: SeqDataset, enc: SeqEncoder, heads: torch.nn.ModuleDict | None, opt:
     sel_heads = sel["heads"] if heads is not None else None
 
     train_items, train_types = loo_train(ds)
+    with_scen = ds.scenarios is not None and enc.scen_emb is not None   # no table: scenarios ignored
+    train_scen = [c[:len(s)] for c, s in zip(ds.scenarios, train_items)] if with_scen else None
+    if with_scen and len(ds.scenario_vocab) > enc.cfg.n_scenarios:
+        raise DataError(f"the data names {len(ds.scenario_vocab) - 1} scenarios; the encoder's scenario table "
+                        f"has room for {max(enc.cfg.n_scenarios - 1, 0)} (raise --scenarios)")
     pop = popularity(ds)
     history: list[dict] = []
     meta = {"train": asdict(tcfg), "n_users": len(ds), "data": fingerprint(ds)}
@@ -227,7 +237,7 @@ def fit(ds: SeqDataset, enc: SeqEncoder, heads: torch.nn.ModuleDict | None, opt:
     for epoch in range(1, tcfg.epochs + 1):
         nets.train()
         losses = []
-        bar = tqdm(iter_batches(train_items, train_types, max_len, tcfg.batch_size, rng, all_windows),
+        bar = tqdm(iter_batches(train_items, train_types, max_len, tcfg.batch_size, rng, all_windows, train_scen),
                    total=n_batches, desc=f"epoch {epoch}", disable=not tcfg.progress, leave=False)
         for i, batch in enumerate(bar):
             lr = tcfg.lr_at(progress(tcfg, epoch - 1 + i / n_batches, time.time() - t0))
@@ -257,7 +267,7 @@ def fit(ds: SeqDataset, enc: SeqEncoder, heads: torch.nn.ModuleDict | None, opt:
                 best_val, bad_evals = score, 0
                 version += 1
                 save_checkpoint(os.path.join(out_dir, "best.ckpt"),
-                                make_ckpt(sel["enc"], sel_heads, opt, ocfg, ds.vocab, step, best_val, version,
+                                make_ckpt(sel["enc"], sel_heads, opt, ocfg, ds, step, best_val, version,
                                           pop, {**meta, "epoch": epoch}, stage.name, stage.task))
             else:
                 bad_evals += 1
@@ -270,7 +280,7 @@ def fit(ds: SeqDataset, enc: SeqEncoder, heads: torch.nn.ModuleDict | None, opt:
             stop_reason = "time budget"
             break
     minutes = (time.time() - t0) / 60
-    last = make_ckpt(enc, heads, opt, ocfg, ds.vocab, step, best_val, version, pop,
+    last = make_ckpt(enc, heads, opt, ocfg, ds, step, best_val, version, pop,
                      {**meta, "epoch": history[-1]["epoch"]}, stage.name, stage.task)
     if average is not None:
         last["average"] = average.state_dict()

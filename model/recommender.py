@@ -4,6 +4,9 @@
   (``type`` is ``"click"`` or ``"purchase"``; unknown items are skipped). A history with no known
   item has NO model answer: its row is zero and ``known(histories)`` is False for it; serve it
   from ``popular(k)`` and mark the answer ``"source": "popular"``.
+- Scenarios: an event may be ``(item_id, type, scenario)``, and ``scenarios=[...]`` asks for each
+  history's recommendation in a scenario (None: the scenario of its last event). Names the
+  model has not learned (``self.scenarios``) are the default scenario.
 - ``item_matrix()``: ``(item_ids, vectors)`` of every item (padding dropped), for the FAISS index.
 - ``add_items(...)``: cold start; a new item's vector is the mean of the items it co-occurs with,
   else of its category's items, else of the most popular items, so it is recommendable at once.
@@ -22,18 +25,19 @@ import threading
 import numpy as np
 import torch
 
-from model.checkpoint import load_checkpoint, save_checkpoint
+from model.checkpoint import load_checkpoint, save_checkpoint, scenario_vocab
 from model.data import pad_left
 from model.encoder import TYPE_IDS, EncoderConfig, SeqEncoder
 from model.heads import load_heads
-from model.vocab import ItemVocab
+from model.vocab import ItemVocab, ScenarioVocab
 
 log = logging.getLogger(__name__)
 
 
 class Recommender:
     def __init__(self, encoder: SeqEncoder, vocab: ItemVocab, version: int = 0,
-                 popularity: np.ndarray | None = None, heads_state: dict | None = None):
+                 popularity: np.ndarray | None = None, heads_state: dict | None = None,
+                 scenarios: ScenarioVocab | None = None):
         if encoder.item_vectors().shape[0] < len(vocab):
             raise ValueError(f"item table has {encoder.item_vectors().shape[0]} rows, vocab needs {len(vocab)}")
         self.encoder = encoder.eval()
@@ -42,6 +46,7 @@ class Recommender:
         pop = np.zeros(len(vocab), np.float64) if popularity is None else np.asarray(popularity, np.float64)
         self.popularity = np.concatenate([pop, np.zeros(max(0, len(vocab) - len(pop)))])[:len(vocab)]
         self.heads_state = heads_state
+        self.scenarios = scenarios if scenarios is not None else ScenarioVocab(encoder.cfg.n_scenarios)
         self.lock = threading.RLock()
         # encoder.serving_encoder() and the device it was traced on (device constants are baked
         # into a trace, and OnlineTrainer moves the encoder to CUDA): made by prepare_serving
@@ -67,7 +72,7 @@ class Recommender:
         enc = SeqEncoder.from_state(EncoderConfig.from_dict(ck["config"]), ck["model"])
         pop = ck.get("popularity")
         rec = cls(enc.to(device or "cpu"), ItemVocab.from_state(ck["vocab"], base=vocab_base), ck["version"],
-                  pop.numpy() if pop is not None else None, ck.get("heads"))
+                  pop.numpy() if pop is not None else None, ck.get("heads"), scenario_vocab(ck))
         rec.step, rec.best_val = ck["step"], ck["best_val"]
         return rec
 
@@ -84,7 +89,7 @@ class Recommender:
                 "step": int(step if step is not None else getattr(self, "step", 0)),
                 "best_val": float(best_val if best_val is not None else getattr(self, "best_val", float("nan"))),
                 "version": self.version, "popularity": torch.from_numpy(self.popularity.astype(np.float32)),
-                "meta": meta or {}, "replay": replay_state,
+                "meta": meta or {}, "replay": replay_state, "scenarios": self.scenarios.names(),
             }
         save_checkpoint(path, ck)
 
@@ -93,7 +98,8 @@ class Recommender:
         with self.lock:
             enc = copy.deepcopy(self.encoder).cpu().eval()
             rec = Recommender(enc, ItemVocab.from_state(self.vocab.to_state()), self.version,
-                              self.popularity.copy(), copy.deepcopy(self.heads_state))
+                              self.popularity.copy(), copy.deepcopy(self.heads_state),
+                              ScenarioVocab(self.scenarios.capacity, self.scenarios.names()))
         return rec
 
     @property
@@ -101,20 +107,30 @@ class Recommender:
         return self.encoder.item_vectors().device
 
     # ---- encoding ----------------------------------------------------------------------------
-    def to_rows(self, history) -> tuple[np.ndarray, np.ndarray]:
-        """Rows and type ids of the known items of one history (unknown items skipped)."""
-        rows, types = [], []
-        for item_id, typ in history:
-            r = self.vocab.row(item_id)
+    def to_rows(self, history) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Rows, type ids and scenario rows of the known items of one history (unknown items
+        skipped); the scenarios are all 0 while the model knows no scenario name."""
+        rows, types, scens = [], [], []
+        named = len(self.scenarios) > 1
+        for event in history:
+            r = self.vocab.row(event[0])
             if r is not None:
                 rows.append(r)
-                types.append(TYPE_IDS.get(typ, TYPE_IDS["click"]))
-        return np.array(rows, dtype=np.int64), np.array(types, dtype=np.int64)
+                types.append(TYPE_IDS.get(event[1], TYPE_IDS["click"]))
+                scens.append(self.scenarios.row(event[2]) if named and len(event) > 2 else 0)
+        return (np.array(rows, dtype=np.int64), np.array(types, dtype=np.int64),
+                np.array(scens, dtype=np.int64))
+
+    def _asked(self, event_scenarios: np.ndarray, scenario: str | None) -> np.ndarray:
+        """What each position of a history predicts for (``SeqEncoder``): the next event's
+        scenario, and at the last position ``scenario`` (None: the last event's)."""
+        last = event_scenarios[-1:] if scenario is None else [self.scenarios.row(scenario)]
+        return np.concatenate([event_scenarios[1:], np.asarray(last, dtype=np.int64)])
 
     def known(self, histories) -> np.ndarray:
         """True where a history has at least one known item (a model answer exists)."""
         with self.lock:
-            return np.array([any(self.vocab.row(i) is not None for i, _ in h) for h in histories], dtype=bool)
+            return np.array([any(self.vocab.row(e[0]) is not None for e in h) for h in histories], dtype=bool)
 
     def prepare_serving(self) -> None:
         """Trace the encoder for ``user_vectors`` now (~30 ms of Python) rather than in the first
@@ -149,26 +165,32 @@ class Recommender:
         w, head = self._purchase
         return (1.0 - w) * u + w * head.to(u.device).purchase_state(u)   # the encoder may have moved
 
-    def user_vectors(self, histories, batch_size: int = 256) -> np.ndarray:
+    def user_vectors(self, histories, batch_size: int = 256, scenarios=None) -> np.ndarray:
         """float32 (B, D); zero rows for histories without a known item (see ``known``)."""
-        return self.user_vectors_and_known(histories, batch_size)[0]
+        return self.user_vectors_and_known(histories, batch_size, scenarios)[0]
 
     @torch.no_grad()
-    def user_vectors_and_known(self, histories, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
-        """``(user_vectors(histories), known(histories))`` with one pass over the histories."""
+    def user_vectors_and_known(self, histories, batch_size: int = 256,
+                               scenarios=None) -> tuple[np.ndarray, np.ndarray]:
+        """``(user_vectors(histories), known(histories))`` with one pass over the histories;
+        ``scenarios``: the scenario asked for per history (None, or a None in it: see ``_asked``)."""
         with self.lock:
             self.prepare_serving()
-            D = self.encoder.cfg.dim
+            D, max_len = self.encoder.cfg.dim, self.encoder.cfg.max_len
             out = np.zeros((len(histories), D), dtype=np.float32)
             conv = [self.to_rows(h) for h in histories]
-            idx = [b for b, (r, _) in enumerate(conv) if len(r)]
+            idx = [b for b, (r, _, _) in enumerate(conv) if len(r)]
             known = np.zeros(len(histories), dtype=bool)
             known[idx] = True
+            asked = scenarios if scenarios is not None else [None] * len(histories)
+            with_scenarios = len(self.scenarios) > 1
             for s in range(0, len(idx), batch_size):
                 part = idx[s:s + batch_size]
-                it = torch.from_numpy(pad_left([conv[b][0] for b in part], self.encoder.cfg.max_len))
-                ty = torch.from_numpy(pad_left([conv[b][1] for b in part], self.encoder.cfg.max_len))
-                u = self._encode[1](it.to(self.device), ty.to(self.device))
+                it = torch.from_numpy(pad_left([conv[b][0] for b in part], max_len)).to(self.device)
+                ty = torch.from_numpy(pad_left([conv[b][1] for b in part], max_len)).to(self.device)
+                sc = torch.from_numpy(pad_left([self._asked(conv[b][2], asked[b]) for b in part], max_len)
+                                      ).to(self.device) if with_scenarios else None
+                u = self._encode[1](it, ty, sc)
                 out[part] = self._query(u).float().cpu().numpy()
             return out, known
 
@@ -178,19 +200,20 @@ class Recommender:
             W = self.encoder.item_vectors().detach()[1:len(self.vocab)]
             return self.vocab.ids(), W.float().cpu().numpy().copy()
 
-    def recommend(self, histories, k: int = 10, exclude_seen: bool = True, batch_size: int = 256) -> list[dict]:
+    def recommend(self, histories, k: int = 10, exclude_seen: bool = True, batch_size: int = 256,
+                  scenarios=None) -> list[dict]:
         """Exact top-k by brute force (reference for the FAISS path, for small catalogues, and for
         scoring a version on held-back events). Each answer is ``{"source": "model"|"popular",
         "items": [(item_id, score), ...]}``; equal scores rank by row (as a stable sort would)."""
         with self.lock:
-            U, known = self.user_vectors_and_known(histories)
+            U, known = self.user_vectors_and_known(histories, scenarios=scenarios)
             ids, W = self.item_matrix()
             out = []
             for start in range(0, len(histories), batch_size):
                 S = U[start:start + batch_size] @ W.T
                 for b, s in enumerate(S, start):
                     h = histories[b]
-                    seen = {i for i, _ in h} if exclude_seen else set()
+                    seen = {e[0] for e in h} if exclude_seen else set()
                     if not known[b]:
                         out.append({"source": "popular", "items": self.popular(k, exclude=seen)})
                         continue

@@ -2,12 +2,14 @@
 
 Row 0 is padding and has no id. Rows are never reused or reordered, so growing the vocabulary
 (a new item seen on the stream) never disturbs the rows of trained items. An optional category
-per item is kept for cold start.
+per item is kept for cold start. :class:`ScenarioVocab` does the same for scenario names.
 """
 from __future__ import annotations
 
 import numpy as np
 import torch
+
+from model.interactions import DEFAULT_SCENARIO
 
 PAD_ROW = 0
 
@@ -123,3 +125,35 @@ class ItemVocab:
         if not (np.array_equal(my_lens[:n], lens[:n]) and np.array_equal(mine[:n_bytes], blob[:n_bytes])):
             return 0
         return n if len(self) - 1 - n <= n else 0
+
+
+class ScenarioVocab:
+    """Scenario names <-> rows of the encoder's scenario table (``EncoderConfig.n_scenarios``).
+
+    Row 0 is the default scenario: events that name none, and any name the table has no room
+    for, so a model with no scenario table (``capacity`` 0 or 1) treats every event alike. Other
+    names take rows 1.. in order of first sight and never move; a checkpoint keeps them as a list.
+    """
+
+    def __init__(self, capacity: int, names=()):
+        self.capacity = int(capacity)
+        self._rows: dict[str, int] = {}
+        for name in names:
+            self.add(name)
+
+    def add(self, name: str) -> int:
+        """Row of ``name``, giving it the next free row if it is new and there is one (else 0)."""
+        row = self._rows.get(name)
+        if row is None and name != DEFAULT_SCENARIO and len(self._rows) + 1 < self.capacity:
+            row = self._rows[name] = len(self._rows) + 1
+        return row or 0
+
+    def row(self, name: str | None) -> int:
+        return self._rows.get(name, 0) if name is not None else 0
+
+    def names(self) -> list[str]:
+        """The named scenarios in row order (row 1 first)."""
+        return list(self._rows)
+
+    def __len__(self) -> int:
+        return len(self._rows) + 1   # the default row included

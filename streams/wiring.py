@@ -90,12 +90,12 @@ def create(settings: Settings, backend: Backend | None = None) -> Worker:
         items = history(state)
         core.metrics.stages.mark("state")
         if covisit is not None and counted:
-            covisit.add([item for item, _ in items[:-1]], event.item_id, event.ts)
+            covisit.add([item for item, *_ in items[:-1]], event.item_id, event.ts)
             core.metrics.stages.mark("covisit")
         await serving.accept(event.user_id, items, event.ts, arrived, msg_ts)
 
     restore = partial(restore_covisit, core, covisit, popularity) if covisit is not None else None
-    count_history = ((lambda items, sign: covisit.add_history(((item, ts) for item, _, ts in items), sign=sign))
+    count_history = ((lambda items, sign: covisit.add_history(((item, ts) for item, _, ts, *_ in items), sign=sign))
                      if covisit is not None else None)
     worker = Worker(core, popularity, covisit, Ingest(core, popularity, accepted, restore, count_history), serving,
                     Lifecycle(core, on_update=serving.load_async, staleness=serving.staleness,

@@ -145,7 +145,7 @@ class Ingest:
             return
         if bucket is not None:
             new_state["rl"] = bucket
-        counted = counts({item for item, _, _ in state["items"]} if state else (), ev.item_id)
+        counted = counts({item for item, *_ in state["items"]} if state else (), ev.item_id)
         repeat = not counted
         if counted and s.count_cap_per_hour:
             counted, new_state["cw"] = within_cap(new_state.get("cw"), ev.ts, s.count_cap_per_hour)
@@ -190,7 +190,7 @@ class Ingest:
     def quarantine_state(self, partition: int, key: bytes, state: State, sx: list) -> None:
         """Take the user's recent counts back from popularity and co-visitation and mark their state
         quarantined (with this change of the current event)."""
-        for item, ts in first_counts((item, ts) for item, _, ts in state["items"]):  # what was counted
+        for item, ts in first_counts((item, ts) for item, _, ts, *_ in state["items"]):  # what was counted
             self.popularity.retract(partition, item, ts)
         self.popularity.cancel(key)  # and what is still settling never lands
         if self.on_quarantine is not None:
@@ -200,7 +200,7 @@ class Ingest:
 
     def recount(self, partition: int, state: State) -> None:
         """A released user's stored events count again where the quarantine took them back."""
-        for item, ts in first_counts((item, ts) for item, _, ts in state["items"]):
+        for item, ts in first_counts((item, ts) for item, _, ts, *_ in state["items"]):
             self.popularity.count(partition, item, ts, settle=False)
         if self.on_quarantine is not None:
             self.on_quarantine(state["items"], 1.0)

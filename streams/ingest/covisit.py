@@ -151,7 +151,7 @@ async def restore_partition(board: CoVisitation, states: Iterable[bytes], before
         if "q" in state:  # quarantined: its counts were taken back (streams.ingest.guard)
             continue
         users += 1
-        events += board.add_history(((item, ts) for item, _, ts in items), before)
+        events += board.add_history(((item, ts) for item, _, ts, *_ in items), before)
         if each is not None:
             each(items)
         since_yield += len(items)

@@ -18,11 +18,10 @@ import math
 import re
 from dataclasses import dataclass
 
-from model.interactions import EVENT_TYPES, Interaction
+from model.interactions import DEFAULT_SCENARIO, EVENT_TYPES, MAX_ID_LEN, Interaction
 
 from ..errors import StreamRecError
 
-MAX_ID_LEN = 128
 # Deeper JSON is rejected as not_json before decoding: Python's decoder recurses, so without a
 # limit of our own the outcome (RecursionError, or an accepted event with a deep extra field)
 # would depend on how much stack the calling thread happens to have left.
@@ -55,10 +54,16 @@ class InvalidEvent(StreamRecError):
 @dataclass(frozen=True, slots=True)
 class Event(Interaction):
     """An accepted event: the interaction (``category`` stays None: the contract has none) plus
-    its ``event_id`` (given, or derived from user_id|item_id|type|ts) and its scenario."""
+    its ``event_id`` (given, or derived from user_id|item_id|type|ts)."""
 
     event_id: str = ""
-    scenario: str = "default"
+
+    def step(self) -> tuple:
+        """What a user's history holds of this event: ``(item_id, type)``, with the scenario
+        third when the event names one (``model.recommender.Recommender`` reads both forms)."""
+        if self.scenario == DEFAULT_SCENARIO:
+            return (self.item_id, self.type)
+        return (self.item_id, self.type, self.scenario)
 
     def to_json(self) -> dict:
         return {
@@ -159,5 +164,5 @@ def parse_event(
     ts = _timestamp(obj, default_ts=now if default_ts is None else default_ts, now=now,
                     max_future_s=max_future_s)
     event_id = _ident(obj, "event_id", required=False) or f"{user_id}|{item_id}|{kind}|{ts!r}"
-    scenario = _ident(obj, "scenario", required=False) or "default"
+    scenario = _ident(obj, "scenario", required=False) or DEFAULT_SCENARIO
     return Event(user_id=user_id, item_id=item_id, type=kind, ts=ts, event_id=event_id, scenario=scenario)

@@ -147,7 +147,7 @@ def history_evidence(items: list, popular: frozenset, memory: int) -> list | Non
     they were counted) against the popular items now: for the users counted before the base rate
     was known, judged when it is (:class:`BaseRate`)."""
     ev = None
-    for item, _ in first_counts((item, ts) for item, _, ts in items):
+    for item, _ in first_counts((item, ts) for item, _, ts, *_ in items):
         ev = evidence(ev, item in popular, memory)
     return ev
 

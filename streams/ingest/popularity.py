@@ -213,7 +213,7 @@ class PopularityBoard:
         the worker that counted them stopped; they settle again here (one count per item)."""
         if self.settling is None:
             return
-        for item, ts in first_counts((item, ts) for item, _, ts in items):
+        for item, ts in first_counts((item, ts) for item, _, ts, *_ in items):
             if before - self.settling.settle_s < ts < before:
                 self._raw(partition).add(item, ts)
                 self.settling.add(partition, item, ts, b"")

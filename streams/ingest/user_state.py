@@ -2,7 +2,8 @@
 
 A state is a JSON-able dict (the table's value)::
 
-    {"items": [[item_id, type, ts], ...],   # the last ``seq_len`` events, oldest first
+    {"items": [[item_id, type, ts], ...],   # the last ``seq_len`` events, oldest first; an event
+                                            # that names a scenario has it fourth
      "eids":  [event_key, ...],             # keys of the last ``dedupe_window`` applied event ids
      "n":     total events applied,
      "v":     2,                            # eids are keys (absent: eids are raw ids)
@@ -32,6 +33,8 @@ import hashlib
 from typing import Any
 
 import orjson
+
+from model.interactions import DEFAULT_SCENARIO
 
 from .events import Event
 
@@ -72,15 +75,19 @@ def apply_event(state: State | None, event: Event, *, seq_len: int, dedupe_windo
     key = event_key(event.event_id)
     if key in remembered:
         return None
-    items = state["items"] + [[event.item_id, event.type, event.ts]]
+    entry = [event.item_id, event.type, event.ts]
+    if event.scenario != DEFAULT_SCENARIO:
+        entry.append(event.scenario)
+    items = state["items"] + [entry]
     eids = remembered + [key]
     # the other keys (streams.ingest.guard's) stay as they were
     return {**state, "items": items[-seq_len:], "eids": eids[-dedupe_window:], "n": state["n"] + 1, "v": KEYED}
 
 
-def history(state: State | None) -> list[tuple[str, str]]:
-    """The user's recent (item_id, type) pairs, oldest first."""
-    return [] if state is None else [(item, kind) for item, kind, _ in state["items"]]
+def history(state: State | None) -> list[tuple]:
+    """The user's recent events as ``Event.step`` makes them (``(item_id, type)``, the scenario
+    third where the event named one), oldest first."""
+    return [] if state is None else [(e[0], e[1], e[3]) if len(e) > 3 else (e[0], e[1]) for e in state["items"]]
 
 
 def lookup(table, user_id: str | bytes) -> State | None:

@@ -63,8 +63,8 @@ def scorable(tail: list) -> tuple[list, list[str]]:
     """(prefixes, targets) of the sequences whose last item is new to the user."""
     prefixes, targets = [], []
     for seq in tail:
-        prefix, (target, _) = seq[:-1], seq[-1]
-        if prefix and target not in {i for i, _ in prefix}:
+        prefix, target = seq[:-1], seq[-1][0]
+        if prefix and target not in {i for i, *_ in prefix}:
             prefixes.append(prefix)
             targets.append(target)
     return prefixes, targets
@@ -82,7 +82,7 @@ def popular_hits(rec, prefixes: list, targets: list[str], k: int = K) -> np.ndar
     """1 where the trainer's most-counted items, the prefix's removed, hold the target."""
     longest = max((len(p) for p in prefixes), default=0)
     ranked = [i for i, _ in rec.popular(k + longest)]
-    return np.array([t in [i for i in ranked if i not in {j for j, _ in p}][:k] for p, t in zip(prefixes, targets)],
+    return np.array([t in [i for i in ranked if i not in {j for j, *_ in p}][:k] for p, t in zip(prefixes, targets)],
                     dtype=bool)
 
 

@@ -93,7 +93,7 @@ class StreamTrainer:
         self.settings, self.metrics, self.publish, self.quality = settings, metrics, publish, quality
         self.store = ModelStore(settings.model_dir, settings.model_keep_versions)
         self.queue: queue.Queue = queue.Queue(maxsize=settings.train_queue_size)
-        self.histories: OrderedDict[str, list[tuple[str, str]]] = OrderedDict()
+        self.histories: OrderedDict[str, list[tuple]] = OrderedDict()  # Event.step per event
         # per user, hashes of the event ids of the remembered events: a message read twice (a
         # replay after a crash, or ingest's re-keyed copy of it) is trained on once, as ingest
         # applies it once
@@ -109,7 +109,7 @@ class StreamTrainer:
         self._rollback: ModelUpdate | None = None  # a rollback announced on model-updates, to judge against
 
     # --- reader ---------------------------------------------------------------------------------
-    def offer(self, history: list[tuple[str, str]]) -> bool:
+    def offer(self, history: list[tuple]) -> bool:
         try:
             self.queue.put_nowait(history)
             return True
@@ -146,7 +146,7 @@ class StreamTrainer:
         if len(seen) > s.seq_len:
             del seen[0]
         history = self.histories.pop(ev.user_id, [])
-        history = (history + [(ev.item_id, ev.type)])[-s.seq_len:]
+        history = (history + [ev.step()])[-s.seq_len:]
         self.histories[ev.user_id] = history
         if len(self.histories) > MAX_USERS:
             dropped, _ = self.histories.popitem(last=False)

@@ -64,20 +64,21 @@ class LiveModel:
         """Top-k per history with seen items excluded; None where the model has no answer."""
         return self._answers(self.served, histories, k, {})
 
-    def _answers(self, served: Served | None, histories: Sequence[History], k: int, timings: Timings) -> list[Answer]:
+    def _answers(self, served: Served | None, histories: Sequence[History], k: int, timings: Timings,
+                 scenarios: Sequence[str | None] | None = None) -> list[Answer]:
         """The answers, with the encode and search stages' CPU time in ``timings`` (this thread's:
-        in a serving child FAISS searches on it alone)."""
+        in a serving child FAISS searches on it alone); ``scenarios``: as ``Request.scenario``."""
         answers: list[Answer] = [None] * len(histories)
         if served is None:
             return answers
         started = time.thread_time()
-        vectors, known = served.recommender.user_vectors_and_known(histories)
+        vectors, known = served.recommender.user_vectors_and_known(histories, scenarios=scenarios)
         known = np.flatnonzero(known)
         encoded = time.thread_time()
         timings["encode"] = encoded - started
         if len(known) == 0:
             return answers
-        seen = [{item for item, _ in histories[i]} for i in known]
+        seen = [{item for item, *_ in histories[i]} for i in known]
         hits = served.index.search(vectors[known], k, exclude=seen)
         for row, found in zip(known.tolist(), hits):
             answers[row] = found or None  # (item_id, score as a Python float) pairs
@@ -89,7 +90,7 @@ class LiveModel:
         versions = (served.update.version, served.index.version) if served else (0, 0)
         weight = served.recommender.purchase_weight if served else 0.0
         timings: Timings = {}
-        answers = self._answers(served, [r.history for r in requests], k, timings)
+        answers = self._answers(served, [r.history for r in requests], k, timings, [r.scenario for r in requests])
         started = time.thread_time()
         sent = payloads(build_records(requests, answers, candidates, k, *versions, purchase_weight=weight))
         timings["records"] = time.thread_time() - started

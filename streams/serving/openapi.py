@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from copy import deepcopy
 
+from model.interactions import MAX_ID_LEN
+
 from .gate import SOURCES  # what a record's ``source`` may say
 
 JSON = "application/json"
@@ -24,7 +26,7 @@ _ERROR = {"type": "object", "required": ["error"], "properties": {"error": {"typ
 _RECORD = {
     "type": "object",
     "required": ["user_id", "items", "source", "model_version", "index_version", "event_ts", "emitted_ts",
-                 "purchase_weight"],
+                 "purchase_weight", "scenario"],
     "properties": {
         "user_id": {"type": "string"},
         "items": {"type": "array", "items": {
@@ -39,6 +41,8 @@ _RECORD = {
         "purchase_weight": {"type": "number", "minimum": 0, "maximum": 1,
                             "description": "the model's blend: (1 - w) next-item + w next-purchase score; "
                                            "0 for next-item only and for records not from the model"},
+        "scenario": {"type": "string",
+                     "description": "the scenario it is for: the one asked, else that of the user's last event"},
     },
 }
 
@@ -47,8 +51,9 @@ _USER_STATE = {
     "required": ["user_id", "items", "eids", "n"],
     "properties": {
         "user_id": {"type": "string"},
-        "items": {"type": "array", "description": "recent [item_id, type, ts], oldest first",
-                  "items": {"type": "array", "minItems": 3, "maxItems": 3}},
+        "items": {"type": "array", "description": "recent [item_id, type, ts] (and the scenario fourth "
+                                                  "where the event named one), oldest first",
+                  "items": {"type": "array", "minItems": 3, "maxItems": 4}},
         "eids": {"type": "array", "items": {"type": "string"},
                  "description": "keys (64-bit hashes) of the recent event ids"},
         "n": {"type": "integer", "minimum": 0, "description": "events applied"},
@@ -76,6 +81,9 @@ _USER_ID = {"name": "user_id", "in": "path", "required": True,
 _K = {"name": "k", "in": "query", "required": False,
       "description": "number of items (default: the worker's top_k)",
       "schema": {"type": "integer", "minimum": 1, "maximum": MAX_K}}
+_SCENARIO = {"name": "scenario", "in": "query", "required": False,
+             "description": "the scenario to recommend for (default: that of the user's last event)",
+             "schema": {"type": "string", "minLength": 1, "maxLength": MAX_ID_LEN}}
 
 
 def _json(description: str, schema: dict) -> dict:
@@ -91,10 +99,11 @@ _OPERATIONS = {
     "/recommend/{user_id}": {"get": {
         "operationId": "recommend",
         "summary": "The user's recommendations (the same call and record as the stream's)",
-        "parameters": [_USER_ID, _K],
+        "parameters": [_USER_ID, _K, _SCENARIO],
         "responses": {
             "200": _json("the recommendation record", {"$ref": "#/components/schemas/Recommendation"}),
-            "400": _json("k is not an integer between 1 and 1000", {"$ref": "#/components/schemas/Error"}),
+            "400": _json("k is not an integer between 1 and 1000, or scenario is empty or too long",
+                         {"$ref": "#/components/schemas/Error"}),
         },
     }},
     "/users/{user_id}": {"get": {

@@ -79,8 +79,8 @@ def child_main(conn, settings: Settings) -> None:
         loaded = loader.submit(live.load, update).result()
         return loaded, live.model_version, live.index_version, live.last_refusal
 
-    def serve(requests: list[tuple[str, History, float | None]], candidates: Candidates, k: int):
-        return live.serve([Request(u, h, ts) for u, h, ts in requests], candidates, k)
+    def serve(requests: list[tuple[str, History, float | None, str | None]], candidates: Candidates, k: int):
+        return live.serve([Request(u, h, ts, scenario=sc) for u, h, ts, sc in requests], candidates, k)
 
     handlers = {
         "recommend": live.recommend,
@@ -189,12 +189,12 @@ class ProcessBackend:
 
     def serve(self, requests: Sequence[Request], candidates: Candidates, k: int) -> tuple[list[Payload], ModelIds, Timings]:
         """The records of ``requests`` as bytes, built by the active child: the parent only
-        pickles (user, history, ts) and the candidates, and unpickles bytes (with the records
+        pickles (user, history, ts, scenario) and the candidates, and unpickles bytes (with the records
         built here, the serving thread took about twice the parent's GIL time). Records without
         the model, built here, while no child serves. Timings: the child's, and ``ipc``, this
         thread's CPU time for the call (pickling, the pipe, unpickling)."""
         started = time.thread_time()
-        out = self._call_active("serve", [(r.user_id, r.history, r.event_ts) for r in requests], candidates, k)
+        out = self._call_active("serve", [(r.user_id, r.history, r.event_ts, r.scenario) for r in requests], candidates, k)
         if out is None:
             return modelless(requests, candidates, k)
         sent, ids, timings = out

@@ -15,11 +15,13 @@ import time
 from dataclasses import dataclass, field
 from typing import Protocol, Sequence
 
+from model.interactions import DEFAULT_SCENARIO
+
 from ..lifecycle.model_store import ModelUpdate
 from .gate import segment
 from .records import Recommendation, ScoredItem
 
-History = list[tuple[str, str]]  # (item_id, type), oldest first
+History = list[tuple]  # (item_id, type[, scenario]) per event (Event.step), oldest first
 Answer = list[tuple[str, float]] | None  # the model's top-k (item_id, score), None: no answer
 Ranked = Sequence[tuple[str, float]]  # (item_id, score), best first
 Payload = tuple[str, str, bytes]  # (user_id, source, the record's bytes): what the worker sends
@@ -35,6 +37,14 @@ class Request:
     event_ts: float | None = None
     arrived: float = field(default_factory=time.time)  # when the worker received the event
     msg_ts: float | None = None  # Kafka record timestamp
+    scenario: str | None = None  # what it is asked for (None: the scenario of the last event)
+
+    def asked(self) -> str:
+        """The scenario the recommendation is for."""
+        if self.scenario is not None:
+            return self.scenario
+        last = self.history[-1] if self.history else ()
+        return last[2] if len(last) > 2 else DEFAULT_SCENARIO
 
 
 @dataclass(slots=True)
@@ -99,7 +109,7 @@ def unseen_top(history: History, ranked: Ranked, k: int) -> list[ScoredItem]:
 
 
 def unseen(history: History, ranked: Ranked, k: int) -> list[tuple[str, float]]:
-    seen = {item for item, _ in history}
+    seen = {item for item, *_ in history}
     out = []
     for pair in ranked:
         if pair[0] not in seen:
@@ -134,7 +144,8 @@ def build_records(requests: Sequence[Request], answers: Sequence[Answer], candid
             items, source, weight = unseen_top(request.history, popular, k), "popular", 0.0
         records.append(Recommendation(
             user_id=request.user_id, items=items, source=source, model_version=model_version,
-            index_version=index_version, event_ts=request.event_ts, emitted_ts=now, purchase_weight=weight))
+            index_version=index_version, event_ts=request.event_ts, emitted_ts=now, purchase_weight=weight,
+            scenario=request.asked()))
     return records
 
 

@@ -12,6 +12,8 @@ from typing import Optional
 
 import orjson
 
+from model.interactions import DEFAULT_SCENARIO
+
 
 def _dumps(obj: dict) -> bytes:
     return orjson.dumps(obj)  # compact UTF-8 JSON
@@ -35,13 +37,15 @@ class Recommendation:
     event_ts: Optional[float]
     emitted_ts: float
     purchase_weight: float = 0.0  # the model's blend of next-item and next-purchase scores (0: next-item)
+    scenario: str = DEFAULT_SCENARIO  # the scenario it is for (the user's last event's, or the one asked)
 
     def to_json(self) -> dict:
         return {"user_id": self.user_id,
                 "items": [{"item_id": item.item_id, "score": item.score} for item in self.items],
                 "source": self.source, "model_version": self.model_version,
                 "index_version": self.index_version, "event_ts": self.event_ts,
-                "emitted_ts": self.emitted_ts, "purchase_weight": self.purchase_weight}
+                "emitted_ts": self.emitted_ts, "purchase_weight": self.purchase_weight,
+                "scenario": self.scenario}
 
     def to_bytes(self) -> bytes:
         return _dumps(self.to_json())

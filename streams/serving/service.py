@@ -96,7 +96,7 @@ class Serving:
             if self.covisit is not None:  # for the users it serves, and a sample of the rest (to score it)
                 serves = {seg for seg, source in candidates.choice.items() if source == "covisit"}
                 candidates.covisit = [
-                    self.covisit.recommend([item for item, _ in r.history], k)
+                    self.covisit.recommend([item for item, *_ in r.history], k)
                     if gate.segment(len(r.history)) in serves or gate.samples(r.user_id) else None for r in batch]
         return batch, candidates, k
 
@@ -165,9 +165,9 @@ class Serving:
         record (waits while the queue is full: backpressure on ingestion)."""
         item, stages = history[-1][0], self.metrics.stages
         if self.gate is not None:  # test, then train: the record in force before this event
-            self.gate.score(user_id, item, seen_before=any(i == item for i, _ in history[:-1]))
+            self.gate.score(user_id, item, seen_before=any(i == item for i, *_ in history[:-1]))
             stages.mark("gate")
-        self.note_item(item, [i for i, _ in history[-CO_ITEMS - 1:-1]])
+        self.note_item(item, [i for i, *_ in history[-CO_ITEMS - 1:-1]])
         request = Request(user_id, history, event_ts, arrived, msg_ts)
         stages.mark("queue")
         await self.pending.put(request)

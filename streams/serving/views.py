@@ -20,6 +20,8 @@ from collections.abc import Callable
 from functools import wraps
 from importlib.metadata import PackageNotFoundError, version
 
+from model.interactions import MAX_ID_LEN
+
 from ..app import WorkerApp
 from ..kafka.monitoring import assigned_partitions
 from . import openapi
@@ -76,9 +78,9 @@ def _package_version() -> str:
 
 
 def register(core: WorkerApp, serving: Serving, user_state: Callable[[str], dict | None],
-             history: Callable[[dict | None], list[tuple[str, str]]]) -> None:
+             history: Callable[[dict | None], list[tuple]]) -> None:
     """``user_state(user_id)``: the user's state record (None: unknown user); ``history(state)``:
-    its (item_id, type) pairs, oldest first (both from ``streams.ingest.user_state``)."""
+    its events (``Event.step``: item_id, type and any scenario), oldest first (both from ``streams.ingest.user_state``)."""
     app, metrics, settings = core.app, core.metrics, core.settings
     token = settings.http_token.get_secret_value() if settings.http_token is not None else None
     protected = guarded(token)
@@ -92,7 +94,11 @@ def register(core: WorkerApp, serving: Serving, user_state: Callable[[str], dict
         k = parse_k(request.query.get("k"), settings.top_k)
         if k is None:
             return web.json({"error": f"k must be an integer between 1 and {openapi.MAX_K}"}, status=400)
-        [(_, _, record)] = await serving.recommend([Request(user_id, history(user_state(user_id)))], k=k)
+        scenario = request.query.get("scenario")
+        if scenario is not None and not 1 <= len(scenario) <= MAX_ID_LEN:
+            return web.json({"error": f"scenario must be 1 to {MAX_ID_LEN} characters"}, status=400)
+        asked = Request(user_id, history(user_state(user_id)), scenario=scenario)
+        [(_, _, record)] = await serving.recommend([asked], k=k)
         metrics.http_latency.labels("/recommend").observe(time.perf_counter() - started)
         return web.bytes(record, content_type=JSON)
 

@@ -43,6 +43,8 @@ def api_worker(worker_factory, kafka_producer):
     now = time.time()
     for n in range(3):
         event = {"user_id": USER, "item_id": f"item-{n}", "type": "click", "ts": now - 10 + n}
+        if n == 2:
+            event["scenario"] = "search"  # the last event names one
         kafka_producer.send(worker.settings.topic_events, key=USER.encode(),
                             value=json.dumps(event).encode())
     kafka_producer.flush()
@@ -100,10 +102,17 @@ def test_a_known_users_answers_validate(api_worker, api_schema):
         api_schema[operation]["GET"].validate_response(response)
     state = requests.get(f"{api_worker.base}/users/{USER}", headers=auth, timeout=10).json()
     assert state["user_id"] == USER and state["n"] == 3
-    assert [item for item, _, _ in state["items"]] == ["item-0", "item-1", "item-2"]
+    assert [item for item, *_ in state["items"]] == ["item-0", "item-1", "item-2"]
+    assert [len(entry) for entry in state["items"]] == [3, 3, 4] and state["items"][2][3] == "search"
     record = requests.get(f"{api_worker.base}/recommend/{USER}?k=5", timeout=10).json()
     assert record["user_id"] == USER and len(record["items"]) <= 5
     assert not {item["item_id"] for item in record["items"]} & {"item-0", "item-1", "item-2"}  # seen excluded
+    assert record["scenario"] == "search"  # the last event's
+    asked = requests.get(f"{api_worker.base}/recommend/{USER}/?scenario=home", timeout=10)
+    assert asked.status_code == 200 and asked.json()["scenario"] == "home"
+    for bad in ("", "x" * 129):
+        response = requests.get(f"{api_worker.base}/recommend/{USER}", params={"scenario": bad}, timeout=10)
+        assert response.status_code == 400 and "scenario" in response.json()["error"]
 
 
 @pytest.mark.parametrize("path", [f"/users/{USER}", f"/users/{USER}/", "/users/nobody", "/metrics", "/metrics/"])

@@ -70,10 +70,12 @@ def test_answers_as_in_process_serving_and_swaps_through_the_standby(pair, store
         assert (got is None and expected is None) or [i for i, _ in got] == [i for i, _ in expected]
     # the records as the worker sends them, built in the child: the same as built here
     requests = [Request(f"u{n}", h, 100.0 + n) for n, h in enumerate(HISTORIES)]
+    requests[1].scenario = "search"   # asked for, and said so in its record
     popular = [("i50", 3.0), ("i1", 2.0), ("i51", 1.0)]
     sent, ids, timings = pair.backend.serve(requests, Candidates(popular), 5)
     here, ids_here, timings_here = in_process.serve(requests, Candidates(popular), 5)
     assert ids == ids_here and ids[2] is None and len(ids[0]) == 5
+    assert [json.loads(value)["scenario"] for _, _, value in sent] == ["default", "search", "default"]
     # each stage timed where it ran: encode, search and records in the child, ipc in this process
     assert set(timings) == {"encode", "search", "records", "ipc"} and set(timings_here) == {"encode", "search", "records"}
     assert all(seconds >= 0 for seconds in [*timings.values(), *timings_here.values()])

@@ -33,8 +33,8 @@ def test_continuing_a_version_restores_its_optimizer_and_replay_buffer(tmp_path)
     resumed_rec, resumed = initial_trainer(settings, update)
     assert resumed_rec.version == update.version
     assert len(resumed.replay) == len(trainer.replay) == 12 and resumed.replay.seen == trainer.replay.seen
-    for (rows, types), (rows2, types2) in zip(trainer.replay.items, resumed.replay.items):
-        assert np.array_equal(rows, rows2) and np.array_equal(types, types2)
+    for kept, restored in zip(trainer.replay.items, resumed.replay.items):   # rows, types, scenarios
+        assert all(np.array_equal(a, b) for a, b in zip(kept, restored, strict=True))
     before, after = trainer.opt.state_dict()["state"], resumed.opt.state_dict()["state"]
     assert before and set(before) == set(after)
     for key in before:
