@@ -312,6 +312,8 @@ def make_events(total: int, users: int, *, bad_ratio: float = 0.02, unkeyed_rati
         event = {"user_id": user, "item_id": f"sku-{rng.randrange(2000)}",
                  "type": "purchase" if rng.random() < 0.1 else "click", "ts": t0 + n * 0.01,
                  "event_id": f"ev-{seed}-{n}"}
+        if n % 3 == 0:  # a third name a scenario (kept in user state as a fourth element)
+            event["scenario"] = "search"
         key = None if rng.random() < unkeyed_ratio else user.encode()
         messages.append((key, json.dumps(event).encode()))
         expected_n[user] += 1
