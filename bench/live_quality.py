@@ -144,6 +144,7 @@ def replay(events, k: int, window: int, rank_every: int, allow_repeats: bool, se
     in_force: dict[str, dict[str, list[str]]] = {}  # user -> source -> record for the next event
     typed: dict[str, list[tuple[str, str]]] = {}  # the model's view of the history
     due: dict[str, None] = {}  # users whose record is made at the end of the micro-batch
+    batched = 0  # events in the micro-batch (a user with several has one record, as in the worker)
     hits = {src: [] for src in sources}  # per scored event: 1/0
     scored_at: list[int] = []  # the position in the stream of each scored event
     seg_hits = {(seg, src): [0, 0] for seg in SEGMENTS for src in sources}
@@ -192,7 +193,7 @@ def replay(events, k: int, window: int, rank_every: int, allow_repeats: bool, se
             remembered = {"popular": lists["popular"]}
             if not warmup:
                 remembered["model"] = lists.get("model", [])
-            if choice == "covisit" or gate.samples(user):  # as serving lists it (Gate.samples)
+            if choice == "covisit" or gate.samples():  # as serving lists it (Gate.samples)
                 remembered["covisit"] = lists["covisit"]
             gate.remember(user, seg, remembered)
 
@@ -259,9 +260,11 @@ def replay(events, k: int, window: int, rank_every: int, allow_repeats: bool, se
                     versions.append(n)
         if n >= score_from - GATE_WARMUP:  # before that, the sources only learn
             due[e.user_id] = None
-        if due and (len(due) >= batch or n == len(events) - 1):
+            batched += 1
+        if due and (batched >= batch or n == len(events) - 1):
             make_records(list(due), warmup=n < score_from)
             due.clear()
+            batched = 0
         if (model is not None or training is not None) and n % 50_000 == 0:
             print(f"  {n:,} of {len(events):,} events, {len(versions)} versions announced", flush=True)
     cpu = time.process_time() - started
@@ -335,7 +338,8 @@ def main() -> None:
     ap.add_argument("--from-fraction", type=float, default=0.7,
                     help="with a model: score only the events after this fraction of the stream (the model "
                          "was trained on the ones before; every source learns from them)")
-    ap.add_argument("--batch", type=int, default=64, help="with a model: records made per micro-batch of this many")
+    ap.add_argument("--batch", type=int, default=64, help="records made per micro-batch of this many events (the worker's holds the events of "
+                         "its 10 ms window, ~10 at 1,000 events/s; the latest per user)")
     ap.add_argument("--online", action="store_true",
                     help="train the model online with the worker's trainer and promotion gate, from the "
                          "pretrained one (--checkpoint, --pretrain-minutes) or, without one, from scratch")

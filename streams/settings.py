@@ -231,12 +231,12 @@ class Settings(BaseSettings):
         "has an answer, else popularity.",
     )
     gate_min_evidence: int = Field(
-        30, ge=1, description="Events a source and the one serving a segment must each be scored on there "
-        "before the gate compares them (until then: the one serving, popularity at first).",
+        30, ge=1, description="Events a source and the one serving a segment must be scored on side by side "
+        "there before the gate compares them (until then: the one serving, popularity at first).",
     )
     gate_switch_z: float = Field(
-        2.0, gt=0, description="Standard errors by which a source's decayed hit rate must exceed the serving "
-        "one's in a segment for the gate to switch to it (no flapping between sources that score alike).",
+        2.0, gt=0, description="Standard errors by which a source must beat the serving one in a segment, on "
+        "the decayed events where only one of them hit, for the gate to switch to it (no flapping).",
     )
     gate_half_life_events: float = Field(
         1000.0, gt=0, description="Half-life, in scored events of a segment, of the gate's hit counts (at least).")
@@ -244,8 +244,8 @@ class Settings(BaseSettings):
         20.0, gt=0, description="Where hits are rare the gate's half-life is longer: as many scored events as the "
         "source serving a segment takes for this many hits (a choice between rare hits needs the evidence).")
     gate_sample: int = Field(
-        4, ge=1, description="Co-visitation, where it does not serve a user's segment, is listed and scored for "
-        "1 user in this many (the gate's choice stays unbiased at a fraction of the cost).")
+        4, ge=1, description="Co-visitation, where it does not serve a user's segment, is listed and scored in "
+        "1 record in this many, at random (the gate's choice stays unbiased at a fraction of the cost).")
     gate_long_from: int = Field(5, ge=1, description="Events from which a user's history counts as long.")
     covisit: bool = Field(
         True, description="Keep the item-to-item co-visitation source from accepted events "

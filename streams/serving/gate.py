@@ -6,24 +6,32 @@ co-visitation board's, popularity's; all with the user's seen items removed) is 
 the user's next event is accepted, each remembered list is scored: a hit if it held the event's
 item (an item the user had seen before is not scored: the seen-item rule serving uses). Hits and
 trials are decayed per segment and source on the segment's clock of scored events, so the scores
-follow the stream, and a source scored on a sample of the users forgets as fast as one scored on
-all of them. The half-life is ``half_life_events`` scored events, or longer where hits are rare:
+follow the stream, and a source scored on a sample of the records forgets as fast as one scored
+on all of them. The half-life is ``half_life_events`` scored events, or longer where hits are rare:
 long enough for the source serving the segment to have ``half_life_hits`` hits in it (at a hit
 rate of 0.002, 20 hits take 10,000 events; with less, two sources a few times apart cannot be told
 apart and the choice would be stuck on chance).
 
 Each segment starts served by popularity, the baseline a consumer has for free. Another source
-takes over once both have been scored on ``min_evidence`` events there and it is better by
-``switch_z`` standard errors of the difference of the two decayed hit rates (the decayed trials
-are the sample sizes; each rate counts one hit and one miss more, Agresti and Caffo's adjustment,
-so that a source with no hits yet is not taken for certain). A clear difference switches within tens of events; sources that score
-alike do not flap on single hits. Because unserved sources are scored too, the choice can always
-change back.
+takes over once the two have been scored side by side (both in the same records) on
+``min_evidence`` events there and it is better by ``switch_z`` standard errors: a paired test on
+the events where exactly one of the two hit (McNemar's; each side counts half an event more, so
+that a source with one lucky hit is not taken for certain), decayed on the segment's clock. A clear
+difference switches within tens of events; sources that score alike do not flap on single hits.
+Because unserved sources are scored too, the choice can always change back.
+
+Paired, because a sampled source is scored on other events than the served one: compared with
+the served source's rate over every event, a sampled source's rate also differs by which events
+(and users) the sample caught, and on a stream of few users that difference can outweigh the
+sources' own (``bench/live_quality.py`` on ML-1M: see :meth:`Gate.samples`).
 
 A source that costs work to list and does not serve a user's segment (co-visitation) is listed,
-and so scored, for one user in ``sample`` only (:meth:`Gate.samples`): the choice stays unbiased
-(users are sampled by a hash of their id), at a fraction of the cost. A source absent from a
-remembered record is not scored on the user's next event.
+and so scored, in one record in ``sample`` only (:meth:`Gate.samples`, at random): the choice stays
+unbiased, at a fraction of the cost. Records, not users: sampled by a hash of the user id (as
+before), co-visitation's quarter of ML-1M's users scored it below popularity through a stretch
+where it was better on all of them, so the gate switched about 1,500 records later (and the
+verdict changed from run to run: Python salts its string hash per process). A source absent from
+a remembered record is not scored on the user's next event.
 
 Segments are by what is known of the user when the record is made: ``cold`` (no event),
 ``short`` (fewer than ``long_from`` events), ``long``.
@@ -32,6 +40,7 @@ Segments are by what is known of the user when the record is made: ``cold`` (no 
 from __future__ import annotations
 
 import math
+import random
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
@@ -62,22 +71,33 @@ class Score:
         self.events += 1
         self.at = now
 
-    def weight(self, now: float) -> float:
-        """The decayed number of trials now: the sample size behind :attr:`hit_rate`."""
-        return self.trials * 0.5 ** (now - self.at)
 
 
-def z_better(challenger: Score, incumbent: Score, now: float) -> float:
-    """Standard errors by which ``challenger``'s hit rate exceeds ``incumbent``'s (Agresti-Caffo:
-    one hit and one miss added to each)."""
-    rates, variance = [], 0.0
-    for score in (challenger, incumbent):
-        weight = score.weight(now) + 2.0
-        rate = (score.hit_rate * (weight - 2.0) + 1.0) / weight
-        rates.append(rate)
-        variance += rate * (1 - rate) / weight
-    diff = rates[0] - rates[1]
-    return diff / math.sqrt(variance) if diff > 0 else 0.0
+@dataclass
+class Pair:
+    """Two sources scored on the same events: of those, the (decayed) ones where only the first
+    hit and where only the second did."""
+    first_only: float = 0.0
+    second_only: float = 0.0
+    events: int = 0  # scored side by side, undecayed
+    at: float = 0.0
+
+    def add(self, first: bool, second: bool, now: float) -> None:
+        factor = 0.5 ** (now - self.at)
+        self.first_only = self.first_only * factor + (first and not second)
+        self.second_only = self.second_only * factor + (second and not first)
+        self.events += 1
+        self.at = now
+
+
+def z_better(pair: Pair, challenger_first: bool, now: float) -> float:
+    """Standard errors by which the challenger beats the incumbent on the events both were scored
+    on (McNemar's z on the decayed discordant events, half an event added to each side)."""
+    factor = 0.5 ** (now - pair.at)
+    won, lost = pair.first_only * factor, pair.second_only * factor
+    if not challenger_first:
+        won, lost = lost, won
+    return (won - lost) / math.sqrt(won + lost + 1.0) if won > lost else 0.0
 
 
 @dataclass
@@ -91,9 +111,14 @@ class Gate:
     sample: int = 4  # 1 user in ``sample`` gets the lists of sources that do not serve their segment
     scores: dict[tuple[str, str], Score] = field(
         default_factory=lambda: {(seg, src): Score() for seg in SEGMENTS for src in SOURCES})
+    # per segment, (source, later source in SOURCES): the two scored on the same events
+    pairs: dict[str, dict[tuple[str, str], Pair]] = field(
+        default_factory=lambda: {seg: {(a, b): Pair() for i, a in enumerate(SOURCES) for b in SOURCES[i + 1:]}
+                                 for seg in SEGMENTS})
     _lists: OrderedDict = field(default_factory=OrderedDict)  # user -> (segment, {source: set of ids})
     _time: dict[str, float] = field(default_factory=lambda: dict.fromkeys(SEGMENTS, 0.0))  # in half-lives
     _serving: dict[str, str] = field(default_factory=lambda: dict.fromkeys(SEGMENTS, DEFAULT))
+    _rng: random.Random = field(default_factory=lambda: random.Random(0))  # which records list everything
 
     def segment(self, history_len: int) -> str:
         return segment(history_len, self.long_from)
@@ -112,8 +137,12 @@ class Gate:
             return
         seg, lists = remembered
         self._time[seg] = now = self._time[seg] + 1.0 / self.half_life(seg)
-        for source, items in lists.items():
-            self.scores[seg, source].add(item_id in items, now)
+        hits = {source: item_id in items for source, items in lists.items()}
+        for source, hit in hits.items():
+            self.scores[seg, source].add(hit, now)
+        for (a, b), pair in self.pairs[seg].items():
+            if a in hits and b in hits:
+                pair.add(hits[a], hits[b], now)
 
     def half_life(self, seg: str) -> float:
         """Scored events per half-life in ``seg``: ``half_life_events``, or as many as the serving
@@ -122,9 +151,9 @@ class Gate:
         rate = (serving.hits + 1.0) / (serving.trials + 2.0)
         return max(self.half_life_events, self.half_life_hits / rate)
 
-    def samples(self, user_id: str) -> bool:
-        """Whether the user's records list every source, serving their segment or not."""
-        return hash(user_id) % self.sample == 0
+    def samples(self) -> bool:
+        """Whether the record being made lists every source, serving its segment or not."""
+        return self._rng.random() * self.sample < 1.0
 
     def choice(self, seg: str) -> str:
         """The source serving ``seg``: the one in place, unless another with enough evidence is
@@ -136,9 +165,12 @@ class Gate:
         now = self._time[seg]
         best_z, best = self.switch_z, serving
         for source in SOURCES:
-            challenger = self.scores[seg, source]
-            if source != serving and challenger.events >= self.min_evidence:
-                z = z_better(challenger, incumbent, now)
+            if source == serving:
+                continue
+            first = SOURCES.index(source) < SOURCES.index(serving)
+            pair = self.pairs[seg][(source, serving) if first else (serving, source)]
+            if pair.events >= self.min_evidence:
+                z = z_better(pair, first, now)
                 if z > best_z:
                     best_z, best = z, source
         self._serving[seg] = best

@@ -14,7 +14,7 @@
 Besides the model, two sources maintained by ingest make records: recent popularity
 (``popular(n)``) and item-to-item co-visitation (``covisit``). The quality gate
 (:mod:`streams.serving.gate`, setting ``serving_gate``) scores all three on every user's next
-event (co-visitation, where it does not serve, on a sample of users: ``gate_sample``) and
+event (co-visitation, where it does not serve, in a sample of the records: ``gate_sample``) and
 chooses the source per user segment; without it, the model answers where it can and popularity
 elsewhere (and no co-visitation lists are made).
 """
@@ -97,7 +97,7 @@ class Serving:
                 serves = {seg for seg, source in candidates.choice.items() if source == "covisit"}
                 candidates.covisit = [
                     self.covisit.recommend([item for item, *_ in r.history], k)
-                    if gate.segment(len(r.history)) in serves or gate.samples(r.user_id) else None for r in batch]
+                    if gate.segment(len(r.history)) in serves or gate.samples() else None for r in batch]
         return batch, candidates, k
 
     async def _serve(self, requests: list[Request], k: int | None) -> tuple[list[Request], Candidates, list[Payload], ModelIds]:

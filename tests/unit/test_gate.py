@@ -53,8 +53,8 @@ def test_a_source_missing_from_a_record_is_not_scored_and_users_are_sampled():
         serve_and_score(gate, f"u{n}", "long", {"model": ["x"], "popular": ["y"]}, "x")  # no co-visitation list
     assert gate.scores["long", "covisit"].events == 0 and gate.scores["long", "model"].hits > 9
     assert gate.choice("long") == "model"  # co-visitation, never scored, is not in the comparison
-    sampled = sum(gate.samples(f"user-{n}") for n in range(4000))
-    assert 800 < sampled < 1200 and gate.samples("user-1") == gate.samples("user-1")
+    sampled = [gate.samples() for _ in range(4000)]   # records, not users: about 1 in 4
+    assert 800 < sum(sampled) < 1200 and sum(sampled[:2000]) not in (0, 2000)
 
 
 def test_a_clear_difference_switches_quickly_and_alike_sources_do_not_flap():
@@ -113,3 +113,28 @@ def test_where_hits_are_rare_the_memory_holds_enough_of_them_to_choose():
     assert run(1e-9) == ("model", 1000)  # stuck on chance
     choice, half_life = run(20.0)
     assert choice == "popular" and half_life > 5000
+
+
+def test_sources_are_compared_on_the_users_both_were_scored_on():
+    """Co-visitation is listed for a sample of the users only; here those users are easy (every
+    source hits often) and the rest hard. On the users scored with both, popularity is better:
+    compared against popularity's rate over everyone, co-visitation would look twice as good,
+    and serving it would lose."""
+    def run(covisit_better):
+        gate = Gate(half_life_events=2000, min_evidence=30)
+        for n in range(4000):
+            j = n // 4
+            if n % 4 == 0:  # sampled and easy: popularity hits 3 in 5
+                if covisit_better:  # co-visitation hits those and the other two
+                    item, covisit = ("p" if j % 5 < 3 else "c"), ["c", "p"]
+                else:  # co-visitation hits 2 of popularity's 3
+                    item, covisit = ("p" if j % 5 < 3 else "x"), (["p"] if j % 5 < 2 else ["c"])
+                lists = {"popular": ["p"], "covisit": covisit}
+            else:  # hard: popularity hits 1 in 20, co-visitation not listed
+                item, lists = ("p" if n % 20 == 1 else "x"), {"popular": ["p"]}
+            serve_and_score(gate, f"u{n}", "long", lists, item)
+        return gate.choice("long"), gate.report()["long"]["hr"]
+    choice, hr = run(covisit_better=False)
+    assert hr["covisit"] > 2 * hr["popular"] and choice == "popular"
+    choice, hr = run(covisit_better=True)
+    assert choice == "covisit"
