@@ -27,8 +27,10 @@ def test_partitions_share_one_cache_that_stays_within_its_bound(tmp_path):
         assert dbs[i % 4].get(b"user-%d" % i) == value
     for db in dbs:  # one cache: each database reports the shared capacity and usage
         assert db.property_int_value("rocksdb.block-cache-capacity") == 8 * MB
-    usage = {db.property_int_value("rocksdb.block-cache-usage") for db in dbs}
-    assert len(usage) == 1
+    # read one after the other while RocksDB's background threads still touch the cache: alike to
+    # a few blocks, where four caches would each hold about a quarter
+    usage = [db.property_int_value("rocksdb.block-cache-usage") for db in dbs]
+    assert max(usage) - min(usage) <= 0.05 * 8 * MB, usage
     in_use = table_store.shared_memory(8)[0].get_usage()
     assert table_store.memory_in_use() >= in_use
     assert 1 * MB < in_use <= 8 * MB * 1.1  # filled by the reads, and held to the bound (soft)
