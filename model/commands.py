@@ -46,9 +46,10 @@ def register(subparsers) -> None:
     p.add_argument("--max-len", type=int, default=200)
     p.add_argument("--dropout", type=float, default=0.2)
     p.add_argument("--ffn-mult", type=int, default=4)
-    p.add_argument("--scenarios", type=int, default=EncoderConfig.n_scenarios,
+    p.add_argument("--scenarios", type=int, default=None,
                    help="rows of the scenario table, the default scenario's included (jsonl data with a "
-                        "'scenario' field; 0 = no table)")
+                        f"'scenario' field; 0 = no table; default {EncoderConfig.n_scenarios}, or the "
+                        "--resume checkpoint's)")
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--lr-schedule", default="constant", choices=LR_SCHEDULES,
@@ -165,14 +166,17 @@ def _pretrain(args) -> int:
     if args.resume and not os.path.isfile(args.resume):
         raise UsageError(f"checkpoint not found: {args.resume}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    n_scenarios = EncoderConfig.n_scenarios if args.scenarios is None else args.scenarios
     if args.resume:  # new items get new rows after the checkpoint's rows
         ck = load_checkpoint(args.resume)
         ds = load_dataset(args.data, args.format, ItemVocab.from_state(ck["vocab"]), grow=True,
                           scenario_vocab=scenario_vocab(ck))
+        if args.scenarios is None:  # a checkpoint saved before scenarios has no table
+            n_scenarios = EncoderConfig.from_dict(ck["config"]).n_scenarios
     else:
         ds = load_dataset(args.data, args.format)
     ecfg = EncoderConfig(dim=args.dim, n_layers=args.layers, n_heads=args.heads, max_len=args.max_len,
-                         dropout=args.dropout, ffn_mult=args.ffn_mult, n_scenarios=args.scenarios)
+                         dropout=args.dropout, ffn_mult=args.ffn_mult, n_scenarios=n_scenarios)
     try:
         ocfg = ObjectiveConfig(weights=weights, n_negatives=args.negatives, adv_eps=args.adv_eps,
                                mask_prob=args.mask_prob, noise_prob=args.noise_prob, replace_prob=args.replace_prob)

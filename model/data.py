@@ -139,22 +139,24 @@ def _sort_key(s: str):
 
 def build_dataset(seqs: dict[str, list[tuple[str, str]]], vocab: ItemVocab | None = None,
                   categories: dict[str, str] | None = None, scenarios: dict[str, list[str]] | None = None,
-                  scenario_vocab: ScenarioVocab | None = None) -> SeqDataset:
+                  scenario_vocab: ScenarioVocab | None = None, grow_scenarios: bool = True) -> SeqDataset:
     """Map sequences to rows; a new vocabulary (numeric ids in numeric order) unless one is given.
     ``scenarios``: each user's event scenarios (as ``read_jsonl`` fills them), mapped to the rows
-    of ``scenario_vocab`` (grown with the names it has room for), else of a new one holding every
-    name, in sorted order."""
+    of ``scenario_vocab`` (grown with the names it has room for; without ``grow_scenarios`` a name
+    it lacks is the default scenario, as serving treats it), else of a new one holding every name,
+    in sorted order."""
     if vocab is None:
         vocab = ItemVocab()
         for item in sorted({i for s in seqs.values() for i, _ in s}, key=_sort_key):
             vocab.add(item, (categories or {}).get(item))
     if scenarios and scenario_vocab is None:
-        names = sorted({n for s in scenarios.values() for n in s} - {DEFAULT_SCENARIO})
-        scenario_vocab = ScenarioVocab(len(names) + 1, names)
+        every = sorted({n for s in scenarios.values() for n in s} - {DEFAULT_SCENARIO})
+        scenario_vocab = ScenarioVocab(len(every) + 1, every)
+    scenario_row = None if scenario_vocab is None else scenario_vocab.add if grow_scenarios else scenario_vocab.row
     users, items, types, scens = [], [], [], []
     for u in sorted(seqs, key=_sort_key):
         names = scenarios.get(u, ()) if scenarios else ()
-        rows = [(vocab.row(i), TYPE_IDS[t], scenario_vocab.add(names[j]) if names else 0)
+        rows = [(vocab.row(i), TYPE_IDS[t], scenario_row(names[j]) if names else 0)
                 for j, (i, t) in enumerate(seqs[u])]
         rows = [r for r in rows if r[0] is not None]
         if not rows:
@@ -182,7 +184,8 @@ def load_dataset(path: str, fmt: str, vocab: ItemVocab | None = None, grow: bool
                  scenario_vocab: ScenarioVocab | None = None) -> SeqDataset:
     """The dataset of ``path`` on a new vocabulary, or on ``vocab``: its items not in ``vocab`` are
     dropped, or with ``grow`` added to it (new rows after the existing ones, as a checkpoint's
-    vocabulary grows when it trains on new data). ``scenario_vocab``: a checkpoint's scenarios."""
+    vocabulary grows when it trains on new data). ``scenario_vocab``: a checkpoint's scenarios, which
+    ``grow`` extends with new names as well (without it a name it lacks is the default scenario)."""
     cats: dict[str, str] = {}
     scens: dict[str, list[str]] = {}
     seqs = read_sequences(path, fmt, cats, scens)
@@ -190,7 +193,7 @@ def load_dataset(path: str, fmt: str, vocab: ItemVocab | None = None, grow: bool
         for s in seqs.values():
             for item, _ in s:
                 vocab.add(item, cats.get(item))
-    ds = build_dataset(seqs, vocab, cats, scens, scenario_vocab)
+    ds = build_dataset(seqs, vocab, cats, scens, scenario_vocab, grow_scenarios=grow or scenario_vocab is None)
     log.info("loaded %s (%s): %d users, %d items, %d events", path, fmt, len(ds),
              len(ds.vocab) - 1, sum(len(s) for s in ds.items))
     return ds

@@ -69,12 +69,12 @@ class ReplayBuffer:
         """The buffer as flat tensors (a checkpoint loads with ``weights_only``)."""
         lengths = [len(rows) for rows, _, _ in self.items]
 
-        def flat(parts, dtype):  # int32 rows and int8 types: ~5 bytes an item in the checkpoint
+        def flat(parts, dtype):  # int32 rows, int8 types, int16 scenarios: ~7 bytes an item in the checkpoint
             return torch.from_numpy(np.concatenate(parts).astype(dtype)) if parts else torch.zeros(0, dtype=torch.int64)
 
         return {"rows": flat([r for r, _, _ in self.items], np.int32),
                 "types": flat([t for _, t, _ in self.items], np.int8),
-                "scenarios": flat([c for _, _, c in self.items], np.int8),
+                "scenarios": flat([c for _, _, c in self.items], np.int16),  # rows beyond 127
                 "lengths": torch.tensor(lengths, dtype=torch.int64), "seen": self.seen}
 
     def load(self, state: dict) -> None:

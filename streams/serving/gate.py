@@ -72,7 +72,6 @@ class Score:
         self.at = now
 
 
-
 @dataclass
 class Pair:
     """Two sources scored on the same events: of those, the (decayed) ones where only the first
@@ -108,7 +107,7 @@ class Gate:
     switch_z: float = 2.0
     long_from: int = 5
     capacity: int = 200_000  # users whose lists are remembered (least recently served dropped)
-    sample: int = 4  # 1 user in ``sample`` gets the lists of sources that do not serve their segment
+    sample: int = 4  # 1 record in ``sample``, at random, gets the lists of sources that do not serve its segment
     scores: dict[tuple[str, str], Score] = field(
         default_factory=lambda: {(seg, src): Score() for seg in SEGMENTS for src in SOURCES})
     # per segment, (source, later source in SOURCES): the two scored on the same events

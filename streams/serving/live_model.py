@@ -67,7 +67,7 @@ class LiveModel:
     def _answers(self, served: Served | None, histories: Sequence[History], k: int, timings: Timings,
                  scenarios: Sequence[str | None] | None = None) -> list[Answer]:
         """The answers, with the encode and search stages' CPU time in ``timings`` (this thread's:
-        in a serving child FAISS searches on it alone); ``scenarios``: as ``Request.scenario``."""
+        in a serving child FAISS searches on it alone); ``scenarios``: each one's ``Request.asked``."""
         answers: list[Answer] = [None] * len(histories)
         if served is None:
             return answers
@@ -90,7 +90,8 @@ class LiveModel:
         versions = (served.update.version, served.index.version) if served else (0, 0)
         weight = served.recommender.purchase_weight if served else 0.0
         timings: Timings = {}
-        answers = self._answers(served, [r.history for r in requests], k, timings, [r.scenario for r in requests])
+        # the scenario the record names (Request.asked: the last event's, not the last known item's)
+        answers = self._answers(served, [r.history for r in requests], k, timings, [r.asked() for r in requests])
         started = time.thread_time()
         sent = payloads(build_records(requests, answers, candidates, k, *versions, purchase_weight=weight))
         timings["records"] = time.thread_time() - started

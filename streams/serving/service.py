@@ -82,9 +82,11 @@ class Serving:
         return self.backend.index_version
 
     # --- answering -----------------------------------------------------------------------------
-    def _batch(self, requests: list[Request], k: int | None) -> tuple[list[Request], Candidates, int]:
+    def _batch(self, requests: list[Request], k: int | None, scored: bool) -> tuple[list[Request], Candidates, int]:
         """The latest request per user, and what their records are made from besides the model
-        (on the event loop: the popularity and co-visitation boards are the event loop's)."""
+        (on the event loop: the popularity and co-visitation boards are the event loop's);
+        ``scored``: the gate will score the records (the stream's, not an HTTP answer), so a sample
+        of them also gets the lists of the sources that do not serve them."""
         latest: dict[str, Request] = {}
         for request in requests:
             latest[request.user_id] = request
@@ -97,12 +99,14 @@ class Serving:
                 serves = {seg for seg, source in candidates.choice.items() if source == "covisit"}
                 candidates.covisit = [
                     self.covisit.recommend([item for item, *_ in r.history], k)
-                    if gate.segment(len(r.history)) in serves or gate.samples() else None for r in batch]
+                    if gate.segment(len(r.history)) in serves or (scored and gate.samples()) else None
+                    for r in batch]
         return batch, candidates, k
 
-    async def _serve(self, requests: list[Request], k: int | None) -> tuple[list[Request], Candidates, list[Payload], ModelIds]:
+    async def _serve(self, requests: list[Request], k: int | None,
+                     scored: bool) -> tuple[list[Request], Candidates, list[Payload], ModelIds]:
         stages, started = self.metrics.stages, time.perf_counter()
-        batch, candidates, k = self._batch(requests, k)
+        batch, candidates, k = self._batch(requests, k, scored)
         stages.add("candidates", time.perf_counter() - started)
         loop = asyncio.get_running_loop()
         sent, ids, timings = await loop.run_in_executor(self.executor, self.backend.serve, batch, candidates, k)
@@ -112,13 +116,13 @@ class Serving:
 
     async def recommend(self, requests: list[Request], k: int | None = None) -> list[Payload]:
         """The records (as bytes) of the latest request per user, computed on the serving thread."""
-        return (await self._serve(requests, k))[2]
+        return (await self._serve(requests, k, scored=False))[2]
 
     async def emit(self, requests: list[Request]) -> None:
         """Compute and send the records of one micro-batch; remember every source's lists for the
         gate; observe the latencies (the worker-added one when the broker has acknowledged them all)."""
         metrics, stages = self.metrics, self.metrics.stages
-        batch, candidates, sent, ids = await self._serve(requests, None)
+        batch, candidates, sent, ids = await self._serve(requests, None, scored=True)
         started = time.perf_counter()
         # one batch per partition, handed straight to the producer: see streams/kafka/direct_writes.py
         deliveries = await send_many(self.app, self.settings.topic_recommendations,

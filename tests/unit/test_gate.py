@@ -47,7 +47,7 @@ def test_segments_and_capacity():
     assert gate.scores["cold", "popular"].hits == 1.0
 
 
-def test_a_source_missing_from_a_record_is_not_scored_and_users_are_sampled():
+def test_a_source_missing_from_a_record_is_not_scored_and_records_are_sampled():
     gate = Gate(min_evidence=1, sample=4)
     for n in range(10):
         serve_and_score(gate, f"u{n}", "long", {"model": ["x"], "popular": ["y"]}, "x")  # no co-visitation list
@@ -115,7 +115,7 @@ def test_where_hits_are_rare_the_memory_holds_enough_of_them_to_choose():
     assert choice == "popular" and half_life > 5000
 
 
-def test_sources_are_compared_on_the_users_both_were_scored_on():
+def test_sources_are_compared_on_the_events_both_were_scored_on():
     """Co-visitation is listed for a sample of the users only; here those users are easy (every
     source hits often) and the rest hard. On the users scored with both, popularity is better:
     compared against popularity's rate over everyone, co-visitation would look twice as good,

@@ -330,14 +330,17 @@ async def test_co_visitation_is_listed_where_it_serves_and_for_a_sample_elsewher
 
     gate = sr.serving.gate
     requests = [Request(f"user-{n}", [("a", "click")]) for n in range(400)]
-    _, candidates, _ = sr.serving._batch(requests, None)
+    _, candidates, _ = sr.serving._batch(requests, None, scored=True)
     listed = [c is not None for c in candidates.covisit]
     assert 60 < sum(listed) < 140  # popularity serves "short": a sample, about 1 in gate_sample (4)
+    _, candidates, _ = sr.serving._batch(requests, None, scored=False)
+    assert candidates.covisit == [None] * len(requests)  # an HTTP answer: nobody scores it
     for n in range(int(gate.min_evidence)):  # now co-visitation is the best source for "short", clearly
         gate.remember(f"scored-{n}", "short", {"model": [], "covisit": ["c"], "popular": ["p"]})
         gate.score(f"scored-{n}", "c", False)
     assert gate.choice("short") == "covisit"
-    _, candidates, _ = sr.serving._batch(requests, None)
-    assert all(c is not None for c in candidates.covisit)  # where it serves: everyone
+    for scored in (True, False):
+        _, candidates, _ = sr.serving._batch(requests, None, scored=scored)
+        assert all(c is not None for c in candidates.covisit)  # where it serves: everyone
     sr.serving.gate = None  # without the gate nothing would use the lists
-    assert sr.serving._batch(requests, None)[1].covisit is None
+    assert sr.serving._batch(requests, None, scored=True)[1].covisit is None

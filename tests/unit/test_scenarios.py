@@ -142,6 +142,62 @@ def test_the_online_trainer_learns_new_scenario_names_and_keeps_them_in_its_repl
     copy = ReplayBuffer(10)
     copy.load(trainer.replay_state())
     assert copy.items[0][2].tolist() == [1, 2, 0]
+    wide = ReplayBuffer(10)
+    wide.add((np.array([1, 2]), np.array([0, 1]), np.array([200, 5])))   # a table of more than 128 rows
+    copy.load(wide.state())
+    assert copy.items[0][2].tolist() == [200, 5]
     old = {k: v for k, v in trainer.replay_state().items() if k != "scenarios"}   # written before scenarios
     copy.load(old)
     assert copy.items[0][2].tolist() == [0, 0, 0]
+
+
+def test_a_served_record_names_the_scenario_its_model_answered_for(planted, tmp_path):
+    """The last event is on an item the model does not know yet (a new item of the stream): the
+    record is for that event's scenario, and so is the model's answer (not the last known item's)."""
+    from streams.lifecycle.model_store import ModelStore
+    from streams.serving.live_model import LiveModel
+    from streams.settings import load_settings
+
+    _, ckpts = planted
+    rec = Recommender.from_checkpoint(str(ckpts["with"]))
+    rec.version = 1
+    live = LiveModel(load_settings({"data_dir": tmp_path, "store": "memory"}, environ={}))
+    try:
+        assert live.load(ModelStore(tmp_path / "models", keep=2).save(rec))
+        h = [("4", "click", "feed"), ("7", "click", "feed"), ("not-yet-known", "click", "search")]
+        sent, _, _ = live.serve([Request("u", h)], Candidates([("0", 1.0)]), 1)
+        record = json.loads(sent[0][2])
+        assert record["scenario"] == "search" and record["source"] == "model"
+        assert record["items"][0]["item_id"] == "10"    # 7 + 3: the search rule; the feed's is 8
+    finally:
+        live.close()
+
+
+def test_pretrain_resumes_a_checkpoint_without_a_scenario_table_unless_told_otherwise(tmp_path, capsys):
+    """A checkpoint saved before scenarios (or with --scenarios 0) resumes without the flag; asking
+    for a table it does not have is refused as another architecture."""
+    from model.commands import main
+    data = tmp_path / "d.txt"
+    data.write_text("".join(f"{u} {(u + k) % 15 + 1}\n" for u in range(30) for k in range(8)))
+    args = ["pretrain", "--data", str(data), "--format", "ml1m", "--epochs", "1", "--dim", "16",
+            "--layers", "1", "--max-len", "8", "--quiet"]
+    assert main(args + ["--out", str(tmp_path / "a"), "--scenarios", "0"]) == 0
+    resume = ["--resume", str(tmp_path / "a" / "last.ckpt")]
+    assert main(args + ["--out", str(tmp_path / "b")] + resume) == 0
+    assert load_checkpoint(str(tmp_path / "b" / "last.ckpt"))["config"]["n_scenarios"] == 0
+    capsys.readouterr()
+    assert main(args + ["--out", str(tmp_path / "c"), "--scenarios", "8"] + resume) == 2
+    assert "different architecture" in capsys.readouterr().err
+
+
+def test_evaluation_reads_a_scenario_the_model_never_learned_as_the_default_one(planted, tmp_path):
+    """As serving does: an unseen name gets no row of the table (its row would be untrained)."""
+    path, ckpts = planted
+    rec = Recommender.from_checkpoint(str(ckpts["with"]))
+    other = tmp_path / "other.jsonl"
+    other.write_text(path.read_text().replace('"search"', '"ads"'))
+    ds = load_dataset(str(other), "jsonl", vocab=rec.vocab, scenario_vocab=rec.scenarios)
+    assert rec.scenarios.names() == ["feed", "search"]              # not grown
+    assert set(np.concatenate(ds.scenarios).tolist()) == {0, 1}     # "ads" is the default row
+    grown = load_dataset(str(other), "jsonl", vocab=rec.vocab, grow=True, scenario_vocab=rec.scenarios)
+    assert rec.scenarios.names() == ["feed", "search", "ads"] and 3 in np.concatenate(grown.scenarios)
