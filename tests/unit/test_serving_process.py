@@ -27,6 +27,7 @@ HISTORIES = [[("i1", "click"), ("i2", "purchase")], [("i7", "click")], [("never-
 
 def make_rec(version: int, seed: int) -> Recommender:
     rec = Recommender.fresh(EncoderConfig(dim=16, n_layers=1, max_len=10), item_ids=ITEMS, seed=seed)
+    rec.scenarios.add("search")   # a scenario row of its own: asking for it changes the answer
     rec.version = version
     return rec
 
@@ -76,6 +77,8 @@ def test_answers_as_in_process_serving_and_swaps_through_the_standby(pair, store
     here, ids_here, timings_here = in_process.serve(requests, Candidates(popular), 5)
     assert ids == ids_here and ids[2] is None and len(ids[0]) == 5
     assert [json.loads(value)["scenario"] for _, _, value in sent] == ["default", "search", "default"]
+    unasked = in_process.serve([Request("u1", HISTORIES[1], 101.0)], Candidates(popular), 5)[1][0]
+    assert ids[1] != unasked    # so the child answered for the scenario asked, as in process
     # each stage timed where it ran: encode, search and records in the child, ipc in this process
     assert set(timings) == {"encode", "search", "records", "ipc"} and set(timings_here) == {"encode", "search", "records"}
     assert all(seconds >= 0 for seconds in [*timings.values(), *timings_here.values()])
