@@ -194,8 +194,10 @@ def run_demo(settings: Settings, data: Path, duration_s: float = 45.0, rate: flo
         for segment, scores in gate.items():  # every source, served or not, scored in the worker
             if scores["events"]:
                 hr = ", ".join(f"{source} {value:.4f}" for source, value in scores["hr"].items())
+                against = ", ".join(f"{source} {paired['z']:+.1f}" for source, paired in scores["against_serving"].items()
+                                    if paired["side_by_side"])
                 print(f"  gate, {segment + ' histories':<14} HR@{settings.top_k} {hr} over {scores['events']:,} events "
-                      f"(decayed) -> serving {scores['serving']}")
+                      f"(decayed) -> serving {scores['serving']}" + (f" (paired z against it: {against})" if against else ""))
         print(f"  end-to-end latency   p50 {_quantile(lat, .5) * 1000:.1f} ms, p99 {_quantile(lat, .99) * 1000:.1f} ms "
               f"(producer send of a user's last event -> its recommendation read back), of which")
         for label, name, what in (

@@ -89,14 +89,15 @@ class Pair:
         self.at = now
 
 
-def z_better(pair: Pair, challenger_first: bool, now: float) -> float:
-    """Standard errors by which the challenger beats the incumbent on the events both were scored
-    on (McNemar's z on the decayed discordant events, half an event added to each side)."""
+def paired_z(pair: Pair, challenger_first: bool, now: float) -> float:
+    """Standard errors by which the challenger beats (> 0) or trails (< 0) the incumbent on the
+    events both were scored on (McNemar's z on the decayed discordant events, half an event added
+    to each side)."""
     factor = 0.5 ** (now - pair.at)
     won, lost = pair.first_only * factor, pair.second_only * factor
     if not challenger_first:
         won, lost = lost, won
-    return (won - lost) / math.sqrt(won + lost + 1.0) if won > lost else 0.0
+    return (won - lost) / math.sqrt(won + lost + 1.0)
 
 
 @dataclass
@@ -161,26 +162,39 @@ class Gate:
         incumbent = self.scores[seg, serving]
         if incumbent.events < self.min_evidence:
             return serving
-        now = self._time[seg]
         best_z, best = self.switch_z, serving
-        for source in SOURCES:
-            if source == serving:
-                continue
-            first = SOURCES.index(source) < SOURCES.index(serving)
-            pair = self.pairs[seg][(source, serving) if first else (serving, source)]
-            if pair.events >= self.min_evidence:
-                z = z_better(pair, first, now)
-                if z > best_z:
-                    best_z, best = z, source
+        for source, (z, side_by_side) in self._against(seg, serving).items():
+            if side_by_side >= self.min_evidence and z > best_z and z > 0:
+                best_z, best = z, source
         self._serving[seg] = best
         return best
+
+    def _against(self, seg: str, serving: str) -> dict[str, tuple[float, int]]:
+        """Each other source against ``serving`` in ``seg``: its paired z and the events the two
+        were scored on side by side."""
+        out = {}
+        for source in SOURCES:
+            if source != serving:
+                first = SOURCES.index(source) < SOURCES.index(serving)
+                pair = self.pairs[seg][(source, serving) if first else (serving, source)]
+                out[source] = (paired_z(pair, first, self._time[seg]), pair.events)
+        return out
 
     def choices(self) -> dict[str, str]:
         return {seg: self.choice(seg) for seg in SEGMENTS}
 
     def report(self) -> dict:
-        """Scores per segment and source, and the choice (for /health and model-updates)."""
-        return {seg: {"serving": self.choice(seg),
-                      "hr": {src: round(self.scores[seg, src].hit_rate, 5) for src in SOURCES},
-                      "events": self.scores[seg, SOURCES[0]].events,
-                      "half_life_events": round(self.half_life(seg))} for seg in SEGMENTS}
+        """Scores per segment and source, the choice, and what it rests on: each other source's
+        paired z against the one serving (``switch_z`` or more, on ``min_evidence`` events side by
+        side, switches) (for /health and model-updates). The hit rates are each source's over the
+        events it was scored on, which for a sampled source are not the served one's."""
+        out = {}
+        for seg in SEGMENTS:
+            serving = self.choice(seg)
+            out[seg] = {"serving": serving,
+                        "hr": {src: round(self.scores[seg, src].hit_rate, 5) for src in SOURCES},
+                        "events": self.scores[seg, SOURCES[0]].events,
+                        "half_life_events": round(self.half_life(seg)),
+                        "against_serving": {src: {"z": round(z, 2), "side_by_side": n}
+                                            for src, (z, n) in self._against(seg, serving).items()}}
+        return out

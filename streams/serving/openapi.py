@@ -70,7 +70,8 @@ _HEALTH = {
         "model_version": {"type": "integer"},
         "index_version": {"type": "integer"},
         "gate": {"type": "object", "nullable": True,
-                 "description": "per segment: the source serving it, each source's hit rate, events scored"},
+                 "description": "per segment: the source serving it, each source's hit rate, events scored, "
+                                "and each other source's paired z against the one serving (against_serving)"},
         "covisit_items": {"type": "integer", "minimum": 0, "nullable": True,
                           "description": "items with co-visitation neighbours (null: the source is off)"},
     },

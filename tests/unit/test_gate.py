@@ -133,8 +133,12 @@ def test_sources_are_compared_on_the_events_both_were_scored_on():
             else:  # hard: popularity hits 1 in 20, co-visitation not listed
                 item, lists = ("p" if n % 20 == 1 else "x"), {"popular": ["p"]}
             serve_and_score(gate, f"u{n}", "long", lists, item)
-        return gate.choice("long"), gate.report()["long"]["hr"]
-    choice, hr = run(covisit_better=False)
-    assert hr["covisit"] > 2 * hr["popular"] and choice == "popular"
-    choice, hr = run(covisit_better=True)
-    assert choice == "covisit"
+        return gate.choice("long"), gate.report()["long"]
+    choice, report = run(covisit_better=False)
+    assert report["hr"]["covisit"] > 2 * report["hr"]["popular"] and choice == "popular"
+    # what the choice rests on is in the report too: on the events scored side by side, co-visitation trails
+    against = report["against_serving"]
+    assert against["covisit"]["z"] < -2 and 900 <= against["covisit"]["side_by_side"] <= 1000
+    assert against["model"] == {"z": 0.0, "side_by_side": 0}   # never listed: no evidence either way
+    choice, report = run(covisit_better=True)
+    assert choice == "covisit" and report["against_serving"]["popular"]["z"] < -2
