@@ -11,8 +11,9 @@ Sources: ``popular`` (the worker's decayed popularity, ``streams.ingest.populari
 (``streams.ingest.covisit``), ``gated`` (the record the gate, ``streams.serving.gate``, serves: it
 chooses per segment between popular and covisit, scoring both), and the baseline a consumer gets
 for free, ``alltime`` (all-time popularity so far). With ``--checkpoint`` or ``--pretrain-minutes``
-a pretrained encoder is a source too (``model``, frozen), the gate chooses among all three, records
-are made per micro-batch, and only the events after ``--from-fraction`` of the stream are scored.
+a pretrained encoder is a source too (``model``, frozen), and so is its list fused with
+co-visitation's (``blend``, ``streams.serving.recommend.fuse``); the gate chooses among them all,
+records are made per micro-batch, and only the events after ``--from-fraction`` of the stream are scored.
 With ``--online`` the model is trained as the leader trains it (``streams.lifecycle.training``:
 the worker's OnlineTrainer settings, held-back tail and promotion judgement), on every event's
 sequence, from the pretrained model or from scratch; each version it announces serves from the
@@ -44,6 +45,7 @@ from streams.lifecycle.trainer import online_trainer
 from streams.lifecycle.training import UPDATE_BATCH, Training
 from streams.metrics import Metrics
 from streams.serving.gate import SEGMENTS, Gate
+from streams.serving.recommend import fuse, made_by
 from streams.settings import load_settings
 
 HERE = Path(__file__).resolve().parent
@@ -131,7 +133,7 @@ def replay(events, k: int, window: int, rank_every: int, allow_repeats: bool, se
     record the gate serves; ``suspicion`` quarantines suspicious users as ingest does
     (:class:`Suspicion`, ``streams.ingest.guard``: their counts taken back, their events from then
     on held, each one given to ``held(event)``)."""
-    sources = SOURCES + (("model",) if model is not None or training is not None else ())
+    sources = SOURCES + (("model", "blend") if model is not None or training is not None else ())
     versions: list[int] = []  # the event after which each announced version served
     pending: list = []  # training sequences not yet handed to the training
     s = load_settings()
@@ -176,11 +178,16 @@ def replay(events, k: int, window: int, rank_every: int, allow_repeats: bool, se
                 lists["model"] = models[j]
             elif training is not None:  # no version yet: as serving, no model list
                 lists["model"] = []
+            both = bool(lists.get("model")) and bool(lists["covisit"])
+            if "model" in lists:  # the blend as a record makes it (the one list there is, if only one)
+                lists["blend"] = ([i for i, _ in fuse(lists["model"], lists["covisit"], k)] if both
+                                  else lists["model"] or lists["covisit"])
             seg = gate.segment(len(h))
             choice = gate.choice(seg)
-            if choice == "model" and lists.get("model"):
-                chosen = lists["model"]
-            elif choice == "covisit" and lists["covisit"]:  # filled up with popularity, as serving does
+            source = made_by(choice, bool(lists.get("model")), bool(lists["covisit"]))
+            if source in ("model", "blend"):
+                chosen = lists[source]
+            elif source == "covisit":  # filled up with popularity, as serving does
                 chosen = lists["covisit"] + [i for i in lists["popular"] if i not in lists["covisit"]]
                 chosen = chosen[:k]
             else:
@@ -193,8 +200,10 @@ def replay(events, k: int, window: int, rank_every: int, allow_repeats: bool, se
             remembered = {"popular": lists["popular"]}
             if not warmup:
                 remembered["model"] = lists.get("model", [])
-            if choice == "covisit" or gate.samples():  # as serving lists it (Gate.samples)
+            if choice in ("covisit", "blend") or gate.samples():  # as serving lists it (Gate.samples)
                 remembered["covisit"] = lists["covisit"]
+                if both and not warmup:  # as serving: where both lists are
+                    remembered["blend"] = lists["blend"]
             gate.remember(user, seg, remembered)
 
     started = time.process_time()

@@ -263,7 +263,8 @@ def live_quality_model(*runs):
             return "–" if value is None else f"{value:.4f}"
 
         rows += [[name if n == 0 else "", src, f"{hr[src]:.4f}", seg("short", src), seg("long", src)]
-                 for n, src in enumerate(("alltime", "popular", "covisit", "model", "gated"))]
+                 for n, src in enumerate(src for src in ("alltime", "popular", "covisit", "model", "blend", "gated")
+                                         if src in hr)]
         rows.append(["", "gated / best simple", f"**{d['gated_over_best_simple']:.2f}×**", "", ""])
         rows.append(["", "records by the gate's choice",
                      ", ".join(f"{src} {n / total:.0%}" for src, n in sorted(served.items())), "", ""])

@@ -2,7 +2,8 @@
 per user segment.
 
 For every record the worker sends, the top-k of EVERY source for that user (the model's, the
-co-visitation board's, popularity's; all with the user's seen items removed) is remembered. When
+co-visitation board's, the two fused (``streams.serving.recommend.fuse``), popularity's; all with the
+user's seen items removed) is remembered. When
 the user's next event is accepted, each remembered list is scored: a hit if it held the event's
 item (an item the user had seen before is not scored: the seen-item rule serving uses). Hits and
 trials are decayed per segment and source on the segment's clock of scored events, so the scores
@@ -25,7 +26,8 @@ the served source's rate over every event, a sampled source's rate also differs 
 (and users) the sample caught, and on a stream of few users that difference can outweigh the
 sources' own (``bench/live_quality.py`` on ML-1M: see :meth:`Gate.samples`).
 
-A source that costs work to list and does not serve a user's segment (co-visitation) is listed,
+A source that costs work to list and does not serve a user's segment (co-visitation, and with it
+the blend) is listed,
 and so scored, in one record in ``sample`` only (:meth:`Gate.samples`, at random): the choice stays
 unbiased, at a fraction of the cost. Records, not users: sampled by a hash of the user id (as
 before), co-visitation's quarter of ML-1M's users scored it below popularity through a stretch
@@ -44,7 +46,7 @@ import random
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
-SOURCES = ("model", "covisit", "popular")
+SOURCES = ("model", "blend", "covisit", "popular")  # blend: the model's list fused with co-visitation's
 SEGMENTS = ("cold", "short", "long")
 DEFAULT = "popular"
 

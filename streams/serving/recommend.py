@@ -4,8 +4,9 @@
 the worker's process (its serving thread), :class:`~streams.serving.processes.ProcessBackend`
 from two child processes. :func:`build_records` is the one place a record is made: the model's
 answer where it has one, else recent popularity with the user's seen items removed
-(``source="popular"``), or the co-visitation list where the gate (``streams.serving.gate``) serves
-a segment with it. The stream and HTTP both call ``streams.serving.service.Serving.recommend``
+(``source="popular"``), or the co-visitation list, or the blend of the model's list and
+co-visitation's (:func:`fuse`), where the gate (``streams.serving.gate``) serves a segment with it
+(:func:`made_by`). The stream and HTTP both call ``streams.serving.service.Serving.recommend``
 and get the same record bytes.
 """
 
@@ -119,29 +120,62 @@ def unseen(history: History, ranked: Ranked, k: int) -> list[tuple[str, float]]:
     return out
 
 
+# Reciprocal-rank fusion's constant (Cormack, Clarke and Buettcher, SIGIR 2009: 60, the value
+# published with the method, not tuned here): items on both lists come first, the rest alternate.
+FUSION_K = 60.0
+
+
+def fuse(first: Sequence[str], second: Sequence[str], k: int) -> list[tuple[str, float]]:
+    """The top ``k`` of two ranked lists by reciprocal-rank fusion: an item scores the sum over the
+    lists of 1 / (FUSION_K + its rank); ties go to ``first``'s order."""
+    scores: dict[str, float] = {}
+    for ranked in (first, second):
+        for rank, item in enumerate(ranked, 1):
+            scores[item] = scores.get(item, 0.0) + 1.0 / (FUSION_K + rank)
+    return sorted(scores.items(), key=lambda kv: -kv[1])[:k]   # stable: first's order on ties
+
+
+def made_by(chosen: str, has_model: bool, has_covisit: bool) -> str:
+    """The source that makes a record when the gate chose ``chosen`` for the user's segment: the
+    chosen one where it has an answer (the blend needs both lists: with one, that one), else
+    popularity."""
+    if chosen == "blend":
+        return "blend" if has_model and has_covisit else "model" if has_model else \
+            "covisit" if has_covisit else "popular"
+    if chosen == "model":
+        return "model" if has_model else "popular"
+    if chosen == "covisit":
+        return "covisit" if has_covisit else "popular"
+    return "popular"
+
+
 def build_records(requests: Sequence[Request], answers: Sequence[Answer], candidates: Candidates, k: int,
                   model_version: int, index_version: int, purchase_weight: float = 0.0) -> list[Recommendation]:
-    """One record per request, from the source chosen for the user's segment: the model's answer,
-    the co-visitation list (filled up with popularity), or popularity; popularity wherever the
-    chosen source has no answer for the user. ``purchase_weight``: the model's blend
-    (``Recommender.set_purchase_weight``), written into the model's records."""
+    """One record per request, from the source chosen for the user's segment (:func:`made_by`): the
+    model's answer, the blend of it and the co-visitation list, the co-visitation list (filled up
+    with popularity), or popularity. ``purchase_weight``: the model's purchase blend
+    (``Recommender.set_purchase_weight``), written into the records the model's list made."""
     now = time.time()
     popular, choice = candidates.popular, candidates.choice
     records = []
     for n, (request, answer) in enumerate(zip(requests, answers)):
         chosen = choice[segment(len(request.history), candidates.long_from)] if choice else "model"
-        covisit = candidates.covisit[n] if candidates.covisit and chosen == "covisit" else None
-        if chosen == "model" and answer:
+        covisit = candidates.covisit[n] if candidates.covisit and chosen in ("covisit", "blend") else None
+        source = made_by(chosen, bool(answer), bool(covisit))
+        if source == "blend":
+            items = [ScoredItem(i, round(s, 6)) for i, s in fuse([i for i, _ in answer], [i for i, _ in covisit], k)]
+            weight = purchase_weight
+        elif source == "model":
             items = [ScoredItem(i, round(float(s), 6)) for i, s in answer]
-            source, weight = "model", purchase_weight
-        elif covisit:
+            weight = purchase_weight
+        elif source == "covisit":
             items = [ScoredItem(i, s) for i, s in covisit[:k]]
             have = {item.item_id for item in items}
             items += [item for item in unseen_top(request.history, popular, k + len(items))
                       if item.item_id not in have][:k - len(items)]
-            source, weight = "covisit", 0.0
+            weight = 0.0
         else:
-            items, source, weight = unseen_top(request.history, popular, k), "popular", 0.0
+            items, weight = unseen_top(request.history, popular, k), 0.0
         records.append(Recommendation(
             user_id=request.user_id, items=items, source=source, model_version=model_version,
             index_version=index_version, event_ts=request.event_ts, emitted_ts=now, purchase_weight=weight,

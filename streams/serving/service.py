@@ -38,7 +38,7 @@ from .live_model import LiveModel
 from .pending import PendingRequests
 from .processes import ProcessBackend
 from .gate import Gate
-from .recommend import Backend, Candidates, CandidateSource, ModelIds, Payload, Ranked, Request, unseen
+from .recommend import Backend, Candidates, CandidateSource, ModelIds, Payload, Ranked, Request, fuse, unseen
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +96,7 @@ class Serving:
         if gate is not None:  # without the gate, co-visitation lists would serve nobody
             candidates.choice, candidates.long_from = gate.choices(), gate.long_from
             if self.covisit is not None:  # for the users it serves, and a sample of the rest (to score it)
-                serves = {seg for seg, source in candidates.choice.items() if source == "covisit"}
+                serves = {seg for seg, source in candidates.choice.items() if source in ("covisit", "blend")}
                 candidates.covisit = [
                     self.covisit.recommend([item for item, *_ in r.history], k)
                     if gate.segment(len(r.history)) in serves or (scored and gate.samples()) else None
@@ -161,6 +161,8 @@ class Serving:
                      "popular": [item for item, _ in unseen(request.history, candidates.popular, k)]}
             if covisit[n] is not None:  # listed for this user (see Gate.samples)
                 lists["covisit"] = [item for item, _ in covisit[n]]
+                if ids[n] and lists["covisit"]:  # the blend exists where both lists do
+                    lists["blend"] = [item for item, _ in fuse(ids[n], lists["covisit"], k)]
             self.gate.remember(request.user_id, self.gate.segment(len(request.history)), lists)
 
     async def accept(self, user_id: str, history: list[tuple[str, str]], event_ts: float,

@@ -344,3 +344,18 @@ async def test_co_visitation_is_listed_where_it_serves_and_for_a_sample_elsewher
         assert all(c is not None for c in candidates.covisit)  # where it serves: everyone
     sr.serving.gate = None  # without the gate nothing would use the lists
     assert sr.serving._batch(requests, None, scored=True)[1].covisit is None
+
+
+async def test_the_gate_is_given_the_blend_where_the_model_and_co_visitation_both_listed(sr):
+    from streams.serving.recommend import Candidates, Request
+
+    gate = sr.serving.gate
+    requests = [Request("both", [("a", "click")]), Request("model-only", [("a", "click")]),
+                Request("unlisted", [("a", "click")])]
+    candidates = Candidates([("p", 1.0)], covisit=[[("c", 1.0)], [], None])
+    sr.serving._remember(requests, candidates, [["m"], ["m"], ["m"]])
+    for user in ("both", "model-only", "unlisted"):
+        gate.score(user, "c", seen_before=False)
+    scored = {src: gate.scores["short", src].events for src in ("model", "blend", "covisit", "popular")}
+    assert scored == {"model": 3, "blend": 1, "covisit": 2, "popular": 3}
+    assert gate.scores["short", "blend"].hits == 1.0   # fused ["m", "c"] held c
