@@ -227,8 +227,8 @@ class Settings(BaseSettings):
     # --- Sources and the quality gate (see streams/serving/gate.py) -------------------------------
     serving_gate: bool = Field(
         True, description="Serve each user segment (cold, short, long history) from the source that scores "
-        "best test-then-train on the stream (model, co-visitation, popularity); false: the model where it "
-        "has an answer, else popularity.",
+        "best test-then-train on the stream (model, co-visitation, the two blended, popularity); false: the "
+        "model where it has an answer, else popularity.",
     )
     gate_min_evidence: int = Field(
         30, ge=1, description="Events a source and the one serving a segment must be scored on side by side "
