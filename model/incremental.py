@@ -31,6 +31,7 @@ import torch
 
 from model.encoder import PAD
 from model.heads import load_heads
+from model.interactions import step_scenario
 from model.objectives import ObjectiveConfig, compute_losses
 from model.pretrain import default_device, make_batch
 from model.recommender import Recommender
@@ -147,8 +148,7 @@ class OnlineTrainer:
         new = {}
         for s in seqs:
             for e in s:
-                if len(e) > 2:
-                    self.rec.scenarios.add(e[2])
+                self.rec.scenarios.add(step_scenario(e))   # the default scenario takes no row
             ids = [str(e[0]) for e in s]
             for i in ids:
                 if i not in self.rec.vocab and i not in new:

@@ -17,6 +17,12 @@ DEFAULT_SCENARIO = "default"
 MAX_ID_LEN = 128  # the longest user, item, event id or scenario name the event contract accepts
 
 
+def step_scenario(step: tuple) -> str:
+    """The scenario of one step of a history, ``(item_id, type)`` or ``(item_id, type, scenario)``
+    (``streams.ingest.events.Event.step``): the third element where there is one."""
+    return step[2] if len(step) > 2 else DEFAULT_SCENARIO
+
+
 @dataclass(frozen=True, slots=True)
 class Interaction:
     """One user-item interaction: ``type`` is one of :data:`EVENT_TYPES`, ``ts`` epoch seconds (or

@@ -29,6 +29,7 @@ from model.checkpoint import load_checkpoint, save_checkpoint, scenario_vocab
 from model.data import pad_left
 from model.encoder import TYPE_IDS, EncoderConfig, SeqEncoder
 from model.heads import load_heads
+from model.interactions import step_scenario
 from model.vocab import ItemVocab, ScenarioVocab
 
 log = logging.getLogger(__name__)
@@ -117,7 +118,7 @@ class Recommender:
             if r is not None:
                 rows.append(r)
                 types.append(TYPE_IDS.get(event[1], TYPE_IDS["click"]))
-                scens.append(self.scenarios.row(event[2]) if named and len(event) > 2 else 0)
+                scens.append(self.scenarios.row(step_scenario(event)) if named else 0)
         return (np.array(rows, dtype=np.int64), np.array(types, dtype=np.int64),
                 np.array(scens, dtype=np.int64))
 

@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Protocol, Sequence
 
-from model.interactions import DEFAULT_SCENARIO
+from model.interactions import DEFAULT_SCENARIO, step_scenario
 
 from ..lifecycle.model_store import ModelUpdate
 from .gate import segment
@@ -44,8 +44,7 @@ class Request:
         """The scenario the recommendation is for."""
         if self.scenario is not None:
             return self.scenario
-        last = self.history[-1] if self.history else ()
-        return last[2] if len(last) > 2 else DEFAULT_SCENARIO
+        return step_scenario(self.history[-1]) if self.history else DEFAULT_SCENARIO
 
 
 @dataclass(slots=True)
