@@ -152,7 +152,9 @@ def build_dataset(seqs: dict[str, list[tuple[str, str]]], vocab: ItemVocab | Non
     if scenarios and scenario_vocab is None:
         every = sorted({n for s in scenarios.values() for n in s} - {DEFAULT_SCENARIO})
         scenario_vocab = ScenarioVocab(len(every) + 1, every)
-    scenario_row = None if scenario_vocab is None else scenario_vocab.add if grow_scenarios else scenario_vocab.row
+    scenario_row = None
+    if scenario_vocab is not None:
+        scenario_row = scenario_vocab.add if grow_scenarios else scenario_vocab.row
     users, items, types, scens = [], [], [], []
     for u in sorted(seqs, key=_sort_key):
         names = scenarios.get(u, ()) if scenarios else ()

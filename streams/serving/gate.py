@@ -27,13 +27,12 @@ the served source's rate over every event, a sampled source's rate also differs 
 sources' own (``bench/live_quality.py`` on ML-1M: see :meth:`Gate.samples`).
 
 A source that costs work to list and does not serve a user's segment (co-visitation, and with it
-the blend) is listed,
-and so scored, in one record in ``sample`` only (:meth:`Gate.samples`, at random): the choice stays
-unbiased, at a fraction of the cost. Records, not users: sampled by a hash of the user id (as
-before), co-visitation's quarter of ML-1M's users scored it below popularity through a stretch
-where it was better on all of them, so the gate switched about 1,500 records later (and the
-verdict changed from run to run: Python salts its string hash per process). A source absent from
-a remembered record is not scored on the user's next event.
+the blend) is listed, and so scored, in one record in ``sample`` only (:meth:`Gate.samples`, at
+random): the choice stays unbiased, at a fraction of the cost. Records, not users: when a quarter
+of the users was sampled by a hash of their id, on ML-1M that quarter scored co-visitation below
+popularity through a stretch where it was better on all users, so the gate switched about 1,500
+records late (and the verdict changed from run to run: Python salts its string hash per
+process). A source absent from a remembered record is not scored on the user's next event.
 
 Segments are by what is known of the user when the record is made: ``cold`` (no event),
 ``short`` (fewer than ``long_from`` events), ``long``.
