@@ -24,7 +24,7 @@ from .ingest.agent import Ingest
 from .ingest.covisit import CoVisitation, restore_partition
 from .ingest.events import Event
 from .ingest.popularity import PopularityBoard
-from .ingest.user_state import State, history, lookup
+from .ingest.user_state import State, history, lookup, stamps
 from .kafka import faust_patches
 from .kafka.faust_patches.internals import partition_values
 from .kafka.monitoring import consumer_lag, table_entries
@@ -95,7 +95,7 @@ def create(settings: Settings, backend: Backend | None = None) -> Worker:
         await serving.accept(event.user_id, items, event.ts, arrived, msg_ts)
 
     restore = partial(restore_covisit, core, covisit, popularity) if covisit is not None else None
-    count_history = ((lambda items, sign: covisit.add_history(((item, ts) for item, _, ts, *_ in items), sign=sign))
+    count_history = ((lambda items, sign: covisit.add_history(stamps(items), sign=sign))
                      if covisit is not None else None)
     worker = Worker(core, popularity, covisit, Ingest(core, popularity, accepted, restore, count_history), serving,
                     Lifecycle(core, on_update=serving.load_async, staleness=serving.staleness,

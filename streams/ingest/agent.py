@@ -36,7 +36,7 @@ from .events import Event, InvalidEvent, parse_event
 from .guard import (RATE_LIMITED, RELEASED, SUSPECT_REASONS, SUSPICIOUS, BaseRate, counts, evidence,
                     first_counts, history_evidence, suspicious, verdict, within_cap)
 from .popularity import PopularityBoard
-from .user_state import State, apply_event, decode, empty_state, encode
+from .user_state import State, apply_event, decode, empty_state, encode, stamps
 
 DEAD_LETTER_MARK = b"p%d"  # key of a partition's mark in the dead_letters table
 # users counted before suspicion's base rate was known, judged when it is: one pass of state reads
@@ -190,7 +190,7 @@ class Ingest:
     def quarantine_state(self, partition: int, key: bytes, state: State, sx: list) -> None:
         """Take the user's recent counts back from popularity and co-visitation and mark their state
         quarantined (with this change of the current event)."""
-        for item, ts in first_counts((item, ts) for item, _, ts, *_ in state["items"]):  # what was counted
+        for item, ts in first_counts(stamps(state["items"])):  # what was counted
             self.popularity.retract(partition, item, ts)
         self.popularity.cancel(key)  # and what is still settling never lands
         if self.on_quarantine is not None:
@@ -200,7 +200,7 @@ class Ingest:
 
     def recount(self, partition: int, state: State) -> None:
         """A released user's stored events count again where the quarantine took them back."""
-        for item, ts in first_counts((item, ts) for item, _, ts, *_ in state["items"]):
+        for item, ts in first_counts(stamps(state["items"])):
             self.popularity.count(partition, item, ts, settle=False)
         if self.on_quarantine is not None:
             self.on_quarantine(state["items"], 1.0)
@@ -215,7 +215,7 @@ class Ingest:
             state = decode(self.core.user_sequences.get(key))
             if state is None or "q" in state or state.get("ok"):
                 continue
-            sx = history_evidence(state["items"], popular, s.suspect_memory)
+            sx = history_evidence(stamps(state["items"]), popular, s.suspect_memory)
             if sx is not None and suspicious(sx, self.base_rate.rate, s.suspect_lift, s.suspect_surprise):
                 self.quarantine_state(partition, key, state, sx)
 

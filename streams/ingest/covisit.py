@@ -32,6 +32,8 @@ from operator import itemgetter
 
 import orjson
 
+from .user_state import stamps
+
 _WEIGHT = itemgetter(1)
 REBASE_AT = 64.0  # half-lives after t0 at which the weights are scaled down (2**64: far from overflow)
 # events restored between two yields to the event loop: ~11 µs each on the 2-core box (6,040
@@ -151,7 +153,7 @@ async def restore_partition(board: CoVisitation, states: Iterable[bytes], before
         if "q" in state:  # quarantined: its counts were taken back (streams.ingest.guard)
             continue
         users += 1
-        events += board.add_history(((item, ts) for item, _, ts, *_ in items), before)
+        events += board.add_history(stamps(items), before)
         if each is not None:
             each(items)
         since_yield += len(items)

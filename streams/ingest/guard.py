@@ -142,12 +142,12 @@ def first_counts(events: Iterable[tuple[str, float]]) -> Iterator[tuple[str, flo
             yield item, ts
 
 
-def history_evidence(items: list, popular: frozenset, memory: int) -> list | None:
-    """The evidence of a user's stored events (``[[item, type, ts], ...]``, one count per item as
-    they were counted) against the popular items now: for the users counted before the base rate
+def history_evidence(events: Iterable[tuple[str, float]], popular: frozenset, memory: int) -> list | None:
+    """The evidence of a user's stored events ``(item, ts)``, oldest first (one count per item, as
+    they were counted), against the popular items now: for the users counted before the base rate
     was known, judged when it is (:class:`BaseRate`)."""
     ev = None
-    for item, _ in first_counts((item, ts) for item, _, ts, *_ in items):
+    for item, _ in first_counts(events):
         ev = evidence(ev, item in popular, memory)
     return ev
 

@@ -15,6 +15,7 @@ from operator import itemgetter
 from typing import Iterable
 
 from .guard import first_counts
+from .user_state import stamps
 
 _LN2 = math.log(2.0)
 _SCORE = itemgetter(1)
@@ -213,7 +214,7 @@ class PopularityBoard:
         the worker that counted them stopped; they settle again here (one count per item)."""
         if self.settling is None:
             return
-        for item, ts in first_counts((item, ts) for item, _, ts, *_ in items):
+        for item, ts in first_counts(stamps(items)):
             if before - self.settling.settle_s < ts < before:
                 self._raw(partition).add(item, ts)
                 self.settling.add(partition, item, ts, b"")

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+from collections.abc import Iterator
 from typing import Any
 
 import orjson
@@ -88,6 +89,11 @@ def history(state: State | None) -> list[tuple]:
     """The user's recent events as ``Event.step`` makes them (``(item_id, type)``, the scenario
     third where the event named one), oldest first."""
     return [] if state is None else [(e[0], e[1], e[3]) if len(e) > 3 else (e[0], e[1]) for e in state["items"]]
+
+
+def stamps(items: list) -> Iterator[tuple[str, float]]:
+    """The ``(item_id, ts)`` of stored events (a state's ``items``), oldest first."""
+    return ((e[0], e[2]) for e in items)
 
 
 def lookup(table, user_id: str | bytes) -> State | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import random
 import subprocess
 import sys
@@ -34,3 +35,24 @@ def test_a_flood_is_held_back_and_promotion_is_measured(tmp_path):
     assert on["hr_over_clean"] > 0.9
     assert runs["promotion 5.0% human / defences off"]["injected"] == 20 * 10
     assert (tmp_path / "attack.png").stat().st_size > 0
+
+
+def test_suspicion_judges_the_early_users_and_holds_fake_ones(tmp_path):
+    """A stream long enough for suspicion's base rate to be known: the users counted before it are
+    judged then (the bench once failed there), and promotion's fake users are held."""
+    rng = random.Random(0)
+    data = tmp_path / "stream.csv.gz"
+    with gzip.open(data, "wt") as f:  # 1,200 users; 5 % of events on 20 popular items, the rest on 1,000
+        ts = 1_000_000
+        for n in range(4000):
+            ts += rng.randrange(1, 3)
+            item = rng.randrange(20) if rng.random() < 0.05 else 20 + rng.randrange(1000)
+            f.write(f"{rng.randrange(1200)},i{item},c,pv,{ts}\n")
+    env = {**os.environ, "STREAMREC_SUSPECT_TOP_ITEMS": "50", "STREAMREC_SUSPECT_LIFT": "5"}
+    subprocess.run([sys.executable, str(ROOT / "bench" / "attack.py"), "--data", str(data), "--format", "taobao",
+                    "--fake-shares", "0.03", "--flood-users", "1", "--flood-events", "100",
+                    "--out", str(tmp_path / "attack")], check=True, timeout=300, capture_output=True, env=env)
+    runs = json.loads((tmp_path / "attack.json").read_text())["streams"]["stream.csv"]["runs"]
+    off, on = runs["promotion 3.0% human / defences off"], runs["promotion 3.0% human / defences on"]
+    assert off["fake_held"] == 0 and on["fake_held"] > 0.2 * on["injected"]  # suspicion holds fake users' events
+    assert on["real_held"] == 0
