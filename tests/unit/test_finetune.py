@@ -83,7 +83,10 @@ def test_finetune_grows_the_vocabulary_for_new_downstream_items(pretrained, tmp_
 
 def test_purchase_task_learns_a_history_dependent_purchase_rule_popularity_cannot(pretrained, tmp_path):
     ds = downstream(pretrained, walks(300, 10, seed=2, buyers=True))
-    finetune(ds, str(pretrained), FinetuneConfig(task="purchase"), tcfg(25, lr=3e-3), str(tmp_path))
+    # the rule is read from the history's first event: the encoder learns to attend to it at the
+    # full rate (at the default 0.3 x it did within 25 epochs for some seeds only: AUC 0.69-0.99)
+    finetune(ds, str(pretrained), FinetuneConfig(task="purchase", encoder_lr_scale=1.0), tcfg(25, lr=3e-3),
+             str(tmp_path))
     ck = load_checkpoint(str(tmp_path / "best.ckpt"))
     assert ck["task"] == "purchase" and ck["head_names"] == ["purchase"]
     from model.encoder import SeqEncoder
@@ -92,9 +95,10 @@ def test_purchase_task_learns_a_history_dependent_purchase_rule_popularity_canno
     assert 0.3 < f["purchases"] / f["events"] < 0.7
     assert f["popularity_auc"] < 0.65           # each item is bought as often as it is clicked
     assert f["auc"] > 0.9 and f["log_loss"] < f["popularity_log_loss"]
-    # an untrained head knows nothing
+    # the trained head makes the figures: an untrained one on the same encoder (over 36 seeds of
+    # pretraining, data and fine-tuning: AUC 0.37-0.76, log-loss 0.26-0.40 above the trained head's)
     fresh = purchase_figures(enc, load_heads(None, ["purchase"], enc.cfg), ds, "test")
-    assert fresh["auc"] < 0.75
+    assert fresh["auc"] < f["auc"] - 0.15 and fresh["log_loss"] > f["log_loss"] + 0.15
 
 
 def test_popularity_propensity_is_each_items_smoothed_purchase_share():
