@@ -52,6 +52,11 @@ def targets_and_fillers(events, n_targets: int, rng: random.Random) -> tuple[lis
     return rng.sample(rare, n_targets), [item for item, _ in counts.most_common(50)]
 
 
+def categories(events) -> dict:
+    """Each item's category in the stream (fake events name it, as a real client's would)."""
+    return {e.item_id: e.category for e in events if e.category is not None}
+
+
 def promotion(events, share: float, pace: str, targets: list[str], fillers: list[str], n_events: int,
               n_targets: int, rng: random.Random) -> list:
     """Fake users' events (not yet merged into the stream)."""
@@ -64,21 +69,23 @@ def promotion(events, share: float, pace: str, targets: list[str], fillers: list
         last[e.user_id] = e.ts
     gap = statistics.median(gaps) if gaps else 1.0
     start, end = events[0].ts, events[-1].ts
+    category = categories(events)
     fake = []
     for n in range(max(1, round(share * len(users)))):
         items = rng.sample(targets, n_targets) + rng.sample(fillers, n_events - n_targets)
         rng.shuffle(items)
         step = gap if pace == "human" else 2.0 / n_events
         t0 = rng.uniform(start, max(start, end - step * n_events))
-        fake += [replace(events[0], user_id=f"{FAKE}{n}", item_id=item, type="click", ts=t0 + j * step, category=None)
-                 for j, item in enumerate(items)]
+        fake += [replace(events[0], user_id=f"{FAKE}{n}", item_id=item, type="click", ts=t0 + j * step,
+                         category=category.get(item)) for j, item in enumerate(items)]
     return fake
 
 
 def flood(events, n_users: int, n_events: int, targets: list[str]) -> list:
     at = events[0].ts + 0.3 * (events[-1].ts - events[0].ts)
+    category = categories(events)
     return [replace(events[0], user_id=f"{FLOOD}{u}", item_id=targets[j % len(targets)], type="click", ts=at,
-                    category=None)
+                    category=category.get(targets[j % len(targets)]))
             for u in range(n_users) for j in range(n_events)]
 
 

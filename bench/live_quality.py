@@ -8,8 +8,10 @@ an event on an item the user has seen is not scored (``--allow-repeats`` scores 
 seen items left in every list).
 
 Sources: ``popular`` (the worker's decayed popularity, ``streams.ingest.popularity``), ``covisit``
-(``streams.ingest.covisit``), ``gated`` (the record the gate, ``streams.serving.gate``, serves: it
-chooses per segment between popular and covisit, scoring both), and the baseline a consumer gets
+(``streams.ingest.covisit``), ``category`` (recent popularity in the category of the user's last
+event, ``streams.ingest.categories``: events without a category have none), ``gated`` (the record
+the gate, ``streams.serving.gate``, serves: it chooses per segment among them, scoring each), and
+the baseline a consumer gets
 for free, ``alltime`` (all-time popularity so far). With ``--checkpoint`` or ``--pretrain-minutes``
 a pretrained encoder is a source too (``model``, frozen), and so is its list fused with
 co-visitation's (``blend``, ``streams.serving.recommend.fuse``); the gate chooses among them all,
@@ -37,6 +39,7 @@ import torch
 from model.encoder import EncoderConfig
 from model.recommender import Recommender
 from model.replay import load_events
+from streams.ingest.categories import CategoryPopularity
 from streams.ingest.covisit import CoVisitation
 from streams.ingest import guard
 from streams.ingest.guard import counts as counted
@@ -51,7 +54,7 @@ from streams.settings import load_settings
 HERE = Path(__file__).resolve().parent
 DATA = {"taobao": ("../shared/data/taobao-userbehavior-sample/flink_ecommerce-time-slice/UserBehavior.csv.gz", "taobao"),
         "ml1m": ("../shared/data/ml-1m/ml-1m.txt.gz", "ml1m")}
-SOURCES = ("alltime", "popular", "covisit", "gated")
+SOURCES = ("alltime", "popular", "covisit", "category", "gated")
 GATE_WARMUP = 20_000  # events before the scored ones with records made: the gate's evidence
 
 
@@ -67,8 +70,10 @@ class Suspicion:
     counts taken back from the served popularity (``served``, landed counts), the one suspicion
     ranks (``raw``: every count at once), the settling and co-visitation."""
 
-    def __init__(self, s, served: Popularity, raw: Popularity, settling: Settling, covisit: CoVisitation) -> None:
+    def __init__(self, s, served: Popularity, raw: Popularity, settling: Settling, covisit: CoVisitation,
+                 categories: CategoryPopularity) -> None:
         self.s, self.served, self.raw, self.settling, self.covisit = s, served, raw, settling, covisit
+        self.categories = categories
         self.base_rate = guard.BaseRate()
         self.evidence: dict[str, list] = {}
         self.quarantined: set[str] = set()
@@ -112,6 +117,7 @@ class Suspicion:
             if self.served is not self.raw and self.settling.landed(ts):
                 self.served.retract(item, ts)
         self.covisit.retract_history(stamped)
+        self.categories.retract_history(stamped)
 
 
 def replay(events, k: int, window: int, rank_every: int, allow_repeats: bool, seq_len: int,
@@ -139,6 +145,8 @@ def replay(events, k: int, window: int, rank_every: int, allow_repeats: bool, se
     s = load_settings()
     popularity = Popularity(s.popularity_half_life_s, 10 * s.popularity_capacity)  # one worker, all partitions
     covisit = CoVisitation(s.covisit_half_life_s)
+    categories = CategoryPopularity(s.popularity_half_life_s)
+    last_category: dict[str, str] = {}  # user -> the category of their last event that named one
     gate = Gate(half_life_events=s.gate_half_life_events, half_life_hits=s.gate_half_life_hits, min_evidence=s.gate_min_evidence, switch_z=s.gate_switch_z,
                 long_from=s.gate_long_from, sample=s.gate_sample)
     counts: dict[str, int] = {}
@@ -161,7 +169,7 @@ def replay(events, k: int, window: int, rank_every: int, allow_repeats: bool, se
     settling = Settling(s.popularity_settle_s)
     settles = suspicion and settling.settle_s > 0
     raw = Popularity(s.popularity_half_life_s, 10 * s.popularity_capacity) if settles else popularity
-    suspect = Suspicion(s, popularity, raw, settling, covisit)
+    suspect = Suspicion(s, popularity, raw, settling, covisit, categories)
 
     def make_records(users: list[str], warmup: bool) -> None:
         """The records in force for these users' next events; in the ``warmup`` before
@@ -173,7 +181,8 @@ def replay(events, k: int, window: int, rank_every: int, allow_repeats: bool, se
             lists = {"alltime": [i for i in ranked_all if i not in seen][:k],
                      "popular": [i for i in ranked_pop if i not in seen][:k],
                      "covisit": [i for i, _ in covisit.recommend(h, k + (len(h) if allow_repeats else 0))
-                                 if allow_repeats or i not in seen][:k]}
+                                 if allow_repeats or i not in seen][:k],
+                     "category": [i for i, _ in categories.recommend(last_category.get(user), () if allow_repeats else h, k)]}
             if models is not None:
                 lists["model"] = models[j]
             elif training is not None:  # no version yet: as serving, no model list
@@ -184,11 +193,11 @@ def replay(events, k: int, window: int, rank_every: int, allow_repeats: bool, se
                                   else lists["model"] or lists["covisit"])
             seg = gate.segment(len(h))
             choice = gate.choice(seg)
-            source = made_by(choice, bool(lists.get("model")), bool(lists["covisit"]))
+            source = made_by(choice, bool(lists.get("model")), bool(lists["covisit"]), bool(lists["category"]))
             if source in ("model", "blend"):
                 chosen = lists[source]
-            elif source == "covisit":  # filled up with popularity, as serving does
-                chosen = lists["covisit"] + [i for i in lists["popular"] if i not in lists["covisit"]]
+            elif source in ("covisit", "category"):  # filled up with popularity, as serving does
+                chosen = lists[source] + [i for i in lists["popular"] if i not in lists[source]]
                 chosen = chosen[:k]
             else:
                 chosen = lists["popular"]
@@ -204,6 +213,8 @@ def replay(events, k: int, window: int, rank_every: int, allow_repeats: bool, se
                 remembered["covisit"] = lists["covisit"]
                 if both and not warmup:  # as serving: where both lists are
                     remembered["blend"] = lists["blend"]
+            if user in last_category and (choice == "category" or gate.samples()):  # as serving lists it
+                remembered["category"] = lists["category"]
             gate.remember(user, seg, remembered)
 
     started = time.process_time()
@@ -249,6 +260,10 @@ def replay(events, k: int, window: int, rank_every: int, allow_repeats: bool, se
             else:
                 popularity.add(e.item_id, e.ts)
             covisit.add(h, e.item_id, e.ts)
+            if e.category is not None:
+                categories.add(e.category, e.item_id, e.ts)
+        if e.category is not None:
+            last_category[e.user_id] = e.category
         h.append(e.item_id)
         del h[:-seq_len]
         if model is not None or training is not None:
@@ -304,7 +319,7 @@ def replay(events, k: int, window: int, rank_every: int, allow_repeats: bool, se
             "segments": {f"{seg}/{src}": {"hr": h / t if t else None, "events": t}
                          for (seg, src), (h, t) in seg_hits.items()},
             "new_items": {src: {"hr": h / t if t else None, "events": t} for src, (h, t) in new_hits.items()},
-            "new_item_s": new_item_s, "served_by_choice": served_by, "gate": gate.report(), "windows": windows,
+            "new_item_s": new_item_s, "categories": len(categories), "served_by_choice": served_by, "gate": gate.report(), "windows": windows,
             "versions_announced_after_event": versions if training is not None else None,
             "cpu_us_per_event": cpu / max(1, len(events)) * 1e6}
 

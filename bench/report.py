@@ -218,17 +218,25 @@ def prequential(*docs):
     return table(["dataset", "protocol", "replayed events (cold)", "online HR@10", "frozen", "popularity",
                   "online / frozen", "warm users only"], rows)
 
+def _source_hr(d: dict, values: dict, src: str) -> str:
+    """A source's HR@10 in a live_quality table; "–" for one the run had not (the category source
+    on a stream whose events name no category)."""
+    if src not in values or values[src] is None or (src == "category" and not d.get("categories")):
+        return "–"
+    return f"{values[src]:.4f}"
+
+
 def live_quality(*docs):
     rows = []
     for path, d in docs:
         hr, after = d["hr"], d["hr_after_first_10pct"]
         name = "Taobao sample" if d["format"] == "taobao" else "ML-1M"
-        rows.append([name, num(d["events"]), num(d["scored_events"])] + [f"{hr[s]:.4f}" if s in hr else "–" for s in
-                    ("alltime", "popular", "covisit", "model", "gated")] + [
+        rows.append([name, num(d["events"]), num(d["scored_events"])] + [_source_hr(d, hr, s) for s in
+                    ("alltime", "popular", "covisit", "category", "gated")] + [
                     f"{d['gated_over_best_simple']:.2f}×", f"{after['gated'] / after['alltime']:.2f}×",
                     f"{d['worst_window_gated_over_best']:.2f}", num(d["cpu_us_per_event"])])
     return table(["stream", "events", "scored", "all-time popularity", "decayed popularity", "co-visitation",
-                  "model (online, from scratch)", "gated", "gated / best simple", "gated / all-time pop., after 10 %",
+                  "category popularity", "gated", "gated / best simple", "gated / all-time pop., after 10 %",
                   "worst 5k window, gated / best", "CPU µs / event"], rows)
 
 
@@ -244,10 +252,10 @@ def live_quality_cold(*docs):
                 (f"new items (first seen ≤ {d['new_item_s']:,.0f} s before)", lambda s: new[s]["hr"], new["gated"]["events"]),
                 ("a user's first events (short segment)", lambda s: seg[f"short/{s}"]["hr"], seg["short/gated"]["events"]),
                 (f"{share} of the stream", lambda s: part[s], part["events"])):
-            rows.append([name, label, num(n)] + [f"{get(s):.4f}" if s in d["hr"] and get(s) is not None else "–"
-                                                 for s in ("alltime", "popular", "covisit", "model", "gated")])
-    return table(["stream", "events", "scored", "all-time popularity", "decayed popularity", "co-visitation", "model",
-                  "gated"], rows)
+            rows.append([name, label, num(n)] + [_source_hr(d, {s: get(s) for s in d["hr"]}, s)
+                                                 for s in ("alltime", "popular", "covisit", "category", "gated")])
+    return table(["stream", "events", "scored", "all-time popularity", "decayed popularity", "co-visitation",
+                  "category popularity", "gated"], rows)
 
 
 def live_quality_model(*runs):
@@ -263,8 +271,8 @@ def live_quality_model(*runs):
             return "–" if value is None else f"{value:.4f}"
 
         rows += [[name if n == 0 else "", src, f"{hr[src]:.4f}", seg("short", src), seg("long", src)]
-                 for n, src in enumerate(src for src in ("alltime", "popular", "covisit", "model", "blend", "gated")
-                                         if src in hr)]
+                 for n, src in enumerate(src for src in ("alltime", "popular", "covisit", "category", "model", "blend",
+                                                         "gated") if src in hr and (src != "category" or d.get("categories")))]
         rows.append(["", "gated / best simple", f"**{d['gated_over_best_simple']:.2f}×**", "", ""])
         rows.append(["", "records by the gate's choice",
                      ", ".join(f"{src} {n / total:.0%}" for src, n in sorted(served.items())), "", ""])

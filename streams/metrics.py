@@ -21,9 +21,9 @@ STAGE_BUCKETS = (1e-5, 3e-5, 1e-4, 3e-4, 0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0
 
 # The stages of ``streamrec_stage_seconds`` (the per-event cost budget, bench/cost.py), where they run
 # and how they are timed. Event loop (wall time: CPU, plus waits for the GIL): decode (parse +
-# validate), state (RocksDB read, dedupe, apply, encode, write), popularity, covisit (co-visitation
-# add), gate (scoring the record in force and remembering the new one), queue (new-item note,
-# queueing the request), candidates (popularity and co-visitation lists for a micro-batch); and two
+# validate), state (RocksDB read, dedupe, apply, encode, write), popularity, covisit (co-visitation and
+# category board adds), gate (scoring the record in force and remembering the new one), queue (new-item note,
+# queueing the request), candidates (popularity, co-visitation and category lists for a micro-batch); and two
 # that await the producer, so they also hold what else ran on the loop while it made room for
 # their batches: changelog (a batch's changelog records) and produce (a micro-batch's records). Serving thread (its CPU time): ipc (pickling to and from a
 # serving child). Where the model runs (a serving child, FAISS on one thread there, or the serving

@@ -29,11 +29,8 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, frozen=True, extra="forbid")
 
     # --- Kafka -------------------------------------------------------------------------------
-    bootstrap_servers: str = Field(
-        EMBEDDED,
-        description="Kafka bootstrap servers (host:port[,host:port]) or 'embedded' to start the "
-        "development broker (Tansu, memory-only) on 127.0.0.1:broker_port.",
-    )
+    bootstrap_servers: str = Field(EMBEDDED, description="Kafka bootstrap servers (host:port[,host:port]) or "
+                                   "'embedded' to start the development broker (Tansu, memory-only) on 127.0.0.1:broker_port.")
     broker_port: int = Field(9092, ge=1, le=65535, description="Port of the embedded broker.")
     app_id: str = Field("streamrec", min_length=1, description="Faust app id = consumer group.")
     topic_events: str = Field("events", min_length=1, description="Input events topic.")
@@ -227,9 +224,8 @@ class Settings(BaseSettings):
     # --- Sources and the quality gate (see streams/serving/gate.py) -------------------------------
     serving_gate: bool = Field(
         True, description="Serve each user segment (cold, short, long history) from the source that scores "
-        "best test-then-train on the stream (model, co-visitation, the two blended, popularity); false: the "
-        "model where it has an answer, else popularity.",
-    )
+        "best test-then-train on the stream (model, co-visitation, the two blended, category popularity, "
+        "popularity); false: the model where it has an answer, else popularity.")
     gate_min_evidence: int = Field(
         30, ge=1, description="Events a source and the one serving a segment must be scored on side by side "
         "there before the gate compares them (until then: the one serving, popularity at first).",
@@ -244,15 +240,19 @@ class Settings(BaseSettings):
         20.0, gt=0, description="Where hits are rare the gate's half-life is longer: as many scored events as the "
         "source serving a segment takes for this many hits (a choice between rare hits needs the evidence).")
     gate_sample: int = Field(
-        4, ge=1, description="Co-visitation, where it does not serve a user's segment, is listed and scored in "
-        "1 record in this many, at random (the gate's choice stays unbiased at a fraction of the cost).")
+        4, ge=1, description="Co-visitation and the category list, where they do not serve a user's segment, are "
+        "each listed and scored in 1 record in this many, at random (the gate's choice stays unbiased at a "
+        "fraction of the cost).")
     gate_long_from: int = Field(5, ge=1, description="Events from which a user's history counts as long.")
     covisit: bool = Field(
         True, description="Keep the item-to-item co-visitation source from accepted events "
-        "(streams/ingest/covisit.py); false: no such source (the gate chooses between the model and popularity).",
-    )
+        "(streams/ingest/covisit.py); false: no such source (the gate chooses between the model and popularity).")
     covisit_half_life_s: float = Field(
         86_400.0, gt=0, description="Half-life of the item-to-item co-visitation weights (event time).")
+    categories: bool = Field(
+        True, description="Keep recent popularity per item category from accepted events that name a category "
+        "(streams/ingest/categories.py; same half-life as popularity), a source the gate can serve with the "
+        "category of the user's last event; false: no such source.")
 
     # --- HTTP --------------------------------------------------------------------------------
     http_host: str = Field("127.0.0.1", min_length=1, description="HTTP bind address.")

@@ -21,6 +21,7 @@ from functools import partial
 
 from .app import WorkerApp
 from .ingest.agent import Ingest
+from .ingest.categories import CategoryPopularity
 from .ingest.covisit import CoVisitation, restore_partition
 from .ingest.events import Event
 from .ingest.popularity import PopularityBoard
@@ -84,19 +85,29 @@ def create(settings: Settings, backend: Backend | None = None) -> Worker:
     popularity = PopularityBoard(core.item_popularity, s.popularity_half_life_s, s.popularity_capacity,
                                  settle_s=s.popularity_settle_s if s.suspect_surprise else 0.0)
     covisit = CoVisitation(s.covisit_half_life_s) if s.covisit else None
-    serving = Serving(s, core.metrics, popularity.top, backend, covisit)
+    categories = CategoryPopularity(s.popularity_half_life_s) if s.categories else None
+    serving = Serving(s, core.metrics, popularity.top, backend, covisit, categories)
 
     async def accepted(event: Event, state: State, arrived: float, msg_ts: float | None, counted: bool) -> None:
         items = history(state)
         core.metrics.stages.mark("state")
-        if covisit is not None and counted:
-            covisit.add([item for item, *_ in items[:-1]], event.item_id, event.ts)
+        if counted:
+            if covisit is not None:
+                covisit.add([item for item, *_ in items[:-1]], event.item_id, event.ts)
+            if categories is not None and event.category is not None:
+                categories.add(event.category, event.item_id, event.ts)
             core.metrics.stages.mark("covisit")
-        await serving.accept(event.user_id, items, event.ts, arrived, msg_ts)
+        await serving.accept(event.user_id, items, event.ts, arrived, msg_ts, state.get("c"))
+
+    def count_history(items: list, sign: float) -> None:
+        """A user quarantined (sign -1) or released (+1): their stored events' counts taken back or
+        counted again (categories only taken back: a stored history holds none)."""
+        if covisit is not None:
+            covisit.add_history(stamps(items), sign=sign)
+        if categories is not None and sign < 0:
+            categories.retract_history(stamps(items))
 
     restore = partial(restore_covisit, core, covisit, popularity) if covisit is not None else None
-    count_history = ((lambda items, sign: covisit.add_history(stamps(items), sign=sign))
-                     if covisit is not None else None)
     worker = Worker(core, popularity, covisit, Ingest(core, popularity, accepted, restore, count_history), serving,
                     Lifecycle(core, on_update=serving.load_async, staleness=serving.staleness,
                               quality=lambda: serving.gate.report() if serving.gate is not None else {}))

@@ -53,8 +53,8 @@ class InvalidEvent(StreamRecError):
 
 @dataclass(frozen=True, slots=True)
 class Event(Interaction):
-    """An accepted event: the interaction (``category`` stays None: the contract has none) plus
-    its ``event_id`` (given, or derived from user_id|item_id|type|ts)."""
+    """An accepted event: the interaction (``category``: the item's category where the event names
+    one, else None) plus its ``event_id`` (given, or derived from user_id|item_id|type|ts)."""
 
     event_id: str = ""
 
@@ -73,6 +73,7 @@ class Event(Interaction):
             "ts": self.ts,
             "event_id": self.event_id,
             "scenario": self.scenario,
+            **({"category": self.category} if self.category is not None else {}),
         }
 
 
@@ -165,4 +166,6 @@ def parse_event(
                     max_future_s=max_future_s)
     event_id = _ident(obj, "event_id", required=False) or f"{user_id}|{item_id}|{kind}|{ts!r}"
     scenario = _ident(obj, "scenario", required=False) or DEFAULT_SCENARIO
-    return Event(user_id=user_id, item_id=item_id, type=kind, ts=ts, event_id=event_id, scenario=scenario)
+    category = _ident(obj, "category", required=False)
+    return Event(user_id=user_id, item_id=item_id, type=kind, ts=ts, event_id=event_id, scenario=scenario,
+                 category=category)

@@ -7,6 +7,7 @@ A state is a JSON-able dict (the table's value)::
      "eids":  [event_key, ...],             # keys of the last ``dedupe_window`` applied event ids
      "n":     total events applied,
      "v":     2,                            # eids are keys (absent: eids are raw ids)
+     "c":     category,                     # of the last event that named one (absent: none did)
      ...}                                   # the limits' keys: "rl", "sx", "q", "ok" (streams.ingest.guard)
 
 Event ids and items live in one record so that applying an event is one table write: after a
@@ -82,7 +83,10 @@ def apply_event(state: State | None, event: Event, *, seq_len: int, dedupe_windo
     items = state["items"] + [entry]
     eids = remembered + [key]
     # the other keys (streams.ingest.guard's) stay as they were
-    return {**state, "items": items[-seq_len:], "eids": eids[-dedupe_window:], "n": state["n"] + 1, "v": KEYED}
+    new = {**state, "items": items[-seq_len:], "eids": eids[-dedupe_window:], "n": state["n"] + 1, "v": KEYED}
+    if event.category is not None:
+        new["c"] = event.category
+    return new
 
 
 def history(state: State | None) -> list[tuple]:

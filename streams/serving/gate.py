@@ -2,7 +2,8 @@
 per user segment.
 
 For every record the worker sends, the top-k of EVERY source for that user (the model's, the
-co-visitation board's, the two fused (``streams.serving.recommend.fuse``), popularity's; all with the
+co-visitation board's, the two fused (``streams.serving.recommend.fuse``), the popularity in the
+category of the user's last event (``streams.ingest.categories``), popularity's; all with the
 user's seen items removed) is remembered. When
 the user's next event is accepted, each remembered list is scored: a hit if it held the event's
 item (an item the user had seen before is not scored: the seen-item rule serving uses). Hits and
@@ -27,7 +28,7 @@ the served source's rate over every event, a sampled source's rate also differs 
 sources' own (``bench/live_quality.py`` on ML-1M: see :meth:`Gate.samples`).
 
 A source that costs work to list and does not serve a user's segment (co-visitation, and with it
-the blend) is listed, and so scored, in one record in ``sample`` only (:meth:`Gate.samples`, at
+the blend; the category list) is listed, and so scored, in one record in ``sample`` only (:meth:`Gate.samples`, at
 random): the choice stays unbiased, at a fraction of the cost. Records, not users: when a quarter
 of the users was sampled by a hash of their id, on ML-1M that quarter scored co-visitation below
 popularity through a stretch where it was better on all users, so the gate switched about 1,500
@@ -45,7 +46,7 @@ import random
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
-SOURCES = ("model", "blend", "covisit", "popular")  # blend: the model's list fused with co-visitation's
+SOURCES = ("model", "blend", "covisit", "category", "popular")  # blend: the model's list fused with co-visitation's
 SEGMENTS = ("cold", "short", "long")
 DEFAULT = "popular"
 

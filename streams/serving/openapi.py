@@ -74,6 +74,8 @@ _HEALTH = {
                                 "and each other source's paired z against the one serving (against_serving)"},
         "covisit_items": {"type": "integer", "minimum": 0, "nullable": True,
                           "description": "items with co-visitation neighbours (null: the source is off)"},
+        "categories": {"type": "integer", "minimum": 0, "nullable": True,
+                       "description": "item categories counted for the category source (null: the source is off)"},
     },
 }
 

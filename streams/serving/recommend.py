@@ -4,7 +4,8 @@
 the worker's process (its serving thread), :class:`~streams.serving.processes.ProcessBackend`
 from two child processes. :func:`build_records` is the one place a record is made: the model's
 answer where it has one, else recent popularity with the user's seen items removed
-(``source="popular"``), or the co-visitation list, or the blend of the model's list and
+(``source="popular"``), or the co-visitation list, or the category's recent popularity
+(``streams.ingest.categories``), or the blend of the model's list and
 co-visitation's (:func:`fuse`), where the gate (``streams.serving.gate``) serves a segment with it
 (:func:`made_by`). The stream and HTTP both call ``streams.serving.service.Serving.recommend``
 and get the same record bytes.
@@ -39,6 +40,7 @@ class Request:
     arrived: float = field(default_factory=time.time)  # when the worker received the event
     msg_ts: float | None = None  # Kafka record timestamp
     scenario: str | None = None  # what it is asked for (None: the scenario of the last event)
+    category: str | None = None  # the category of the user's last event that named one
 
     def asked(self) -> str:
         """The scenario the recommendation is for."""
@@ -50,11 +52,13 @@ class Request:
 @dataclass(slots=True)
 class Candidates:
     """What a batch's records are made from besides the model: recent popularity (best first, at
-    least k + len(history) items), each request's co-visitation top-k, and the source the gate
-    serves each segment with (None: the model where it has an answer, else popularity)."""
+    least k + len(history) items), each request's co-visitation and category top-k (None where not
+    listed), and the source the gate serves each segment with (None: the model where it has an
+    answer, else popularity)."""
 
     popular: Ranked
-    covisit: list[Ranked] | None = None
+    covisit: list[Ranked | None] | None = None
+    category: list[Ranked | None] | None = None
     choice: dict[str, str] | None = None
     long_from: int = 5
 
@@ -67,6 +71,16 @@ class CandidateSource(Protocol):
 
     def __len__(self) -> int:
         """Items it has neighbours for."""
+
+
+class CategorySource(Protocol):
+    """Recent popularity per item category (``streams.ingest.categories.CategoryPopularity``)."""
+
+    def recommend(self, category: str | None, history: Sequence[str], k: int) -> list[tuple[str, float]]:
+        """Top-k (item, score) of ``category`` now, the history's items excluded."""
+
+    def __len__(self) -> int:
+        """Categories it counts."""
 
 
 ModelIds = list[list[str] | None]  # the model's item ids per request (for the gate); None: no answer
@@ -134,7 +148,7 @@ def fuse(first: Sequence[str], second: Sequence[str], k: int) -> list[tuple[str,
     return sorted(scores.items(), key=lambda kv: -kv[1])[:k]   # stable: first's order on ties
 
 
-def made_by(chosen: str, has_model: bool, has_covisit: bool) -> str:
+def made_by(chosen: str, has_model: bool, has_covisit: bool, has_category: bool = False) -> str:
     """The source that makes a record when the gate chose ``chosen`` for the user's segment: the
     chosen one where it has an answer (the blend needs both lists: with one, that one), else
     popularity."""
@@ -145,14 +159,16 @@ def made_by(chosen: str, has_model: bool, has_covisit: bool) -> str:
         return "model" if has_model else "popular"
     if chosen == "covisit":
         return "covisit" if has_covisit else "popular"
+    if chosen == "category":
+        return "category" if has_category else "popular"
     return "popular"
 
 
 def build_records(requests: Sequence[Request], answers: Sequence[Answer], candidates: Candidates, k: int,
                   model_version: int, index_version: int, purchase_weight: float = 0.0) -> list[Recommendation]:
     """One record per request, from the source chosen for the user's segment (:func:`made_by`): the
-    model's answer, the blend of it and the co-visitation list, the co-visitation list (filled up
-    with popularity), or popularity. ``purchase_weight``: the model's purchase blend
+    model's answer, the blend of it and the co-visitation list, the co-visitation or the category
+    list (filled up with popularity), or popularity. ``purchase_weight``: the model's purchase blend
     (``Recommender.set_purchase_weight``), written into the records the model's list made."""
     now = time.time()
     popular, choice = candidates.popular, candidates.choice
@@ -160,19 +176,16 @@ def build_records(requests: Sequence[Request], answers: Sequence[Answer], candid
     for n, (request, answer) in enumerate(zip(requests, answers)):
         chosen = choice[segment(len(request.history), candidates.long_from)] if choice else "model"
         covisit = candidates.covisit[n] if candidates.covisit and chosen in ("covisit", "blend") else None
-        source = made_by(chosen, bool(answer), bool(covisit))
+        category = candidates.category[n] if candidates.category and chosen == "category" else None
+        source = made_by(chosen, bool(answer), bool(covisit), bool(category))
         if source == "blend":
             items = [ScoredItem(i, round(s, 6)) for i, s in fuse([i for i, _ in answer], [i for i, _ in covisit], k)]
             weight = purchase_weight
         elif source == "model":
             items = [ScoredItem(i, round(float(s), 6)) for i, s in answer]
             weight = purchase_weight
-        elif source == "covisit":
-            items = [ScoredItem(i, s) for i, s in covisit[:k]]
-            have = {item.item_id for item in items}
-            items += [item for item in unseen_top(request.history, popular, k + len(items))
-                      if item.item_id not in have][:k - len(items)]
-            weight = 0.0
+        elif source in ("covisit", "category"):
+            items, weight = filled(covisit if source == "covisit" else category, request.history, popular, k), 0.0
         else:
             items, weight = unseen_top(request.history, popular, k), 0.0
         records.append(Recommendation(
@@ -180,6 +193,14 @@ def build_records(requests: Sequence[Request], answers: Sequence[Answer], candid
             index_version=index_version, event_ts=request.event_ts, emitted_ts=now, purchase_weight=weight,
             scenario=request.asked()))
     return records
+
+
+def filled(ranked: Ranked, history: History, popular: Ranked, k: int) -> list[ScoredItem]:
+    """The first ``k`` of a stream source's list (seen items already removed), filled up with
+    popularity's where it has fewer."""
+    items = [ScoredItem(i, s) for i, s in ranked[:k]]
+    have = {item.item_id for item in items}
+    return items + [item for item in unseen_top(history, popular, k + len(items)) if item.item_id not in have][:k - len(items)]
 
 
 def payloads(records: Sequence[Recommendation]) -> list[Payload]:

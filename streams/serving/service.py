@@ -11,12 +11,13 @@
 - the queue of accepted events waiting for their record (:class:`PendingRequests`) and the task
   that sends their records to ``recommendations`` in micro-batches.
 
-Besides the model, two sources maintained by ingest make records: recent popularity
-(``popular(n)``) and item-to-item co-visitation (``covisit``). The quality gate
-(:mod:`streams.serving.gate`, setting ``serving_gate``) scores all three on every user's next
-event (co-visitation, where it does not serve, in a sample of the records: ``gate_sample``) and
-chooses the source per user segment; without it, the model answers where it can and popularity
-elsewhere (and no co-visitation lists are made).
+Besides the model, three sources maintained by ingest make records: recent popularity
+(``popular(n)``), item-to-item co-visitation (``covisit``) and recent popularity in the category
+of the user's last event (``categories``). The quality gate (:mod:`streams.serving.gate`, setting
+``serving_gate``) scores them all on every user's next event (co-visitation and the category
+list, where they do not serve, in a sample of the records: ``gate_sample``) and chooses the
+source per user segment; without it, the model answers where it can and popularity elsewhere
+(and no co-visitation or category lists are made).
 """
 
 from __future__ import annotations
@@ -38,7 +39,8 @@ from .live_model import LiveModel
 from .pending import PendingRequests
 from .processes import ProcessBackend
 from .gate import Gate
-from .recommend import Backend, Candidates, CandidateSource, ModelIds, Payload, Ranked, Request, fuse, unseen
+from .recommend import (Backend, Candidates, CandidateSource, CategorySource, ModelIds, Payload, Ranked, Request,
+                        fuse, unseen)
 
 log = logging.getLogger(__name__)
 
@@ -49,10 +51,13 @@ CO_ITEMS = 20  # the user's most recent items given with a new item (its cold-st
 
 class Serving:
     def __init__(self, settings: Settings, metrics: Metrics, popular: Callable[[int], Ranked],
-                 backend: Backend | None = None, covisit: CandidateSource | None = None) -> None:
+                 backend: Backend | None = None, covisit: CandidateSource | None = None,
+                 categories: CategorySource | None = None) -> None:
         """``popular(n)``: the n most popular items now, best first; ``backend``: the settings'
-        choice if not given; ``covisit``: the co-visitation board ingest keeps (None: no such source)."""
+        choice if not given; ``covisit``, ``categories``: the co-visitation and category boards
+        ingest keeps (None: no such source)."""
         self.settings, self.metrics, self.popular, self.covisit = settings, metrics, popular, covisit
+        self.categories = categories
         # None: the model wherever it has an answer, else popularity (setting serving_gate)
         self.gate = Gate(half_life_events=settings.gate_half_life_events,
                          half_life_hits=settings.gate_half_life_hits, min_evidence=settings.gate_min_evidence,
@@ -95,11 +100,19 @@ class Serving:
         gate = self.gate
         if gate is not None:  # without the gate, co-visitation lists would serve nobody
             candidates.choice, candidates.long_from = gate.choices(), gate.long_from
-            if self.covisit is not None:  # for the users it serves, and a sample of the rest (to score it)
+            # each stream source for the users it serves, and a sample of the rest (to score it)
+            if self.covisit is not None:
                 serves = {seg for seg, source in candidates.choice.items() if source in ("covisit", "blend")}
                 candidates.covisit = [
                     self.covisit.recommend([item for item, *_ in r.history], k)
                     if gate.segment(len(r.history)) in serves or (scored and gate.samples()) else None
+                    for r in batch]
+            if self.categories is not None:
+                serves = {seg for seg, source in candidates.choice.items() if source == "category"}
+                candidates.category = [
+                    self.categories.recommend(r.category, [item for item, *_ in r.history], k)
+                    if r.category is not None and (gate.segment(len(r.history)) in serves or
+                                                   (scored and gate.samples())) else None
                     for r in batch]
         return batch, candidates, k
 
@@ -156,6 +169,7 @@ class Serving:
     def _remember(self, batch: list[Request], candidates: Candidates, ids: ModelIds) -> None:
         k = self.settings.top_k
         covisit = candidates.covisit or [None] * len(batch)
+        category = candidates.category or [None] * len(batch)
         for n, request in enumerate(batch):
             lists = {"model": ids[n] or [],
                      "popular": [item for item, _ in unseen(request.history, candidates.popular, k)]}
@@ -163,10 +177,12 @@ class Serving:
                 lists["covisit"] = [item for item, _ in covisit[n]]
                 if ids[n] and lists["covisit"]:  # the blend exists where both lists do
                     lists["blend"] = [item for item, _ in fuse(ids[n], lists["covisit"], k)]
+            if category[n] is not None:
+                lists["category"] = [item for item, _ in category[n]]
             self.gate.remember(request.user_id, self.gate.segment(len(request.history)), lists)
 
     async def accept(self, user_id: str, history: list[tuple[str, str]], event_ts: float,
-                     arrived: float, msg_ts: float | None) -> None:
+                     arrived: float, msg_ts: float | None, category: str | None = None) -> None:
         """An accepted event (its item last in ``history``): note the item, queue the user's
         record (waits while the queue is full: backpressure on ingestion)."""
         item, stages = history[-1][0], self.metrics.stages
@@ -174,7 +190,7 @@ class Serving:
             self.gate.score(user_id, item, seen_before=any(i == item for i, *_ in history[:-1]))
             stages.mark("gate")
         self.note_item(item, [i for i, *_ in history[-CO_ITEMS - 1:-1]])
-        request = Request(user_id, history, event_ts, arrived, msg_ts)
+        request = Request(user_id, history, event_ts, arrived, msg_ts, category=category)
         stages.mark("queue")
         await self.pending.put(request)
 

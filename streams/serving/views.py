@@ -97,7 +97,8 @@ def register(core: WorkerApp, serving: Serving, user_state: Callable[[str], dict
         scenario = request.query.get("scenario")
         if scenario is not None and not 1 <= len(scenario) <= MAX_ID_LEN:
             return web.json({"error": f"scenario must be 1 to {MAX_ID_LEN} characters"}, status=400)
-        asked = Request(user_id, history(user_state(user_id)), scenario=scenario)
+        state = user_state(user_id)
+        asked = Request(user_id, history(state), scenario=scenario, category=state.get("c") if state else None)
         [(_, _, record)] = await serving.recommend([asked], k=k)
         metrics.http_latency.labels("/recommend").observe(time.perf_counter() - started)
         return web.bytes(record, content_type=JSON)
@@ -123,6 +124,7 @@ def register(core: WorkerApp, serving: Serving, user_state: Callable[[str], dict
             "index_version": serving.index_version,
             "gate": serving.gate.report() if serving.gate is not None else None,
             "covisit_items": len(serving.covisit) if serving.covisit is not None else None,
+            "categories": len(serving.categories) if serving.categories is not None else None,
         })
 
     @app.page("/metrics")

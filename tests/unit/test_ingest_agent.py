@@ -359,3 +359,23 @@ async def test_the_gate_is_given_the_blend_where_the_model_and_co_visitation_bot
     scored = {src: gate.scores["short", src].events for src in ("model", "blend", "covisit", "popular")}
     assert scored == {"model": 3, "blend": 1, "covisit": 2, "popular": 3}
     assert gate.scores["short", "blend"].hits == 1.0   # fused ["m", "c"] held c
+
+
+async def test_events_with_a_category_feed_the_category_source_and_the_users_last_category_lists_it(sr):
+    sr.serving.gate.sample = 1  # every record lists every source
+    async with sr.app.agents["ingest"].test_context() as ingest:
+        for n, user in enumerate(("a", "b", "c")):
+            await ingest.put(event(user=user, item="sneaker", ts=NOW - 30 + n, category="shoes"), key=user.encode())
+        await ingest.put(event(user="d", item="boot", ts=NOW - 20, category="shoes"), key=b"d")
+        await ingest.put(event(user="d", item="cap", ts=NOW - 19), key=b"d")  # no category: the last one stays
+        await handled(sr, 5)
+    assert sr.user_state("d")["c"] == "shoes" and "c" in sr.user_state("a")
+    requests = await queued(sr)
+    assert requests[-1].category == "shoes"
+    batch, candidates, _ = sr.serving._batch(requests, None, scored=True)
+    lists = dict(zip([r.user_id for r in batch], candidates.category))
+    assert [item for item, _ in lists["d"]] == ["sneaker"]  # boot is d's own (cap has no category)
+    assert [item for item, _ in lists["a"]] == ["boot"]
+    sr.serving._remember(batch, candidates, [None] * len(batch))
+    sr.serving.gate.score("d", "sneaker", seen_before=False)
+    assert sr.serving.gate.scores["short", "category"].hits == 1.0

@@ -103,12 +103,13 @@ async def quarantine_scene(make_settings, monkeypatch, **settings):
     monkeypatch.setattr(streams.ingest.popularity, "RANK_REFRESH_S", 0.0)
     app.ingest.base_rate = BaseRate(memory=1000, warm=50)
     ts = time.time() - 1000
-    fake = [event(user="fake", item=item, ts=ts + 100 + n, event_id=f"f{n}")
+    fake = [event(user="fake", item=item, ts=ts + 100 + n, event_id=f"f{n}", category="shoes")
             for n, item in enumerate(["p0", "target", "p1", "p2", "p3", "p4", "target2"])]
     async with app.app.agents["ingest"].test_context() as ingest:
         for n in range(800):
             item = POPULAR[n // 2 % 5] if n < 20 else f"rare{n}"  # p0..p4: 4 real events each
-            await ingest.put(event(user=f"real{n}", item=item, ts=ts + n * 0.1), key=f"real{n}".encode())
+            await ingest.put(event(user=f"real{n}", item=item, ts=ts + n * 0.1, category="shoes"),
+                             key=f"real{n}".encode())
         for raw in fake:
             await ingest.put(raw, key=b"fake")
     return app, now, fake
@@ -135,6 +136,8 @@ async def test_a_fake_user_is_quarantined_and_their_counts_taken_back(make_setti
         assert 3.8 < p0 < 4.01  # its 4 real events, decayed a little; the fake's made it ~5
         assert not any("target" in neighbours for neighbours in app.covisit.next.values())
         assert "target" not in app.covisit.next
+        shoes = dict(app.serving.categories.recommend("shoes", [], 1000))  # and from the category board
+        assert "target" not in shoes and 3.8 < shoes["p0"] < 4.01
         # real users of the same items are not suspected
         assert all("q" not in app.user_state(f"real{n}") for n in range(800))
     finally:
