@@ -74,6 +74,7 @@ class Suspicion:
                  categories: CategoryPopularity) -> None:
         self.s, self.served, self.raw, self.settling, self.covisit = s, served, raw, settling, covisit
         self.categories = categories
+        self.gate: Gate | None = None  # whose scores a quarantined user's events are taken back from
         self.base_rate = guard.BaseRate()
         self.evidence: dict[str, list] = {}
         self.quarantined: set[str] = set()
@@ -118,6 +119,8 @@ class Suspicion:
                 self.served.retract(item, ts)
         self.covisit.retract_history(stamped)
         self.categories.retract_history(stamped)
+        if self.gate is not None:
+            self.gate.forget(user)
 
 
 def replay(events, k: int, window: int, rank_every: int, allow_repeats: bool, seq_len: int,
@@ -170,6 +173,8 @@ def replay(events, k: int, window: int, rank_every: int, allow_repeats: bool, se
     settles = suspicion and settling.settle_s > 0
     raw = Popularity(s.popularity_half_life_s, 10 * s.popularity_capacity) if settles else popularity
     suspect = Suspicion(s, popularity, raw, settling, covisit, categories)
+    if suspicion:
+        gate.keep_scored, suspect.gate = s.suspect_memory, gate  # as the worker's gate with suspicion on
 
     def make_records(users: list[str], warmup: bool) -> None:
         """The records in force for these users' next events; in the ``warmup`` before

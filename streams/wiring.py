@@ -99,13 +99,17 @@ def create(settings: Settings, backend: Backend | None = None) -> Worker:
             core.metrics.stages.mark("covisit")
         await serving.accept(event.user_id, items, event.ts, arrived, msg_ts, state.get("c"))
 
-    def count_history(items: list, sign: float) -> None:
+    def count_history(key: bytes, items: list, sign: float) -> None:
         """A user quarantined (sign -1) or released (+1): their stored events' counts taken back or
-        counted again (categories only taken back: a stored history holds none)."""
+        counted again (categories only taken back: a stored history holds none), and a quarantined
+        user's scored events taken back out of the gate."""
         if covisit is not None:
             covisit.add_history(stamps(items), sign=sign)
-        if categories is not None and sign < 0:
-            categories.retract_history(stamps(items))
+        if sign < 0:
+            if categories is not None:
+                categories.retract_history(stamps(items))
+            if serving.gate is not None:
+                serving.gate.forget(key.decode(errors="replace"))
 
     restore = partial(restore_covisit, core, covisit, popularity) if covisit is not None else None
     worker = Worker(core, popularity, covisit, Ingest(core, popularity, accepted, restore, count_history), serving,

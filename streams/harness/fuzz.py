@@ -32,7 +32,7 @@ from ..kafka.topics import ensure_topics
 from .procs import Worker, client_settings, dlq_summary, metric_sum, read_topic, start_broker
 
 MAX_BYTES = 65_536
-FIELDS = ("user_id", "item_id", "type", "ts", "event_id", "scenario")
+FIELDS = ("user_id", "item_id", "type", "ts", "event_id", "scenario", "category")
 
 _scalars = (st.none() | st.booleans() | st.integers() | st.integers(min_value=-(10 ** 30), max_value=10 ** 30)
             | st.floats(allow_nan=True, allow_infinity=True) | st.text(max_size=30)

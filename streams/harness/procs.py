@@ -314,6 +314,8 @@ def make_events(total: int, users: int, *, bad_ratio: float = 0.02, unkeyed_rati
                  "event_id": f"ev-{seed}-{n}"}
         if n % 3 == 0:  # a third name a scenario (kept in user state as a fourth element)
             event["scenario"] = "search"
+        if n % 2 == 0:  # half name a category (the category board; the user's last one in state)
+            event["category"] = f"cat-{rng.randrange(40)}"
         key = None if rng.random() < unkeyed_ratio else user.encode()
         messages.append((key, json.dumps(event).encode()))
         expected_n[user] += 1

@@ -49,9 +49,9 @@ OnAccepted = Callable[[Event, State, float, "float | None", bool], Awaitable[Non
 # on_partition(partition, event time of its first valid event here): once per partition of
 # `events` this worker handles, before that event is applied (co-visitation restores it)
 OnPartition = Callable[[int, float], None]
-# on_quarantine(a user's stored events [[item, type, ts], ...], sign): -1 takes back what
-# co-visitation counted of them (a quarantine), +1 counts them again (a release)
-OnQuarantine = Callable[[list, float], None]
+# on_quarantine(the user's key, their stored events [[item, type, ts], ...], sign): -1 takes back
+# what the stream's sources counted of them (a quarantine), +1 counts them again (a release)
+OnQuarantine = Callable[[bytes, list, float], None]
 
 
 class Ingest:
@@ -138,7 +138,7 @@ class Ingest:
             metrics.released.inc()  # signed by `streamrec release`: no limit, no tokens spent
             if new_state.pop("q", None) is not None:  # released from quarantine: trusted from now on
                 new_state["ok"] = 1
-                self.recount(msg.partition, state)
+                self.recount(msg.partition, key, state)
         elif state is not None and "q" in state:
             stages.mark("state")
             await self.hold_back(msg, SUSPICIOUS, "quarantined: see the user's first suspicious event")
@@ -194,16 +194,16 @@ class Ingest:
             self.popularity.retract(partition, item, ts)
         self.popularity.cancel(key)  # and what is still settling never lands
         if self.on_quarantine is not None:
-            self.on_quarantine(state["items"], -1.0)
+            self.on_quarantine(key, state["items"], -1.0)
         self.state_writer.put(partition, key, encode({**state, "sx": sx, "q": time.time()}))
         self.metrics.quarantined.inc()
 
-    def recount(self, partition: int, state: State) -> None:
+    def recount(self, partition: int, key: bytes, state: State) -> None:
         """A released user's stored events count again where the quarantine took them back."""
         for item, ts in first_counts(stamps(state["items"])):
             self.popularity.count(partition, item, ts, settle=False)
         if self.on_quarantine is not None:
-            self.on_quarantine(state["items"], 1.0)
+            self.on_quarantine(key, state["items"], 1.0)
 
     def judge_unjudged(self, but: bytes) -> None:
         """The base rate is known: judge the users counted before (``but`` one), on their stored events."""

@@ -35,6 +35,12 @@ popularity through a stretch where it was better on all users, so the gate switc
 records late (and the verdict changed from run to run: Python salts its string hash per
 process). A source absent from a remembered record is not scored on the user's next event.
 
+With suspicion on (``keep_scored``), each user's last scored events are kept, and a user
+quarantined as a promotion's fake user is taken back out of the scores (:meth:`forget`): their
+events, scored until then like anyone's, are on popular filler, and on the Taobao sample a 1 %
+promotion moved the records from the category source to popularity that way (BENCHMARKS.md,
+attack).
+
 Segments are by what is known of the user when the record is made: ``cold`` (no event),
 ``short`` (fewer than ``long_from`` events), ``long``.
 """
@@ -121,6 +127,10 @@ class Gate:
     _time: dict[str, float] = field(default_factory=lambda: dict.fromkeys(SEGMENTS, 0.0))  # in half-lives
     _serving: dict[str, str] = field(default_factory=lambda: dict.fromkeys(SEGMENTS, DEFAULT))
     _rng: random.Random = field(default_factory=lambda: random.Random(0))  # which records list everything
+    # user -> their recent scored events (segment, time, sources scored, sources that hit), for
+    # :meth:`forget`; ``keep_scored`` per user, for the ``capacity`` users scored most recently
+    keep_scored: int = 0
+    _scored: OrderedDict = field(default_factory=OrderedDict)
 
     def segment(self, history_len: int) -> str:
         return segment(history_len, self.long_from)
@@ -145,6 +155,34 @@ class Gate:
         for (a, b), pair in self.pairs[seg].items():
             if a in hits and b in hits:
                 pair.add(hits[a], hits[b], now)
+        if self.keep_scored:
+            log = self._scored.pop(user_id, None) or []
+            log.append((seg, now, hits))
+            self._scored[user_id] = log[-self.keep_scored:]
+            if len(self._scored) > self.capacity:
+                self._scored.popitem(last=False)
+
+    def forget(self, user_id: str) -> int:
+        """Take back what the user's recent scored events (the last ``keep_scored``) added to the
+        scores and pairs: a user quarantined as a promotion's fake (streams.ingest.guard), whose
+        next items, popular filler, would otherwise steer the choice towards popularity. Returns
+        how many events were taken back."""
+        log = self._scored.pop(user_id, None) or []
+        for seg, at, hits in log:
+            for source, hit in hits.items():
+                score = self.scores[seg, source]
+                weight = 0.5 ** (score.at - at)
+                score.trials = max(0.0, score.trials - weight)
+                score.hits = max(0.0, score.hits - weight * hit)
+                score.events -= 1
+            for (a, b), pair in self.pairs[seg].items():
+                if a in hits and b in hits:
+                    weight = 0.5 ** (pair.at - at)
+                    pair.first_only = max(0.0, pair.first_only - weight * (hits[a] and not hits[b]))
+                    pair.second_only = max(0.0, pair.second_only - weight * (hits[b] and not hits[a]))
+                    pair.events -= 1
+        self._lists.pop(user_id, None)
+        return len(log)
 
     def half_life(self, seg: str) -> float:
         """Scored events per half-life in ``seg``: ``half_life_events``, or as many as the serving

@@ -62,7 +62,8 @@ class Serving:
         self.gate = Gate(half_life_events=settings.gate_half_life_events,
                          half_life_hits=settings.gate_half_life_hits, min_evidence=settings.gate_min_evidence,
                          switch_z=settings.gate_switch_z,
-                         long_from=settings.gate_long_from, sample=settings.gate_sample) if settings.serving_gate else None
+                         long_from=settings.gate_long_from, sample=settings.gate_sample,
+                         keep_scored=settings.suspect_memory if settings.suspect_surprise else 0) if settings.serving_gate else None
         self.app = None  # the Faust app records are sent with (register)
         s = settings
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="streamrec-serve")

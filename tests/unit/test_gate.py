@@ -3,6 +3,8 @@ the best one served per segment once there is evidence, and the choice follows t
 
 from __future__ import annotations
 
+import pytest
+
 from streams.serving.gate import DEFAULT, Gate
 
 
@@ -142,3 +144,28 @@ def test_sources_are_compared_on_the_events_both_were_scored_on():
     assert against["model"] == {"z": 0.0, "side_by_side": 0}   # never listed: no evidence either way
     choice, report = run(covisit_better=True)
     assert choice == "covisit" and report["against_serving"]["popular"]["z"] < -2
+
+
+def test_a_quarantined_users_scored_events_are_taken_back_out_of_the_choice():
+    gate = Gate(keep_scored=50)
+    for n in range(60):  # real users: the category list holds their next item, popularity's does not
+        gate.remember(f"real{n}", "short", {"category": ["x"], "popular": ["p"]})
+        gate.score(f"real{n}", "x", seen_before=False)
+        for j in range(3):  # fake users among them: their next item is popular filler
+            fake = f"fake{n % 20}"
+            gate.remember(fake, "short", {"category": ["y"], "popular": ["p"]})
+            gate.score(fake, "p", seen_before=False)
+    assert gate.choice("short") == "popular"  # the fakes' 180 events outweigh the 60 real ones
+    before = gate.scores["short", "popular"].events
+    assert sum(gate.forget(f"fake{n}") for n in range(20)) == 180
+    assert gate.scores["short", "popular"].events == before - 180 == 60
+    assert gate.scores["short", "popular"].hits == pytest.approx(0.0, abs=1e-9)
+    assert gate.choice("short") == "category"
+    assert gate.forget("real0") == 1 and gate.forget("nobody") == 0
+
+
+def test_without_suspicion_nothing_is_kept_to_take_back():
+    gate = Gate()
+    gate.remember("u", "short", {"popular": ["p"]})
+    gate.score("u", "p", seen_before=False)
+    assert gate.forget("u") == 0 and gate.scores["short", "popular"].events == 1

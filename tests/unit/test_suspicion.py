@@ -258,3 +258,17 @@ async def test_a_fake_user_counted_before_the_base_rate_is_known_is_judged_once_
         assert all("q" not in app.user_state(f"real{n}") for n in range(800))
     finally:
         app.close()
+
+
+async def test_a_quarantine_takes_the_users_scored_events_back_out_of_the_gate(make_settings, monkeypatch):
+    app, now = guarded_app(make_settings, monkeypatch)
+    try:
+        gate = app.serving.gate
+        assert gate.keep_scored == app.settings.suspect_memory  # suspicion on: the gate keeps what to take back
+        gate.remember("fake", "short", {"popular": ["p"]})
+        gate.score("fake", "p", seen_before=False)
+        assert gate.scores["short", "popular"].events == 1
+        app.ingest.on_quarantine(b"fake", [["p", "click", 1.0]], -1.0)  # what ingest's quarantine calls
+        assert gate.scores["short", "popular"].events == 0 and gate.scores["short", "popular"].hits == 0.0
+    finally:
+        app.close()
