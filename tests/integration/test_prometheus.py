@@ -30,6 +30,7 @@ from streams.harness.prometheus import (ALERTS, DASHBOARD, Prometheus, config_fo
                                         fast_rules, legend_labels, promql, rate_interval)
 from streams.harness.traffic import EventStream
 from streams.ingest.guard import SUSPECT_REASONS
+from streams.serving.gate import SOURCES as GATE_SOURCES
 
 from conftest import ROOT, wait_for
 
@@ -37,7 +38,7 @@ pytestmark = pytest.mark.integration
 
 INTERVAL = rate_interval(scrape_interval_s=1.0, step_s=1.0)
 # Label values each breakdown may take (None: checked against what the run produced).
-SOURCES = {"model", "popular", "covisit", "blend"}
+SOURCES = set(GATE_SOURCES)  # every source a record or the gate can name
 SEGMENTS = {"cold", "short", "long"}
 
 
