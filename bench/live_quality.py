@@ -47,7 +47,7 @@ from streams.ingest.popularity import Popularity, Settling, popular_set
 from streams.lifecycle.trainer import online_trainer
 from streams.lifecycle.training import UPDATE_BATCH, Training
 from streams.metrics import Metrics
-from streams.serving.gate import SEGMENTS, Gate
+from streams.serving.gate import FORGET_EVENTS, SEGMENTS, Gate
 from streams.serving.recommend import fuse, made_by
 from streams.settings import load_settings
 
@@ -174,7 +174,7 @@ def replay(events, k: int, window: int, rank_every: int, allow_repeats: bool, se
     raw = Popularity(s.popularity_half_life_s, 10 * s.popularity_capacity) if settles else popularity
     suspect = Suspicion(s, popularity, raw, settling, covisit, categories)
     if suspicion:
-        gate.keep_scored, suspect.gate = s.suspect_memory, gate  # as the worker's gate with suspicion on
+        gate.keep_scored, suspect.gate = FORGET_EVENTS, gate  # as the worker's gate with suspicion on
 
     def make_records(users: list[str], warmup: bool) -> None:
         """The records in force for these users' next events; in the ``warmup`` before

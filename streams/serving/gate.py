@@ -55,6 +55,10 @@ from dataclasses import dataclass, field
 SOURCES = ("model", "blend", "covisit", "category", "popular")  # blend: the model's list fused with co-visitation's
 SEGMENTS = ("cold", "short", "long")
 DEFAULT = "popular"
+# scored events per user kept for Gate.forget with suspicion on: a promotion's fake users are
+# quarantined by their 2nd to 6th event (bench/attack.py, whose fakes send 10)
+FORGET_EVENTS = 16
+_BIT = {source: 1 << n for n, source in enumerate(SOURCES)}  # a source's bit in a logged event's masks
 
 
 def segment(history_len: int, long_from: int = 5) -> str:
@@ -127,8 +131,9 @@ class Gate:
     _time: dict[str, float] = field(default_factory=lambda: dict.fromkeys(SEGMENTS, 0.0))  # in half-lives
     _serving: dict[str, str] = field(default_factory=lambda: dict.fromkeys(SEGMENTS, DEFAULT))
     _rng: random.Random = field(default_factory=lambda: random.Random(0))  # which records list everything
-    # user -> their recent scored events (segment, time, sources scored, sources that hit), for
-    # :meth:`forget`; ``keep_scored`` per user, for the ``capacity`` users scored most recently
+    # user -> their recent scored events (segment, time, bit mask of the sources scored, of those
+    # that hit), for :meth:`forget`; ``keep_scored`` per user, for the ``capacity`` users scored
+    # most recently
     keep_scored: int = 0
     _scored: OrderedDict = field(default_factory=OrderedDict)
 
@@ -157,7 +162,7 @@ class Gate:
                 pair.add(hits[a], hits[b], now)
         if self.keep_scored:
             log = self._scored.pop(user_id, None) or []
-            log.append((seg, now, hits))
+            log.append((seg, now, sum(_BIT[s] for s in hits), sum(_BIT[s] for s, hit in hits.items() if hit)))
             self._scored[user_id] = log[-self.keep_scored:]
             if len(self._scored) > self.capacity:
                 self._scored.popitem(last=False)
@@ -168,12 +173,13 @@ class Gate:
         next items, popular filler, would otherwise steer the choice towards popularity. Returns
         how many events were taken back."""
         log = self._scored.pop(user_id, None) or []
-        for seg, at, hits in log:
-            for source, hit in hits.items():
+        for seg, at, scored, hit in log:
+            hits = {source: bool(hit & bit) for source, bit in _BIT.items() if scored & bit}
+            for source, was_hit in hits.items():
                 score = self.scores[seg, source]
                 weight = 0.5 ** (score.at - at)
                 score.trials = max(0.0, score.trials - weight)
-                score.hits = max(0.0, score.hits - weight * hit)
+                score.hits = max(0.0, score.hits - weight * was_hit)
                 score.events -= 1
             for (a, b), pair in self.pairs[seg].items():
                 if a in hits and b in hits:

@@ -38,7 +38,7 @@ from ..tuning import lower_thread_priority
 from .live_model import LiveModel
 from .pending import PendingRequests
 from .processes import ProcessBackend
-from .gate import Gate
+from .gate import FORGET_EVENTS, Gate
 from .recommend import (Backend, Candidates, CandidateSource, CategorySource, ModelIds, Payload, Ranked, Request,
                         fuse, unseen)
 
@@ -63,7 +63,7 @@ class Serving:
                          half_life_hits=settings.gate_half_life_hits, min_evidence=settings.gate_min_evidence,
                          switch_z=settings.gate_switch_z,
                          long_from=settings.gate_long_from, sample=settings.gate_sample,
-                         keep_scored=settings.suspect_memory if settings.suspect_surprise else 0) if settings.serving_gate else None
+                         keep_scored=FORGET_EVENTS if settings.suspect_surprise else 0) if settings.serving_gate else None
         self.app = None  # the Faust app records are sent with (register)
         s = settings
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="streamrec-serve")
@@ -102,19 +102,20 @@ class Serving:
         if gate is not None:  # without the gate, co-visitation lists would serve nobody
             candidates.choice, candidates.long_from = gate.choices(), gate.long_from
             # each stream source for the users it serves, and a sample of the rest (to score it)
+            items = [[item for item, *_ in r.history] for r in batch]
             if self.covisit is not None:
                 serves = {seg for seg, source in candidates.choice.items() if source in ("covisit", "blend")}
                 candidates.covisit = [
-                    self.covisit.recommend([item for item, *_ in r.history], k)
+                    self.covisit.recommend(items[n], k)
                     if gate.segment(len(r.history)) in serves or (scored and gate.samples()) else None
-                    for r in batch]
+                    for n, r in enumerate(batch)]
             if self.categories is not None:
                 serves = {seg for seg, source in candidates.choice.items() if source == "category"}
                 candidates.category = [
-                    self.categories.recommend(r.category, [item for item, *_ in r.history], k)
+                    self.categories.recommend(r.category, items[n], k)
                     if r.category is not None and (gate.segment(len(r.history)) in serves or
                                                    (scored and gate.samples())) else None
-                    for r in batch]
+                    for n, r in enumerate(batch)]
         return batch, candidates, k
 
     async def _serve(self, requests: list[Request], k: int | None,

@@ -16,6 +16,7 @@ from streams.ingest.guard import RELEASE_HEADER, SUSPICIOUS, BaseRate, evidence,
 from streams.ingest.popularity import Popularity, PopularityBoard
 from streams.lifecycle.trainer import StreamTrainer
 from streams.metrics import Metrics
+from streams.serving.gate import FORGET_EVENTS
 from streams.settings import load_settings
 
 from test_guard import guarded_app
@@ -264,7 +265,7 @@ async def test_a_quarantine_takes_the_users_scored_events_back_out_of_the_gate(m
     app, now = guarded_app(make_settings, monkeypatch)
     try:
         gate = app.serving.gate
-        assert gate.keep_scored == app.settings.suspect_memory  # suspicion on: the gate keeps what to take back
+        assert gate.keep_scored == FORGET_EVENTS  # suspicion on: the gate keeps what to take back
         gate.remember("fake", "short", {"popular": ["p"]})
         gate.score("fake", "p", seen_before=False)
         assert gate.scores["short", "popular"].events == 1
