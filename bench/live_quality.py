@@ -80,6 +80,7 @@ class Suspicion:
         self.quarantined: set[str] = set()
         self.stamps: dict[str, list[tuple[str, float]]] = {}  # per user, the (item, ts) of the history
         self.unjudged: set[str] | None = set()  # counted before the base rate was known
+        self.second_look: tuple[float, set[str]] | None = None  # as Ingest.second_look
 
     def held(self, e, h: list[str], popular: frozenset) -> bool:
         """True holds the event back: its user is, or is now, quarantined."""
@@ -95,11 +96,11 @@ class Suspicion:
                 if self.base_rate.rate is None:
                     self.unjudged.add(user)
                 else:
-                    for other in self.unjudged - {user}:
-                        sx = guard.history_evidence(self.stamps[other], popular, s.suspect_memory)
-                        if sx and guard.suspicious(sx, self.base_rate.rate, s.suspect_lift, s.suspect_surprise):
-                            self.take_back(other)
+                    self.second_look = (e.ts + guard.SECOND_LOOK_S, self.judge(self.unjudged, user, popular))
                     self.unjudged = None
+            elif self.second_look is not None and e.ts >= self.second_look[0]:
+                users, self.second_look = self.second_look[1], None
+                self.judge(users, user, popular)
             sx = guard.evidence(self.evidence.get(user), on_popular, s.suspect_memory)
             if guard.suspicious(sx, self.base_rate.rate, s.suspect_lift, s.suspect_surprise):
                 self.take_back(user)
@@ -108,6 +109,17 @@ class Suspicion:
         mine.append((e.item_id, e.ts))
         del mine[:-s.seq_len]
         return False
+
+    def judge(self, users: set[str], but: str, popular: frozenset) -> set[str]:
+        """As Ingest.judge: the users (``but`` one) judged on their histories; those left."""
+        s, left = self.s, {but} & users
+        for other in users - {but} - self.quarantined:
+            sx = guard.history_evidence(self.stamps[other], popular, s.suspect_memory)
+            if sx and guard.suspicious(sx, self.base_rate.rate, s.suspect_lift, s.suspect_surprise):
+                self.take_back(other)
+            else:
+                left.add(other)
+        return left
 
     def take_back(self, user: str) -> None:
         self.quarantined.add(user)

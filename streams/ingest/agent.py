@@ -33,14 +33,14 @@ from ..kafka.direct_writes import TableWriter, send_now
 from ..kafka.faust_patches.internals import set_current_event
 from .dead_letters import DeadLetter, DeadLetterMarks
 from .events import Event, InvalidEvent, parse_event
-from .guard import (RATE_LIMITED, RELEASED, SUSPECT_REASONS, SUSPICIOUS, BaseRate, counts, evidence,
-                    first_counts, history_evidence, suspicious, verdict, within_cap)
+from .guard import (RATE_LIMITED, RELEASED, SECOND_LOOK_S, SUSPECT_REASONS, SUSPICIOUS, BaseRate, counts,
+                    evidence, first_counts, history_evidence, suspicious, verdict, within_cap)
 from .popularity import PopularityBoard
 from .user_state import State, apply_event, decode, empty_state, encode, stamps
 
 DEAD_LETTER_MARK = b"p%d"  # key of a partition's mark in the dead_letters table
-# users counted before suspicion's base rate was known, judged when it is: one pass of state reads
-# on the event loop (~30 us each), so kept short
+# users counted before suspicion's base rate was known, judged when it is and once more: a pass of
+# state reads on the event loop (~30 us each), so kept short
 UNJUDGED_MAX = 5_000
 
 # on_accepted(event, new state, arrival time at the worker, Kafka record timestamp, whether the
@@ -65,6 +65,8 @@ class Ingest:
         self.base_rate = BaseRate()  # suspicion's (streams.ingest.guard); learnt again after a restart
         # users counted before the base rate was known: judged on their stored events once it is
         self.unjudged: dict[bytes, int] | None = {}  # key -> partition; None once judged
+        # and judged again (guard.SECOND_LOOK_S later): (event time of the second look, key -> partition)
+        self.second_look: tuple[float, dict[bytes, int]] | None = None
         self.partitions_seen: set[int] = set()  # never forgotten: see on_partition
         self.dead_letter_marks = DeadLetterMarks()
         # user_sequences is written once per accepted event: through TableWriter, not table[key] = ...
@@ -116,7 +118,7 @@ class Ingest:
             await self.core.events_topic.send(key=key, value=json.dumps(ev.to_json()).encode())
             metrics.events.labels("rekeyed").inc()
             return
-        raw = self.core.user_sequences.get(key)
+        raw = self.state_writer.get(msg.partition, key)
         state = decode(raw)
         new_state = apply_event(state, ev, seq_len=s.seq_len, dedupe_window=s.dedupe_window)
         if new_state is None:
@@ -161,7 +163,10 @@ class Ingest:
                     if len(self.unjudged) < UNJUDGED_MAX:
                         self.unjudged[key] = msg.partition
                 else:
-                    self.judge_unjudged(but=key)  # this user is judged below, with this event
+                    self.judge_unjudged(but=key, ts=ev.ts)  # this user is judged below, with this event
+            elif self.second_look is not None and ev.ts >= self.second_look[0]:
+                users, self.second_look = self.second_look[1], None
+                self.judge(users, but=key)
             sx = evidence(new_state.get("sx"), on_popular, s.suspect_memory)
             if suspicious(sx, self.base_rate.rate, s.suspect_lift, s.suspect_surprise):
                 await self.quarantine(msg, key, state, sx, self.base_rate.rate)
@@ -205,19 +210,30 @@ class Ingest:
         if self.on_quarantine is not None:
             self.on_quarantine(key, state["items"], 1.0)
 
-    def judge_unjudged(self, but: bytes) -> None:
-        """The base rate is known: judge the users counted before (``but`` one), on their stored events."""
-        s, unjudged, self.unjudged = self.settings, self.unjudged or {}, None
+    def judge_unjudged(self, but: bytes, ts: float) -> None:
+        """The base rate is known (at event time ``ts``): judge the users counted before (``but``
+        one), and look at those not quarantined again ``SECOND_LOOK_S`` later."""
+        unjudged, self.unjudged = self.unjudged or {}, None
+        self.second_look = (ts + SECOND_LOOK_S, self.judge(unjudged, but))
+
+    def judge(self, users: dict[bytes, int], but: bytes) -> dict[bytes, int]:
+        """Judge ``users`` (key -> partition; ``but`` one, whose event is being applied) on their
+        stored events against the popular items now; returns those left as they were."""
+        s, left = self.settings, {}
         popular = self.popularity.popular(s.suspect_top_items)
-        for key, partition in unjudged.items():
+        for key, partition in users.items():
             if key == but:
+                left[key] = partition
                 continue
-            state = decode(self.core.user_sequences.get(key))
+            state = decode(self.state_writer.get(partition, key))  # in its own partition
             if state is None or "q" in state or state.get("ok"):
                 continue
             sx = history_evidence(stamps(state["items"]), popular, s.suspect_memory)
             if sx is not None and suspicious(sx, self.base_rate.rate, s.suspect_lift, s.suspect_surprise):
                 self.quarantine_state(partition, key, state, sx)
+            else:
+                left[key] = partition
+        return left
 
     async def dead_letter(self, msg: Any, err: InvalidEvent) -> None:
         """Send a malformed message to the DLQ with its reason, unless it was sent there before (a

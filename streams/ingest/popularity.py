@@ -172,17 +172,17 @@ class PopularityBoard:
     def count(self, partition: int, item_id: str, ts: float, user: bytes = b"", settle: bool = True) -> None:
         """Count one accepted event of ``user``: it lands when settled (with those now due), or at
         once without ``settle`` (ingest: while nobody can be suspected yet, streams.ingest.guard)."""
-        if self.settling is None:
+        if self.settling is None or not settle:
+            if self.settling is not None:
+                self._raw(partition).add(item_id, ts)
             self._land(partition, item_id, ts)
-            return
-        self._raw(partition).add(item_id, ts)
-        if not settle:
-            self._land(partition, item_id, ts)
-            return
-        self.settling.add(partition, item_id, ts, user)
-        for due in self.settling.due():
-            if due[0] in self.raw:  # not revoked meanwhile
-                self._land(*due)
+        else:
+            self._raw(partition).add(item_id, ts)
+            self.settling.add(partition, item_id, ts, user)
+            for due in self.settling.due():
+                if due[0] in self.raw:  # not revoked meanwhile
+                    self._land(*due)
+        self._flush(partition)
 
     def _raw(self, partition: int) -> Popularity:
         raw = self.raw.get(partition)
@@ -191,13 +191,17 @@ class PopularityBoard:
         return raw
 
     def _land(self, partition: int, item_id: str, ts: float) -> None:
-        """Add one count to what is served; write the partition's scores at most every ``FLUSH_S``."""
-        tracker = self.tracker(partition)
-        tracker.add(item_id, ts)
+        """Add one count to what is served."""
+        self.tracker(partition).add(item_id, ts)
+
+    def _flush(self, partition: int) -> None:
+        """Write the scores of ``partition`` (the current event's: Faust's ``table[key]`` writes
+        to its database and changelog partition) at most every ``FLUSH_S``. Counts of other
+        partitions landing meanwhile are written with their partition's next event."""
         now = time.monotonic()
-        if now - self._flushed.get(partition, 0.0) >= FLUSH_S:
+        if partition in self.trackers and now - self._flushed.get(partition, 0.0) >= FLUSH_S:
             self._flushed[partition] = now
-            self.table[b"p%d" % partition] = dict(tracker.log_scores)
+            self.table[b"p%d" % partition] = dict(self.trackers[partition].log_scores)
 
     def retract(self, partition: int, item_id: str, ts: float) -> None:
         """Take back one count of a quarantined user (streams.ingest.guard), landed or settling."""

@@ -26,7 +26,7 @@ from functools import partial
 
 from faust.types import TP
 
-from .faust_patches.internals import aiokafka_producer, partition_for
+from .faust_patches.internals import aiokafka_producer, partition_for, partition_store
 
 log = logging.getLogger(__name__)
 
@@ -87,12 +87,15 @@ async def _send_batch(producer, batch, topic: str, partition: int, what: str) ->
 
 
 class TableWriter:
-    """``table[key] = value`` for tables with raw (bytes) keys and values, from inside an agent.
+    """``table[key] = value`` and ``table.get(key)`` for tables with raw (bytes) keys and values,
+    from inside an agent, in a partition named by the caller.
 
-    :meth:`put` writes the store at once (the database of the current event's partition, as
-    Faust's own write picks it) and keeps the change; :meth:`flush` sends the kept changes to the
-    changelog: one record per key (its latest value), one batch per partition. The agent flushes
-    before Faust acknowledges the events that made the changes (streams/ingest/agent.py)."""
+    :meth:`put` writes the store at once (the database of ``partition``: Faust's own
+    ``table[key]`` writes and reads the current event's, which is another one for the users a
+    quarantine or a judgement of other users touches) and keeps the change; :meth:`get` reads it
+    back; :meth:`flush` sends the kept changes to the changelog: one record per key (its latest
+    value), one batch per partition. The agent flushes before Faust acknowledges the events that
+    made the changes (streams/ingest/agent.py)."""
 
     def __init__(self, app, table) -> None:
         if table.key_serializer != "raw" or table.value_serializer != "raw":
@@ -102,8 +105,11 @@ class TableWriter:
         self._changes: dict[int, dict[bytes, bytes]] = {}
 
     def put(self, partition: int, key: bytes, value: bytes) -> None:
-        self.table.data[key] = value
+        partition_store(self.table, partition)[key] = value
         self._changes.setdefault(partition, {})[key] = value
+
+    def get(self, partition: int, key: bytes) -> bytes | None:
+        return partition_store(self.table, partition).get(key)
 
     async def flush(self) -> None:
         changes, self._changes = self._changes, {}

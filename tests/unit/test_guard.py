@@ -46,13 +46,14 @@ def test_one_count_per_user_and_item():
 
 
 def guarded_app(make_settings, monkeypatch, **limits):
-    """A one-partition worker app with ``limits``, whose sends are recorded in the returned ``now``."""
+    """A worker app (one partition unless ``limits`` say otherwise) with ``limits``, whose sends are
+    recorded in the returned ``now``."""
     import streams.ingest.agent
     import streams.kafka.direct_writes
     import streams.serving.service
     import streams.wiring
 
-    app = streams.wiring.create(make_settings(partitions=1, http_port=1, serving_processes=False, **limits))
+    app = streams.wiring.create(make_settings(**{"partitions": 1, "http_port": 1, "serving_processes": False, **limits}))
     now = SentNow()
     monkeypatch.setattr(app.core.events_topic, "send", Sent())
     for module in (streams.kafka.direct_writes, streams.ingest.agent):

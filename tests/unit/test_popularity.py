@@ -104,3 +104,33 @@ def test_restored_tracker_ranks_like_the_original():
     restored.add("i3", EPOCH + 30)
     pop.add("i3", EPOCH + 30)
     assert restored.top(4) == pop.top(4)
+
+
+class Writes(dict):
+    """A table that records the keys written to it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.written: list[bytes] = []
+
+    def __setitem__(self, key, value) -> None:
+        self.written.append(key)
+        super().__setitem__(key, value)
+
+
+def test_a_partition_s_scores_are_written_only_with_its_own_events(monkeypatch):
+    """Faust's ``table[key]`` writes to the current event's partition: counts of partition 0 that
+    land while partition 1's event is handled wait for partition 0's next event to be written."""
+    import streams.ingest.popularity as popularity
+
+    monkeypatch.setattr(popularity, "FLUSH_S", 0.0)
+    table = Writes()
+    board = popularity.PopularityBoard(table, 3600, 100, settle_s=10)
+    board.count(0, "a", EPOCH, b"u0")           # settling: nothing of partition 0 served yet
+    board.count(1, "b", EPOCH + 20, b"u1")      # partition 1's event lands partition 0's count
+    assert [item for item, _ in board.top(10)] == ["a"]
+    assert table.written == []                  # partition 1 has nothing served; partition 0 waits
+    board.count(0, "c", EPOCH + 40, b"u2")      # lands b (partition 1) and writes partition 0
+    assert table.written == [b"p0"] and set(table[b"p0"]) == {"a"}
+    board.count(1, "d", EPOCH + 41, b"u3")
+    assert table.written == [b"p0", b"p1"] and set(table[b"p1"]) == {"b"}

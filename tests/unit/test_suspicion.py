@@ -12,7 +12,7 @@ import pytest
 
 import streams.ingest.popularity
 from streams.ingest.covisit import CoVisitation, restore_partition
-from streams.ingest.guard import RELEASE_HEADER, SUSPICIOUS, BaseRate, evidence, signature, surprise, suspicious
+from streams.ingest.guard import RELEASE_HEADER, SECOND_LOOK_S, SUSPICIOUS, BaseRate, evidence, signature, surprise, suspicious
 from streams.ingest.popularity import Popularity, PopularityBoard
 from streams.lifecycle.trainer import StreamTrainer
 from streams.metrics import Metrics
@@ -257,6 +257,68 @@ async def test_a_fake_user_counted_before_the_base_rate_is_known_is_judged_once_
         assert _metric(app, "streamrec_quarantined_users_total") == 1
         assert now[app.settings.topic_suspect].calls == []  # nothing of it was held: it was taken
         assert all("q" not in app.user_state(f"real{n}") for n in range(800))
+    finally:
+        app.close()
+
+
+async def test_an_early_user_whose_items_were_not_yet_popular_is_judged_again_later(make_settings, monkeypatch):
+    """The first judgement (the base rate just known) finds the early fake's filler unremarkable:
+    nobody has clicked it yet. ``SECOND_LOOK_S`` of event time later the filler is popular, and the
+    second look quarantines the fake and takes its counts back."""
+    app, now = guarded_app(make_settings, monkeypatch, suspect_top_items=5, popularity_settle_s=0)
+    monkeypatch.setattr(streams.ingest.popularity, "RANK_REFRESH_S", 0.0)
+    app.ingest.base_rate = BaseRate(memory=1000, warm=400)
+    ts = time.time() - 2 * SECOND_LOOK_S - 1000
+    filler = [f"q{n}" for n in range(5)]
+    try:
+        async with app.app.agents["ingest"].test_context() as ingest:
+            for n in range(20):  # p0..p4 popular
+                await ingest.put(event(user=f"real{n}", item=POPULAR[n // 2 % 5], ts=ts + n * 0.1), key=f"real{n}".encode())
+            for n, item in enumerate(filler + ["target"]):  # before the base rate is known
+                await ingest.put(event(user="early-fake", item=item, ts=ts + 5 + n, event_id=f"f{n}"), key=b"early-fake")
+            for n in range(20, 800):  # the base rate is known: the fake is judged, and passes
+                await ingest.put(event(user=f"real{n}", item=f"rare{n}", ts=ts + 20 + n * 0.1), key=f"real{n}".encode())
+            assert "q" not in app.user_state("early-fake")
+            for n in range(800, 850):  # the fake's filler becomes the most popular, still within the look's delay
+                await ingest.put(event(user=f"real{n}", item=filler[n % 5], ts=ts + 200 + n * 0.1), key=f"real{n}".encode())
+            assert "q" not in app.user_state("early-fake")
+            assert "target" in app.popularity.trackers[0].log_scores
+            await ingest.put(event(user="late", item="rare-late", ts=ts + 100 + SECOND_LOOK_S), key=b"late")
+        state = app.user_state("early-fake")
+        assert "q" in state and len(state["items"]) == 6
+        assert "target" not in app.popularity.trackers[0].log_scores
+        assert app.ingest.second_look is None  # looked at once more, not again
+        assert all("q" not in app.user_state(f"real{n}") for n in range(850))
+    finally:
+        app.close()
+
+
+async def test_users_counted_before_the_base_rate_are_judged_in_their_own_partition(make_settings, monkeypatch):
+    """With RocksDB, each table partition is a database of its own: the users judged when the base
+    rate is known live in other partitions than the event that makes it known, and are read and
+    quarantined there (a read through the current event's partition found no state and judged nobody)."""
+    app, now = guarded_app(make_settings, monkeypatch, suspect_top_items=5, popularity_settle_s=0,
+                           store="rocksdb", partitions=2)
+    monkeypatch.setattr(streams.ingest.popularity, "RANK_REFRESH_S", 0.0)
+    app.ingest.base_rate = BaseRate(memory=1000, warm=400)
+    ts = time.time() - 1000
+    try:
+        async with app.app.agents["ingest"].test_context() as ingest:
+            for n in range(20):  # p0..p4 popular
+                await ingest.put(event(user=f"real{n}", item=POPULAR[n // 2 % 5], ts=ts + n * 0.1),
+                                 key=f"real{n}".encode(), partition=0)
+            for n, item in enumerate(["p0", "target", "p1", "p2", "p3", "p4"]):  # before the base rate is known
+                await ingest.put(event(user="early-fake", item=item, ts=ts + 5 + n, event_id=f"f{n}"),
+                                 key=b"early-fake", partition=1)
+            for n in range(20, 800):  # the base rate becomes known on an event of partition 0
+                await ingest.put(event(user=f"real{n}", item=f"rare{n}", ts=ts + 20 + n * 0.1),
+                                 key=f"real{n}".encode(), partition=0)
+        store = app.core.user_sequences.data
+        state = orjson.loads(store._db_for_partition(1).get(b"early-fake"))
+        assert "q" in state and len(state["items"]) == 6
+        assert store._db_for_partition(0).get(b"early-fake") is None  # nothing written to another partition
+        assert "target" not in app.popularity.trackers[1].log_scores
+        assert _metric(app, "streamrec_quarantined_users_total") == 1
     finally:
         app.close()
 

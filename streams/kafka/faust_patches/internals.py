@@ -31,6 +31,13 @@ def rocksdb_databases(table) -> list | None:
     return None if dbs is None else list(dbs())
 
 
+def partition_store(table, partition: int):
+    """The mapping that holds ``table``'s keys of ``partition``: its RocksDB database (raw bytes),
+    or the memory store, which keeps every partition in one dict."""
+    db_for = getattr(table.data, "_db_for_partition", None)  # faust.stores.rocksdb.Store
+    return table.data if db_for is None else db_for(partition)
+
+
 def partition_values(table, partition: int):
     """An iterator over the values ``table`` holds for ``partition``; None if its store is not
     RocksDB (the memory store keeps every partition in one dict)."""
