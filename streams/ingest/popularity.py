@@ -172,12 +172,11 @@ class PopularityBoard:
     def count(self, partition: int, item_id: str, ts: float, user: bytes = b"", settle: bool = True) -> None:
         """Count one accepted event of ``user``: it lands when settled (with those now due), or at
         once without ``settle`` (ingest: while nobody can be suspected yet, streams.ingest.guard)."""
+        if self.settling is not None:
+            self._raw(partition).add(item_id, ts)
         if self.settling is None or not settle:
-            if self.settling is not None:
-                self._raw(partition).add(item_id, ts)
             self._land(partition, item_id, ts)
         else:
-            self._raw(partition).add(item_id, ts)
             self.settling.add(partition, item_id, ts, user)
             for due in self.settling.due():
                 if due[0] in self.raw:  # not revoked meanwhile

@@ -14,6 +14,7 @@ import streams.ingest.popularity
 from streams.ingest.covisit import CoVisitation, restore_partition
 from streams.ingest.guard import RELEASE_HEADER, SECOND_LOOK_S, SUSPICIOUS, BaseRate, evidence, signature, surprise, suspicious
 from streams.ingest.popularity import Popularity, PopularityBoard
+from streams.kafka.faust_patches.internals import partition_store
 from streams.lifecycle.trainer import StreamTrainer
 from streams.metrics import Metrics
 from streams.serving.gate import FORGET_EVENTS
@@ -313,10 +314,10 @@ async def test_users_counted_before_the_base_rate_are_judged_in_their_own_partit
             for n in range(20, 800):  # the base rate becomes known on an event of partition 0
                 await ingest.put(event(user=f"real{n}", item=f"rare{n}", ts=ts + 20 + n * 0.1),
                                  key=f"real{n}".encode(), partition=0)
-        store = app.core.user_sequences.data
-        state = orjson.loads(store._db_for_partition(1).get(b"early-fake"))
+        table = app.core.user_sequences
+        state = orjson.loads(partition_store(table, 1).get(b"early-fake"))
         assert "q" in state and len(state["items"]) == 6
-        assert store._db_for_partition(0).get(b"early-fake") is None  # nothing written to another partition
+        assert partition_store(table, 0).get(b"early-fake") is None  # nothing written to another partition
         assert "target" not in app.popularity.trackers[1].log_scores
         assert _metric(app, "streamrec_quarantined_users_total") == 1
     finally:
