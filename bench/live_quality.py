@@ -163,7 +163,8 @@ def replay(events, k: int, window: int, rank_every: int, allow_repeats: bool, se
     categories = CategoryPopularity(s.popularity_half_life_s)
     last_category: dict[str, str] = {}  # user -> the category of their last event that named one
     gate = Gate(half_life_events=s.gate_half_life_events, half_life_hits=s.gate_half_life_hits, min_evidence=s.gate_min_evidence, switch_z=s.gate_switch_z,
-                long_from=s.gate_long_from, sample=s.gate_sample)
+                long_from=s.gate_long_from, sample=s.gate_sample,  # with suspicion, as the worker's gate
+                keep_scored=FORGET_EVENTS if suspicion else 0, settle_s=s.popularity_settle_s if suspicion else 0.0)
     counts: dict[str, int] = {}
     history: dict[str, list[str]] = {}
     in_force: dict[str, dict[str, list[str]]] = {}  # user -> source -> record for the next event
@@ -186,7 +187,7 @@ def replay(events, k: int, window: int, rank_every: int, allow_repeats: bool, se
     raw = Popularity(s.popularity_half_life_s, 10 * s.popularity_capacity) if settles else popularity
     suspect = Suspicion(s, popularity, raw, settling, covisit, categories)
     if suspicion:
-        gate.keep_scored, suspect.gate = FORGET_EVENTS, gate  # as the worker's gate with suspicion on
+        suspect.gate = gate
 
     def make_records(users: list[str], warmup: bool) -> None:
         """The records in force for these users' next events; in the ``warmup`` before
@@ -261,7 +262,7 @@ def replay(events, k: int, window: int, rank_every: int, allow_repeats: bool, se
                 if e.ts - first_seen.get(e.item_id, e.ts) <= new_item_s:
                     new_hits[src][0] += hit
                     new_hits[src][1] += 1
-        gate.score(e.user_id, e.item_id, seen_before and not allow_repeats)
+        gate.score(e.user_id, e.item_id, seen_before and not allow_repeats, e.ts)
         # learn
         counts[e.item_id] = counts.get(e.item_id, 0) + 1
         first_seen.setdefault(e.item_id, e.ts)

@@ -210,10 +210,11 @@ class Settings(BaseSettings):
     suspect_top_items: int = Field(
         100, ge=1, description="The most popular items whose share of a user's events is weighed for suspicion.")
     popularity_settle_s: float = Field(
-        0.0, ge=0, description="Seconds of event time a count waits before it moves the served popularity, so "
-        "that a user quarantined as suspicious meanwhile moves nothing (with STREAMREC_SUSPECT_SURPRISE > 0); "
-        "600 holds a promotion at a human pace to a few per cent of its reach, at the price of popularity that "
-        "many seconds stale (BENCHMARKS.md, attack). 0: counts land at once.")
+        0.0, ge=0, description="Seconds of event time a count waits before it moves the served popularity and "
+        "the quality gate's choice, so that a user quarantined as suspicious meanwhile moves neither (with "
+        "STREAMREC_SUSPECT_SURPRISE > 0); 600 holds a promotion at a human pace to a few per cent of its reach, "
+        "at the price of popularity and the gate's switches that many seconds late (BENCHMARKS.md, attack). "
+        "0: counts land at once.")
     suspect_memory: int = Field(
         50, ge=2, description="Events over which a user's suspicion evidence is weighed (older ones decay).")
     release_key: SecretStr | None = Field(

@@ -63,7 +63,9 @@ class Serving:
                          half_life_hits=settings.gate_half_life_hits, min_evidence=settings.gate_min_evidence,
                          switch_z=settings.gate_switch_z,
                          long_from=settings.gate_long_from, sample=settings.gate_sample,
-                         keep_scored=FORGET_EVENTS if settings.suspect_surprise else 0) if settings.serving_gate else None
+                         keep_scored=FORGET_EVENTS if settings.suspect_surprise else 0,
+                         settle_s=settings.popularity_settle_s if settings.suspect_surprise else 0.0,
+                         ) if settings.serving_gate else None
         self.app = None  # the Faust app records are sent with (register)
         s = settings
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="streamrec-serve")
@@ -189,7 +191,7 @@ class Serving:
         record (waits while the queue is full: backpressure on ingestion)."""
         item, stages = history[-1][0], self.metrics.stages
         if self.gate is not None:  # test, then train: the record in force before this event
-            self.gate.score(user_id, item, seen_before=any(i == item for i, *_ in history[:-1]))
+            self.gate.score(user_id, item, seen_before=any(i == item for i, *_ in history[:-1]), ts=event_ts)
             stages.mark("gate")
         self.note_item(item, [i for i, *_ in history[-CO_ITEMS - 1:-1]])
         request = Request(user_id, history, event_ts, arrived, msg_ts, category=category)

@@ -169,3 +169,36 @@ def test_without_suspicion_nothing_is_kept_to_take_back():
     gate.remember("u", "short", {"popular": ["p"]})
     gate.score("u", "p", seen_before=False)
     assert gate.forget("u") == 0 and gate.scores["short", "popular"].events == 1
+
+
+def test_with_a_wait_users_quarantined_before_their_events_count_never_move_the_choice():
+    """With ``settle_s`` a scored event counts in the settled evidence once it has waited that
+    long of event time; the choice rests on it once the serving source has ``min_evidence``
+    events there. Fakes caught within the wait (their next items: popular filler) move nothing."""
+    def stream(gate):
+        for n in range(60):  # ten minutes of real users: the category list holds their next item
+            gate.remember(f"real{n}", "short", {"category": ["x"], "popular": ["p"]})
+            gate.score(f"real{n}", "x", False, ts=10.0 * n)
+        early = gate.choice("short"), gate.report()["short"]["settled"]
+        for n in range(60):  # later, with a promotion's fake users among them
+            t = 1200.0 + 5 * n
+            gate.remember(f"later{n}", "short", {"category": ["x"], "popular": ["p"]})
+            gate.score(f"later{n}", "x", False, ts=t)
+            for j in range(3):
+                gate.remember(f"fake{n % 20}", "short", {"category": ["y"], "popular": ["p"]})
+                gate.score(f"fake{n % 20}", "p", False, ts=t + j)
+        return early, gate.choice("short")
+
+    waits = Gate(keep_scored=16, settle_s=600.0, min_evidence=20)
+    early, during = stream(waits)
+    assert early == ("category", False)  # nothing has waited long enough yet: every scored event counts
+    assert during == "category" and waits.report()["short"]["settled"]  # the fakes' events still wait
+    assert waits.fresh.scores["short", "popular"].hits > 100 and waits.settled.scores["short", "popular"].hits == 0
+    assert sum(waits.forget(f"fake{n}") for n in range(20)) == 180  # quarantined within the wait
+    waits.remember("last", "short", {"category": ["x"], "popular": ["p"]})
+    waits.score("last", "x", False, ts=3000.0)  # every event before it has waited long enough (it waits)
+    assert waits.settled.scores["short", "popular"].events == 120 and waits.settled.scores["short", "popular"].hits == 0
+    assert waits.fresh.scores["short", "popular"].events == 121
+
+    at_once = Gate(keep_scored=16, min_evidence=20)
+    assert stream(at_once) == (("category", False), "popular")  # without the wait the fakes' filler takes over

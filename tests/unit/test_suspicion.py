@@ -324,6 +324,25 @@ async def test_users_counted_before_the_base_rate_are_judged_in_their_own_partit
         app.close()
 
 
+async def test_with_popularity_settling_the_worker_s_gate_counts_an_event_once_it_has_waited(make_settings, monkeypatch):
+    """The wait popularity's counts have (popularity_settle_s) holds the gate's scored events too,
+    on the event times serving is given: a user quarantined meanwhile never moves the choice."""
+    app, now = guarded_app(make_settings, monkeypatch, popularity_settle_s=600.0)
+    try:
+        gate, ts = app.serving.gate, time.time() - 3600
+        assert gate.settle_s == 600.0 and gate.settled is not gate.fresh
+        gate.remember("fake", "short", {"popular": ["p"]})
+        await app.serving.accept("fake", [("p", "click", ts)], ts, time.time(), None)
+        assert gate.fresh.scores["short", "popular"].hits == 1 and gate.settled.scores["short", "popular"].events == 0
+        app.ingest.on_quarantine(b"fake", [["p", "click", ts]], -1.0)  # what ingest's quarantine calls
+        gate.remember("real", "short", {"popular": ["p"]})
+        await app.serving.accept("real", [("x", "click", ts + 700)], ts + 700, time.time(), None)
+        assert gate.settled.scores["short", "popular"].events == 0  # the fake's event never landed
+        assert gate.fresh.scores["short", "popular"].events == 1 and gate.fresh.scores["short", "popular"].hits == 0
+    finally:
+        app.close()
+
+
 async def test_a_quarantine_takes_the_users_scored_events_back_out_of_the_gate(make_settings, monkeypatch):
     app, now = guarded_app(make_settings, monkeypatch)
     try:
