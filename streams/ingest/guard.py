@@ -31,13 +31,15 @@
   ``n KL(q || p)``). The lift keeps a real user who likes popular things clear where everyone
   does (on a stream where the top items hold 25 % of the events no one can be 10 x that); the
   surprise keeps a user with a few events clear. A suspicious user is quarantined (key ``"q"``):
-  the counts of their recent events are taken back from popularity and co-visitation, and this
+  the counts of their recent events are taken back from popularity, co-visitation and the category
+  board, their scored events out of the quality gate (``streams.serving.gate``), and this
   and every later event of theirs goes to ``events.suspect`` (reason ``suspicious``) until
   ``streamrec release`` releases them; a released user is trusted from then on (key ``"ok"``).
   With ``popularity_settle_s`` (default 0: off) popularity counts settle for that much event time
   before they are served (:class:`streams.ingest.popularity.Settling`), so a fake user caught at
-  their second or third event has moved nothing anyone was shown; the price is popularity that
-  much older. The trainer cannot judge (the verdict needs the
+  their second or third event has moved nothing anyone was shown, and the quality gate's scored
+  events wait as long; the price is popularity that much older and the gate's switches that much
+  later. The trainer cannot judge (the verdict needs the
   worker's popularity): it reads the quarantines from ``events.suspect``. What it does not catch: fake users who avoid popular items (filler drawn at random) until their
   targets are popular enough to be served.
 """
