@@ -48,7 +48,7 @@ the settled evidence once the source serving a segment has ``min_evidence`` even
 every scored event until then, so that a new stream's first choices are not held back as long).
 At a human pace a promotion's fake users are caught minutes after their first event (a median
 568 s at 3 % of the users of the Taobao sample, bench/attack.py), and until then their hits on
-filler held the choice on popularity: real users' HR@10 was 0.57x the clean replay's, and 1.0x
+filler held the choice on popularity: real users' HR@10 was 0.58x the clean replay's, and 1.0x
 with the fakes' events left out of the gate. The price: a switch the stream calls for comes
 ``settle_s`` later (BENCHMARKS.md, attack).
 
