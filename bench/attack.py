@@ -21,8 +21,9 @@ served; bench/live_quality.py's ``quarantine``, as streams/ingest/agent.py). "of
 The clean replay runs both ways too. Reported per run: **target exposure** (share of the records
 served to real users after the attack starts that hold a target item; also per quarter of the
 stream's time), real users' gated HR@10 (seen items excluded) against the clean replay's with the
-same defences and with none, and the share of real events held back. Fake users' events are
-never scored.
+same defences and with none (also over the stream's second half only: what a stream that has run
+a while gets, past the gate's first choices), and the share of real events held back. Fake users'
+events are never scored.
 
     .venv/bin/python bench/attack.py --data taobao,ml1m --limit 300000   # one JSON and one plot
 """
@@ -133,6 +134,7 @@ def run(events, injected: list, targets: set[str], defences: bool, seq_len: int)
                     watch=watch, suspicion=defences and s.suspect_surprise > 0, held=suspect)
     n_real = sum(1 for e in stream if real(e.user_id))
     return {"hr": result["hr"]["gated"], "hr_sources": result["hr"], "scored": result["scored_events"],
+            "hr_second_half": result["hr_from_stream_fraction"]["0.5"]["gated"],
             "exposure": seen["exposed"] / seen["records"] if seen["records"] else 0.0,
             "exposure_by_quarter": [exposed / records if records else None for records, exposed in quarters],
             "records_after_attack": seen["records"], "real_events": n_real,
@@ -191,6 +193,8 @@ def attack_stream(path: str, fmt: str, args) -> dict:
         name, defences = key.rsplit(" / defences ", 1)
         clean = runs[f"clean / defences {defences}"]["hr"]
         r["hr_over_clean"] = r["hr"] / clean if clean else None  # the clean replay with the same defences
+        second = runs[f"clean / defences {defences}"]["hr_second_half"]  # the stream's second half only
+        r["hr_second_half_over_clean"] = r["hr_second_half"] / second if second else None
         r["hr_over_clean_off"] = r["hr"] / clean_off if clean_off else None
         if defences == "on":
             off = runs[f"{name} / defences off"]["exposure"]

@@ -322,9 +322,11 @@ def attack(d):
                          "" if clean else f"{on['exposure']:.3f}",
                          "" if clean else "–" if ratio is None else f"**{ratio:.2f}**", "" if clean else quarters(on),
                          f"{off['hr']:.4f} / {on['hr']:.4f}", f"{on['hr_over_clean']:.2f}", f"{on['hr_over_clean_off']:.2f}",
+                         "–" if on.get("hr_second_half_over_clean") is None else f"{on['hr_second_half_over_clean']:.2f}",
                          f"{on['real_held_share']:.2%} ({num(on['fake_held'])} fake)"])
     return table(["stream", "attack", "target exposure, off", "on", "on / off", "on, by quarter of the stream",
-                  "real HR@10 off / on", "on / clean on", "on / clean off", "real events held (fake held)"], rows)
+                  "real HR@10 off / on", "on / clean on", "on / clean off", "second half: on / clean on",
+                  "real events held (fake held)"], rows)
 
 
 COST_STAGES = ("decode", "state", "changelog", "popularity", "covisit", "gate", "queue", "candidates", "produce",

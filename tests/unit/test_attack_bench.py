@@ -33,6 +33,7 @@ def test_a_flood_is_held_back_and_promotion_is_measured(tmp_path):
     assert off["exposure"] > 0.1 > 0.05 > on["exposure"]  # the flooded target tops popularity only when let in
     assert on["fake_held"] == 1000 - 2 * 60 and on["real_held"] == 0  # all but each id's burst
     assert on["hr_over_clean"] > 0.9
+    assert 0 < on["hr_second_half"] and runs["clean / defences on"]["hr_second_half_over_clean"] == 1.0
     assert runs["promotion 5.0% human / defences off"]["injected"] == 20 * 10
     assert (tmp_path / "attack.png").stat().st_size > 0
 
