@@ -236,10 +236,18 @@ def test_what_was_settling_settles_again_on_a_restored_partition():
     assert board.trackers[0].score(board.trackers[0].log_scores["a"], 900.0) == pytest.approx(1.0)  # once
 
 
-async def test_a_fake_user_counted_before_the_base_rate_is_known_is_judged_once_it_is(make_settings, monkeypatch):
-    app, now = guarded_app(make_settings, monkeypatch, suspect_top_items=5, popularity_settle_s=0)
+def early_users_app(make_settings, monkeypatch, **settings):
+    """A guarded worker app whose suspicion ranks the 5 most popular items (refreshed with every
+    event) and knows its base rate after 400 users' first events: the stream's first users are
+    counted before it is known."""
+    app, now = guarded_app(make_settings, monkeypatch, suspect_top_items=5, popularity_settle_s=0, **settings)
     monkeypatch.setattr(streams.ingest.popularity, "RANK_REFRESH_S", 0.0)
     app.ingest.base_rate = BaseRate(memory=1000, warm=400)
+    return app, now
+
+
+async def test_a_fake_user_counted_before_the_base_rate_is_known_is_judged_once_it_is(make_settings, monkeypatch):
+    app, now = early_users_app(make_settings, monkeypatch)
     ts = time.time() - 1000
     try:
         async with app.app.agents["ingest"].test_context() as ingest:
@@ -266,9 +274,7 @@ async def test_an_early_user_whose_items_were_not_yet_popular_is_judged_again_la
     """The first judgement (the base rate just known) finds the early fake's filler unremarkable:
     nobody has clicked it yet. ``SECOND_LOOK_S`` of event time later the filler is popular, and the
     second look quarantines the fake and takes its counts back."""
-    app, now = guarded_app(make_settings, monkeypatch, suspect_top_items=5, popularity_settle_s=0)
-    monkeypatch.setattr(streams.ingest.popularity, "RANK_REFRESH_S", 0.0)
-    app.ingest.base_rate = BaseRate(memory=1000, warm=400)
+    app, now = early_users_app(make_settings, monkeypatch)
     ts = time.time() - 2 * SECOND_LOOK_S - 1000
     filler = [f"q{n}" for n in range(5)]
     try:
@@ -298,10 +304,7 @@ async def test_users_counted_before_the_base_rate_are_judged_in_their_own_partit
     """With RocksDB, each table partition is a database of its own: the users judged when the base
     rate is known live in other partitions than the event that makes it known, and are read and
     quarantined there (a read through the current event's partition found no state and judged nobody)."""
-    app, now = guarded_app(make_settings, monkeypatch, suspect_top_items=5, popularity_settle_s=0,
-                           store="rocksdb", partitions=2)
-    monkeypatch.setattr(streams.ingest.popularity, "RANK_REFRESH_S", 0.0)
-    app.ingest.base_rate = BaseRate(memory=1000, warm=400)
+    app, now = early_users_app(make_settings, monkeypatch, store="rocksdb", partitions=2)
     ts = time.time() - 1000
     try:
         async with app.app.agents["ingest"].test_context() as ingest:
